@@ -1,0 +1,1231 @@
+// Reads configuration files into a validated Config.
+//
+// The loader collects every problem it finds instead of stopping at the
+// first, and names each one by file, line and column. It works in two
+// passes: the first reads every document into raw sections (so that files
+// may refer to each other's port aliases and proxies in any order), the
+// second resolves references and checks the whole.
+#include <fcntl.h>
+#include <unistd.h>
+#include <yaml-cpp/yaml.h>
+
+#include <algorithm>
+#include <array>
+#include <cerrno>
+#include <charconv>
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <set>
+#include <sstream>
+#include <unordered_map>
+
+#include "config/builtin_ports.h"
+#include "config/config.h"
+#include "config/pattern.h"
+#include "config/text.h"
+
+namespace tunnels::config {
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr std::size_t kMaxFileSize = 64u << 20;
+
+const std::vector<std::string>& MainOptionNames() {
+  static const std::vector<std::string> names = {
+      "upstreamDns",          "privateAddresses",        "blockUndefinedDomains",
+      "silentLog",            "addressCleanupTime",      "dnsBindAddress",
+      "dnsPort",              "overwriteResolvconf",     "restoreResolvConf",
+      "makeResolvconfImmutable", "resolvconfPath",       "resolvconfBackupPath",
+      "dnsPacketSize",        "upstreamDnsTimeout",      "temporaryBindPortRange",
+      "iptablesChain",        "randomCredentialsLength"};
+  return names;
+}
+
+std::vector<std::string> TopLevelKeys() {
+  std::vector<std::string> keys = {"proxies", "ports", "rules"};
+  const auto& main = MainOptionNames();
+  keys.insert(keys.end(), main.begin(), main.end());
+  return keys;
+}
+
+// YAML reads a plain scalar that starts with '*' as an alias, so the
+// original tunnels' "*.onion@web+ssh: tor" is not valid YAML. Users write
+// it that way (the original README does), so such keys are quoted before
+// parsing, unless the document really defines an anchor by that name. The
+// column shifts are remembered to keep diagnostics exact.
+struct QuotedKey {
+  int start;   // column of the inserted opening quote
+  int length;  // length of the key text
+};
+using LineFixes = std::unordered_map<int, QuotedKey>;
+
+std::string QuoteStarKeys(const std::string& text, LineFixes* fixes) {
+  std::set<std::string> anchors;
+  for (std::size_t pos = text.find('&'); pos != std::string::npos;
+       pos = text.find('&', pos + 1)) {
+    std::size_t end = pos + 1;
+    while (end < text.size() && !std::isspace(static_cast<unsigned char>(text[end]))) ++end;
+    anchors.insert(text.substr(pos + 1, end - pos - 1));
+  }
+  std::string out;
+  out.reserve(text.size() + 16);
+  std::istringstream in(text);
+  std::string line;
+  int number = 0;
+  bool first = true;
+  while (std::getline(in, line)) {
+    if (!first) out.push_back('\n');
+    first = false;
+    std::size_t start = line.find_first_not_of(" \t");
+    if (start != std::string::npos && line.compare(start, 2, "- ") == 0) {
+      start = line.find_first_not_of(" \t", start + 2);
+    }
+    if (start != std::string::npos && line[start] == '*') {
+      std::size_t end = start;
+      while (end < line.size() &&
+             !(line[end] == ':' && (end + 1 == line.size() || line[end + 1] == ' ' ||
+                                    line[end + 1] == '\t'))) {
+        ++end;
+      }
+      std::string key = line.substr(start, end - start);
+      while (!key.empty() && std::isspace(static_cast<unsigned char>(key.back()))) key.pop_back();
+      const std::string alias = key.substr(1);
+      if (end < line.size() && !anchors.contains(alias)) {
+        std::string quoted = "'";
+        for (char c : key) {
+          quoted.push_back(c);
+          if (c == '\'') quoted.push_back('\'');
+        }
+        quoted.push_back('\'');
+        line = line.substr(0, start) + quoted + line.substr(start + key.size());
+        (*fixes)[number] = QuotedKey{static_cast<int>(start), static_cast<int>(key.size())};
+      }
+    }
+    out += line;
+    ++number;
+  }
+  return out;
+}
+
+struct RawAlias {
+  std::vector<std::string> items;  // "t80", "u53", "t1-2", or alias names
+  std::vector<SourceLocation> item_where;
+  SourceLocation where;
+  bool builtin = false;
+};
+
+struct RawRule {
+  Rule rule;
+  Pattern pattern;
+  std::vector<std::string> port_items;  // empty: every TCP port
+  std::vector<SourceLocation> port_where;
+  SourceLocation proxies_where;
+  std::vector<SourceLocation> proxy_where;
+};
+
+class Loader {
+ public:
+  explicit Loader(const LoadOptions& options) : load_options_(options) {
+    for (const BuiltinPortFile& f : BuiltinPortFiles()) {
+      AddDocument(Document{std::string("<built-in>/") + f.name, f.text}, /*builtin=*/true);
+    }
+  }
+
+  void AddDocument(const Document& doc, bool builtin = false);
+  void FileError(const std::string& file, const std::string& message) {
+    diagnostics_.push_back({Severity::kError, SourceLocation{file, 0, 0}, message});
+  }
+  LoadResult Finish();
+
+ private:
+  void Error(const SourceLocation& where, std::string message) {
+    diagnostics_.push_back({Severity::kError, where, std::move(message)});
+  }
+  void Warning(const SourceLocation& where, std::string message) {
+    diagnostics_.push_back({Severity::kWarning, where, std::move(message)});
+  }
+  SourceLocation Where(const YAML::Node& node, int offset = 0) const;
+  // The column of text at `offset` inside a scalar node, counting the quote.
+  SourceLocation WhereIn(const YAML::Node& node, std::size_t offset) const {
+    const int quote = node.Tag() == "!" ? 1 : 0;
+    return Where(node, quote + static_cast<int>(offset));
+  }
+
+  bool ExpectScalar(const YAML::Node& node, const std::string& what);
+  // Iterates a mapping, reporting duplicate keys and non-scalar keys.
+  void ForEachEntry(const YAML::Node& map, const std::string& what,
+                    const std::function<void(const std::string&, const YAML::Node&,
+                                             const YAML::Node&)>& fn);
+  // A scalar "a, b, c" or a YAML list; items with their locations.
+  std::vector<std::pair<std::string, SourceLocation>> ReadList(const YAML::Node& node,
+                                                               const std::string& what);
+
+  void ReadMainOption(const std::string& key, const YAML::Node& key_node,
+                      const YAML::Node& value);
+  void ReadPortAlias(const std::string& name, const YAML::Node& key_node,
+                     const YAML::Node& value, bool builtin);
+  void ReadProxy(const std::string& name, const YAML::Node& key_node, const YAML::Node& value);
+  void ReadRule(const std::string& key, const YAML::Node& key_node, const YAML::Node& value);
+
+  std::optional<std::vector<PortRange>> ResolveAlias(const std::string& name);
+  std::optional<std::vector<PortRange>> ResolvePortItems(
+      const std::vector<std::string>& items, const std::vector<SourceLocation>& where);
+  std::optional<PortRange> ParseRawPort(const std::string& item) const;
+
+  void CheckRules(Config* config);
+
+  const LoadOptions& load_options_;
+  std::vector<Diagnostic> diagnostics_;
+  // The document being read.
+  std::string file_;
+  LineFixes fixes_;
+
+  Options options_;
+  std::map<std::string, RawAlias> aliases_;
+  std::map<std::string, std::vector<PortRange>> resolved_aliases_;
+  std::set<std::string> resolving_;
+  std::set<std::string> failed_aliases_;
+  std::map<std::string, Proxy> proxies_;
+  std::vector<RawRule> rules_;
+  std::vector<std::string> files_;
+};
+
+SourceLocation Loader::Where(const YAML::Node& node, int offset) const {
+  const YAML::Mark mark = node.Mark();
+  if (mark.is_null()) return SourceLocation{file_, 0, 0};
+  int column = mark.column + offset;
+  if (const auto it = fixes_.find(mark.line); it != fixes_.end()) {
+    const QuotedKey& q = it->second;
+    if (column > q.start + q.length + 1) {
+      column -= 2;
+    } else if (column > q.start) {
+      column -= 1;
+    }
+  }
+  return SourceLocation{file_, mark.line + 1, column + 1};
+}
+
+bool Loader::ExpectScalar(const YAML::Node& node, const std::string& what) {
+  if (node.IsScalar()) return true;
+  Error(Where(node), what + (node.IsNull() ? " has no value" : " must be a single value"));
+  return false;
+}
+
+void Loader::ForEachEntry(const YAML::Node& map, const std::string& what,
+                          const std::function<void(const std::string&, const YAML::Node&,
+                                                   const YAML::Node&)>& fn) {
+  if (map.IsNull()) return;  // an empty section
+  if (!map.IsMap()) {
+    Error(Where(map), what + " must be a mapping of 'name: value' entries");
+    return;
+  }
+  std::map<std::string, SourceLocation> seen;
+  for (const auto& entry : map) {
+    const YAML::Node& key = entry.first;
+    if (key.IsNull()) {
+      Error(Where(key), "a key in " + what + " is empty or 'null'; put it in quotes");
+      continue;
+    }
+    if (!key.IsScalar()) {
+      Error(Where(key), "a key in " + what + " must be a plain name");
+      continue;
+    }
+    const std::string name = key.Scalar();
+    const SourceLocation here = Where(key);
+    if (const auto it = seen.find(name); it != seen.end()) {
+      Error(here, "'" + name + "' appears twice in " + what + "; the first is at " +
+                      it->second.ToString());
+      continue;
+    }
+    seen.emplace(name, here);
+    fn(name, key, entry.second);
+  }
+}
+
+std::vector<std::pair<std::string, SourceLocation>> Loader::ReadList(const YAML::Node& node,
+                                                                     const std::string& what) {
+  std::vector<std::pair<std::string, SourceLocation>> out;
+  if (node.IsSequence()) {
+    for (const auto& item : node) {
+      if (!item.IsScalar() || Trim(item.Scalar()).empty()) {
+        Error(Where(item), "each item of " + what + " must be a single non-empty value");
+        continue;
+      }
+      out.emplace_back(std::string(Trim(item.Scalar())), Where(item));
+    }
+    return out;
+  }
+  if (!ExpectScalar(node, what)) return out;
+  for (const auto& [piece, offset] : SplitWithOffsets(node.Scalar(), ',')) {
+    const SourceLocation where = WhereIn(node, offset);
+    if (piece.empty()) {
+      Error(where, "empty item in " + what + " (two commas in a row, or a comma at the end)");
+    } else {
+      out.emplace_back(piece, where);
+    }
+  }
+  return out;
+}
+
+void Loader::AddDocument(const Document& doc, bool builtin) {
+  file_ = doc.name;
+  fixes_.clear();
+  if (!builtin) files_.push_back(doc.name);
+  if (doc.text.size() > kMaxFileSize) {
+    FileError(doc.name, "file is larger than 64 MiB; refusing to read it");
+    return;
+  }
+  YAML::Node root;
+  try {
+    root = YAML::Load(QuoteStarKeys(doc.text, &fixes_));
+  } catch (const YAML::Exception& e) {
+    SourceLocation where{file_, 0, 0};
+    if (!e.mark.is_null()) where = SourceLocation{file_, e.mark.line + 1, e.mark.column + 1};
+    Error(where, "YAML syntax: " + e.msg);
+    return;
+  }
+  if (root.IsNull()) return;  // an empty file (or only comments) is fine
+  if (!root.IsMap()) {
+    Error(Where(root), "a configuration file must be a mapping of options and sections");
+    return;
+  }
+  ForEachEntry(root, "the file", [&](const std::string& key, const YAML::Node& key_node,
+                                     const YAML::Node& value) {
+    if (key == "ports") {
+      ForEachEntry(value, "ports", [&](const std::string& n, const YAML::Node& k,
+                                       const YAML::Node& v) { ReadPortAlias(n, k, v, builtin); });
+    } else if (key == "proxies") {
+      ForEachEntry(value, "proxies",
+                   [&](const std::string& n, const YAML::Node& k, const YAML::Node& v) {
+                     ReadProxy(n, k, v);
+                   });
+    } else if (key == "rules") {
+      ForEachEntry(value, "rules",
+                   [&](const std::string& n, const YAML::Node& k, const YAML::Node& v) {
+                     ReadRule(n, k, v);
+                   });
+    } else if (std::find(MainOptionNames().begin(), MainOptionNames().end(), key) !=
+               MainOptionNames().end()) {
+      ReadMainOption(key, key_node, value);
+    } else {
+      std::string message = "unknown option '" + key + "'";
+      if (auto hint = Closest(key, TopLevelKeys())) message += "; did you mean '" + *hint + "'?";
+      Error(Where(key_node), message);
+    }
+  });
+}
+
+// ---------------------------------------------------------------------------
+// Main options
+
+namespace {
+
+std::optional<bool> ParseBool(const std::string& s) {
+  const std::string v = ToLower(Trim(s));
+  if (v == "true" || v == "yes" || v == "on" || v == "y") return true;
+  if (v == "false" || v == "no" || v == "off" || v == "n") return false;
+  return std::nullopt;
+}
+
+std::optional<std::uint64_t> ParseUnsigned(std::string_view s) {
+  s = Trim(s);
+  std::uint64_t v = 0;
+  const auto [ptr, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+  if (s.empty() || ec != std::errc() || ptr != s.data() + s.size()) return std::nullopt;
+  return v;
+}
+
+bool IsReservedPrefix(const Ipv4Prefix& p) {
+  auto overlaps = [&](std::uint32_t net, int len) {
+    const int common = std::min(len, p.length);
+    const std::uint32_t mask = common == 0 ? 0 : ~0u << (32 - common);
+    return (p.address & mask) == (net & mask);
+  };
+  return overlaps(0x7F000000u, 8) || overlaps(0x00000000u, 8) || overlaps(0xE0000000u, 3);
+}
+
+bool IsPrivatePrefix(const Ipv4Prefix& p) {
+  auto inside = [&](std::uint32_t net, int len) {
+    if (p.length < len) return false;
+    const std::uint32_t mask = ~0u << (32 - len);
+    return (p.address & mask) == net;
+  };
+  return inside(0x0A000000u, 8) || inside(0xAC100000u, 12) || inside(0xC0A80000u, 16) ||
+         inside(0xC6120000u, 15) || inside(0x64400000u, 10);
+}
+
+}  // namespace
+
+void Loader::ReadMainOption(const std::string& key, const YAML::Node& key_node,
+                            const YAML::Node& value) {
+  const SourceLocation here = Where(key_node);
+  if (const auto it = options_.origin.find(key); it != options_.origin.end()) {
+    Error(here, "option '" + key + "' is already set at " + it->second.ToString() +
+                    "; only one file may set it");
+    return;
+  }
+  options_.origin.emplace(key, here);
+  Options& o = options_;
+
+  if (key == "upstreamDns") {
+    o.upstream_dns.clear();
+    const auto items = ReadList(value, "upstreamDns");
+    if (items.empty() && value.IsScalar()) Error(here, "upstreamDns names no server");
+    for (const auto& [item, where] : items) {
+      std::string error;
+      const auto hp = ParseHostPort(item, &error);
+      if (!hp) {
+        Error(where, "upstreamDns: " + error);
+      } else if (!IsIpv4Literal(hp->host) && !IsIpv6Literal(hp->host)) {
+        Error(where, "upstreamDns: '" + hp->host +
+                         "' is a name; an upstream DNS server must be an IP address (nothing "
+                         "could resolve its name)");
+      } else {
+        o.upstream_dns.push_back(Endpoint{hp->host, hp->port.value_or(53)});
+      }
+    }
+    return;
+  }
+  if (key == "silentLog") {
+    o.silent_log.clear();
+    if (value.IsScalar() && Trim(value.Scalar()).empty()) return;
+    for (const auto& item : ReadList(value, "silentLog")) {
+      o.silent_log.push_back(item.first);
+    }
+    return;
+  }
+  if (!ExpectScalar(value, "option '" + key + "'")) return;
+  const std::string text = std::string(Trim(value.Scalar()));
+  const SourceLocation vwhere = Where(value);
+
+  auto as_bool = [&](bool* out) {
+    if (auto b = ParseBool(text)) {
+      *out = *b;
+    } else {
+      Error(vwhere, key + ": expected true or false, not '" + text + "'");
+    }
+  };
+  auto as_uint = [&](std::uint64_t lo, std::uint64_t hi) -> std::optional<std::uint64_t> {
+    const auto v = ParseUnsigned(text);
+    if (!v || *v < lo || *v > hi) {
+      Error(vwhere, key + ": expected a whole number from " + std::to_string(lo) + " to " +
+                        std::to_string(hi) + ", not '" + text + "'");
+      return std::nullopt;
+    }
+    return v;
+  };
+  auto as_path = [&](std::string* out) {
+    if (text.empty() || text.front() != '/') {
+      Error(vwhere, key + ": expected an absolute path, not '" + text + "'");
+    } else {
+      *out = text;
+    }
+  };
+
+  if (key == "privateAddresses") {
+    std::string error;
+    auto p = ParseIpv4Prefix(text, &error);
+    if (!p) {
+      Error(vwhere, "privateAddresses: " + error);
+      return;
+    }
+    const std::uint32_t mask = p->length == 0 ? 0 : ~0u << (32 - p->length);
+    if ((p->address & ~mask) != 0) {
+      Error(vwhere, "privateAddresses: " + text + " has host bits set; did you mean " +
+                        Ipv4Prefix{p->address & mask, p->length}.ToString() + "?");
+    } else if (p->length < 8 || p->length > 29) {
+      Error(vwhere, "privateAddresses: the prefix length must be from /8 to /29 (a /29 holds "
+                    "5 names at once)");
+    } else if (IsReservedPrefix(*p)) {
+      Error(vwhere, "privateAddresses: " + text +
+                        " overlaps loopback, 0.0.0.0/8 or multicast; use a private range such "
+                        "as 198.18.0.0/15");
+    } else {
+      if (!IsPrivatePrefix(*p)) {
+        Warning(vwhere, "privateAddresses: " + text +
+                            " is not a private range; real hosts there become unreachable");
+      }
+      o.private_addresses = *p;
+    }
+  } else if (key == "blockUndefinedDomains") {
+    as_bool(&o.block_undefined_domains);
+  } else if (key == "overwriteResolvconf") {
+    as_bool(&o.overwrite_resolvconf);
+  } else if (key == "restoreResolvConf") {
+    as_bool(&o.restore_resolvconf);
+  } else if (key == "makeResolvconfImmutable") {
+    as_bool(&o.make_resolvconf_immutable);
+  } else if (key == "addressCleanupTime") {
+    if (auto v = as_uint(4, 7 * 24 * 3600)) o.address_cleanup_time = std::chrono::seconds(*v);
+  } else if (key == "dnsBindAddress") {
+    if (IsIpv4Literal(text) || IsIpv6Literal(text)) {
+      o.dns_bind_address = text;
+    } else {
+      Error(vwhere, "dnsBindAddress: '" + text + "' is not an IP address");
+    }
+  } else if (key == "dnsPort") {
+    // 0 lets the kernel choose; tunnels logs the port it got.
+    if (auto v = as_uint(0, 65535)) o.dns_port = static_cast<std::uint16_t>(*v);
+  } else if (key == "resolvconfPath") {
+    as_path(&o.resolvconf_path);
+  } else if (key == "resolvconfBackupPath") {
+    as_path(&o.resolvconf_backup_path);
+  } else if (key == "dnsPacketSize") {
+    if (auto v = as_uint(512, 65535)) o.dns_packet_size = static_cast<std::uint32_t>(*v);
+  } else if (key == "upstreamDnsTimeout") {
+    char* end = nullptr;
+    const double seconds = std::strtod(text.c_str(), &end);
+    if (text.empty() || end != text.c_str() + text.size() || !(seconds >= 0.05) ||
+        seconds > 3600) {
+      Error(vwhere, "upstreamDnsTimeout: expected a number of seconds from 0.05 to 3600, not '" +
+                        text + "'");
+    } else {
+      o.upstream_dns_timeout = std::chrono::milliseconds(std::llround(seconds * 1000));
+    }
+  } else if (key == "temporaryBindPortRange") {
+    const std::size_t dash = text.find('-');
+    const auto first = ParsePort(Trim(std::string_view(text).substr(0, dash)));
+    const auto last = dash == std::string::npos
+                          ? std::nullopt
+                          : ParsePort(Trim(std::string_view(text).substr(dash + 1)));
+    if (!first || !last || *first > *last) {
+      Error(vwhere, "temporaryBindPortRange: expected FIRST-LAST such as 30000-55000, not '" +
+                        text + "'");
+    } else {
+      o.temporary_bind_port_first = *first;
+      o.temporary_bind_port_last = *last;
+    }
+  } else if (key == "iptablesChain") {
+    const bool ok = !text.empty() && text.size() <= 64 &&
+                    std::all_of(text.begin(), text.end(), [](char c) {
+                      return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-';
+                    });
+    if (ok) {
+      o.iptables_chain = text;
+    } else {
+      Error(vwhere, "iptablesChain: expected up to 64 letters, digits, '_' or '-', not '" + text +
+                        "'");
+    }
+  } else if (key == "randomCredentialsLength") {
+    // RFC 1929 limits a SOCKS5 username and password to 255 bytes each.
+    if (auto v = as_uint(1, 255)) o.random_credentials_length = static_cast<std::uint32_t>(*v);
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Ports
+
+std::optional<PortRange> Loader::ParseRawPort(const std::string& item) const {
+  if (item.size() < 2 || (item[0] != 't' && item[0] != 'u') ||
+      !std::isdigit(static_cast<unsigned char>(item[1]))) {
+    return std::nullopt;
+  }
+  PortRange r;
+  r.protocol = item[0] == 't' ? Protocol::kTcp : Protocol::kUdp;
+  const std::string_view rest = std::string_view(item).substr(1);
+  const std::size_t dash = rest.find('-');
+  const auto first = ParsePort(rest.substr(0, dash));
+  const auto last = dash == std::string_view::npos ? first : ParsePort(rest.substr(dash + 1));
+  if (!first || !last) return PortRange{r.protocol, 0, 0};  // reported by the caller
+  r.first = *first;
+  r.last = *last;
+  return r;
+}
+
+void Loader::ReadPortAlias(const std::string& name, const YAML::Node& key_node,
+                           const YAML::Node& value, bool builtin) {
+  const SourceLocation here = Where(key_node);
+  RawAlias alias;
+  alias.where = here;
+  alias.builtin = builtin;
+  if (!std::all_of(name.begin(), name.end(), [](char c) {
+        return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-' || c == '.';
+      })) {
+    Error(here, "port alias '" + name + "': a name has letters, digits, '_', '-' and '.' only");
+    return;
+  }
+  if (ParseRawPort(name)) {
+    Error(here, "port alias '" + name + "' looks like a raw port (tNNN or uNNN); pick another name");
+    return;
+  }
+  if (value.IsScalar()) {
+    for (const auto& [item, offset] : SplitWithOffsets(value.Scalar(), '+')) {
+      alias.items.push_back(item);
+      alias.item_where.push_back(WhereIn(value, offset));
+    }
+  } else if (value.IsSequence()) {
+    for (const auto& item : value) {
+      if (!ExpectScalar(item, "port alias '" + name + "'")) continue;
+      alias.items.push_back(std::string(Trim(item.Scalar())));
+      alias.item_where.push_back(Where(item));
+    }
+  } else {
+    Error(value.IsNull() ? here : Where(value),
+          "port alias '" + name + "' needs a value such as 't80 + t443' or 'http + https'");
+    return;
+  }
+  if (const auto it = aliases_.find(name); it != aliases_.end() && !it->second.builtin) {
+    std::vector<std::string> a = it->second.items;
+    std::vector<std::string> b = alias.items;
+    std::sort(a.begin(), a.end());
+    std::sort(b.begin(), b.end());
+    if (a != b) {
+      Error(here, "port alias '" + name + "' is already defined differently at " +
+                      it->second.where.ToString());
+    }
+    return;
+  }
+  aliases_[name] = std::move(alias);
+}
+
+std::optional<std::vector<PortRange>> Loader::ResolvePortItems(
+    const std::vector<std::string>& items, const std::vector<SourceLocation>& where) {
+  std::vector<PortRange> out;
+  bool ok = true;
+  for (std::size_t i = 0; i < items.size(); ++i) {
+    const std::string& item = items[i];
+    if (item.empty()) {
+      Error(where[i], "empty port item (a '+' with nothing on one side)");
+      ok = false;
+      continue;
+    }
+    if (auto raw = ParseRawPort(item)) {
+      if (raw->first == 0 || raw->first > raw->last) {
+        Error(where[i], "'" + item + "' is not a valid port or range (tNNN, uNNN or tFIRST-LAST, "
+                                     "ports 1-65535)");
+        ok = false;
+      } else {
+        out.push_back(*raw);
+      }
+      continue;
+    }
+    if (!aliases_.contains(item)) {
+      std::vector<std::string> names;
+      for (const auto& [n, unused] : aliases_) names.push_back(n);
+      std::string message = "unknown port alias '" + item + "'";
+      if (auto hint = Closest(item, names)) message += "; did you mean '" + *hint + "'?";
+      Error(where[i], message);
+      ok = false;
+      continue;
+    }
+    if (resolving_.contains(item)) {
+      Error(where[i], "port alias '" + item + "' refers back to itself (a cycle)");
+      ok = false;
+      continue;
+    }
+    auto resolved = ResolveAlias(item);
+    if (!resolved) {
+      ok = false;
+      continue;
+    }
+    out.insert(out.end(), resolved->begin(), resolved->end());
+  }
+  if (!ok) return std::nullopt;
+  std::sort(out.begin(), out.end(), [](const PortRange& a, const PortRange& b) {
+    return std::tie(a.protocol, a.first, a.last) < std::tie(b.protocol, b.first, b.last);
+  });
+  // Merge overlapping and adjacent ranges so that matching stays short.
+  std::vector<PortRange> merged;
+  for (const PortRange& r : out) {
+    if (!merged.empty() && merged.back().protocol == r.protocol &&
+        static_cast<unsigned>(r.first) <= static_cast<unsigned>(merged.back().last) + 1) {
+      merged.back().last = std::max(merged.back().last, r.last);
+    } else {
+      merged.push_back(r);
+    }
+  }
+  return merged;
+}
+
+std::optional<std::vector<PortRange>> Loader::ResolveAlias(const std::string& name) {
+  if (const auto it = resolved_aliases_.find(name); it != resolved_aliases_.end()) {
+    return it->second;
+  }
+  if (failed_aliases_.contains(name)) return std::nullopt;  // reported once already
+  const RawAlias& alias = aliases_.at(name);
+  resolving_.insert(name);
+  auto result = ResolvePortItems(alias.items, alias.item_where);
+  resolving_.erase(name);
+  if (result) {
+    resolved_aliases_[name] = *result;
+  } else {
+    failed_aliases_.insert(name);
+  }
+  return result;
+}
+
+// ---------------------------------------------------------------------------
+// Proxies
+
+namespace {
+
+const std::vector<std::string>& ProxyKeys(ProxyType type) {
+  static const std::vector<std::string> socks = {"type", "address", "port", "username",
+                                                 "password"};
+  static const std::vector<std::string> ssh = {
+      "type",           "address",          "port",           "username",
+      "privateKey",     "privateKeyPassphrase", "rsaFingerprint", "ecdsaFingerprint",
+      "ed25519Fingerprint", "knownHostsFile", "parentSocks5Proxy"};
+  return type == ProxyType::kSsh ? ssh : socks;
+}
+
+std::optional<ProxyType> ParseProxyType(const std::string& s) {
+  if (s == "socks5") return ProxyType::kSocks5;
+  if (s == "http") return ProxyType::kHttp;
+  if (s == "ssh") return ProxyType::kSsh;
+  return std::nullopt;
+}
+
+bool IsBase64(std::string_view s) {
+  while (!s.empty() && s.back() == '=') s.remove_suffix(1);
+  return !s.empty() && std::all_of(s.begin(), s.end(), [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) || c == '+' || c == '/';
+  });
+}
+
+// "SHA256:base64" (OpenSSH) or 16 colon-separated hex bytes (MD5, as the
+// original tunnels and older OpenSSH print).
+std::optional<Fingerprint> ParseFingerprint(std::string text, std::string* error) {
+  Fingerprint f;
+  if (text.starts_with("SHA256:")) {
+    std::string b64 = text.substr(7);
+    while (!b64.empty() && b64.back() == '=') b64.pop_back();
+    if (b64.size() != 43 || !IsBase64(b64)) {
+      *error = "a SHA256 fingerprint is 'SHA256:' and 43 base64 characters, as ssh-keygen -lf "
+               "prints";
+      return std::nullopt;
+    }
+    f.form = Fingerprint::Form::kSha256Base64;
+    f.value = b64;
+    return f;
+  }
+  if (text.starts_with("MD5:")) text = text.substr(4);
+  const std::string lower = ToLower(text);
+  bool ok = lower.size() == 47;
+  for (std::size_t i = 0; ok && i < lower.size(); ++i) {
+    ok = (i % 3 == 2) ? lower[i] == ':' : std::isxdigit(static_cast<unsigned char>(lower[i])) != 0;
+  }
+  if (!ok) {
+    *error = "expected an MD5 fingerprint (16 hex bytes separated by ':') or 'SHA256:' and "
+             "base64";
+    return std::nullopt;
+  }
+  f.form = Fingerprint::Form::kMd5Hex;
+  f.value = lower;
+  return f;
+}
+
+std::string ReadableError(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return std::strerror(errno);
+  ::close(fd);
+  return "";
+}
+
+}  // namespace
+
+void Loader::ReadProxy(const std::string& name, const YAML::Node& key_node,
+                       const YAML::Node& value) {
+  const SourceLocation here = Where(key_node);
+  if (name == "direct" || name == "block") {
+    Error(here, "'" + name + "' is a built-in proxy and cannot be redefined");
+    return;
+  }
+  if (name.empty() || name.find_first_of(", \t") != std::string::npos) {
+    Error(here, "proxy name '" + name + "' may not contain commas or spaces");
+    return;
+  }
+  if (const auto it = proxies_.find(name); it != proxies_.end()) {
+    Error(here, "proxy '" + name + "' is already defined at " + it->second.where.ToString());
+    return;
+  }
+  Proxy proxy;
+  proxy.name = name;
+  proxy.where = here;
+  // A proxy with errors is still recorded, so that the rules that use it are
+  // not reported a second time as naming an unknown proxy.
+  auto keep = [&] { proxies_.emplace(name, proxy); };
+  if (!value.IsMap()) {
+    Error(value.IsNull() ? here : Where(value),
+          "proxy '" + name + "' must be a mapping with at least 'type'");
+    return keep();
+  }
+  const YAML::Node type_node = value["type"];
+  if (!type_node) {
+    Error(here, "proxy '" + name + "' has no 'type' (socks5, http or ssh)");
+    return keep();
+  }
+  if (!ExpectScalar(type_node, "type")) return keep();
+  const auto type = ParseProxyType(ToLower(Trim(type_node.Scalar())));
+  if (!type) {
+    std::string message = "proxy '" + name + "': unknown type '" + type_node.Scalar() + "'";
+    if (auto hint = Closest(type_node.Scalar(), {"socks5", "http", "ssh"})) {
+      message += "; did you mean '" + *hint + "'?";
+    } else {
+      message += " (socks5, http or ssh)";
+    }
+    Error(Where(type_node), message);
+    return keep();
+  }
+  proxy.type = *type;
+
+  std::map<std::string, YAML::Node> fields;
+  ForEachEntry(value, "proxy '" + name + "'",
+               [&](const std::string& key, const YAML::Node& k, const YAML::Node& v) {
+                 const auto& allowed = ProxyKeys(proxy.type);
+                 if (std::find(allowed.begin(), allowed.end(), key) == allowed.end()) {
+                   std::string message = "proxy '" + name + "' (" + ToString(proxy.type) +
+                                         "): unknown option '" + key + "'";
+                   if (auto hint = Closest(key, allowed)) {
+                     message += "; did you mean '" + *hint + "'?";
+                   }
+                   Error(Where(k), message);
+                   return;
+                 }
+                 if (key != "type" && ExpectScalar(v, "'" + key + "'")) fields[key] = v;
+               });
+  auto field = [&](const std::string& key) -> std::optional<std::string> {
+    if (const auto it = fields.find(key); it != fields.end()) return it->second.Scalar();
+    return std::nullopt;
+  };
+
+  if (!fields.contains("address")) {
+    Error(here, "proxy '" + name + "' has no 'address'");
+    return keep();
+  }
+  const YAML::Node& address_node = fields["address"];
+  std::string address = std::string(Trim(address_node.Scalar()));
+  std::optional<Credentials> credentials;
+  if (proxy.type != ProxyType::kSsh) {
+    // [user:password@]host[:port]; the password may itself contain ':' or '@'.
+    if (const std::size_t at = address.rfind('@'); at != std::string::npos) {
+      const std::string userinfo = address.substr(0, at);
+      const std::size_t colon = userinfo.find(':');
+      credentials = Credentials{userinfo.substr(0, colon),
+                                colon == std::string::npos ? "" : userinfo.substr(colon + 1)};
+      address = address.substr(at + 1);
+    }
+  }
+  std::string error;
+  const auto hp = ParseHostPort(address, &error);
+  if (!hp) {
+    Error(Where(address_node), "proxy '" + name + "': address: " + error);
+    return keep();
+  }
+  proxy.address.host = hp->host;
+  const std::uint16_t default_port =
+      proxy.type == ProxyType::kSocks5 ? 1080 : proxy.type == ProxyType::kHttp ? 80 : 22;
+  proxy.address.port = hp->port.value_or(default_port);
+  if (auto port_text = field("port")) {
+    const auto port = ParsePort(Trim(*port_text));
+    if (!port) {
+      Error(Where(fields["port"]), "proxy '" + name + "': port: '" + *port_text +
+                                      "' is not a port number (1-65535)");
+    } else if (hp->port && *hp->port != *port) {
+      Error(Where(fields["port"]), "proxy '" + name + "': port " + std::to_string(*port) +
+                                       " contradicts the port in address (" +
+                                       std::to_string(*hp->port) + ")");
+    } else {
+      proxy.address.port = *port;
+    }
+  }
+
+  if (proxy.type == ProxyType::kSsh) {
+    auto read = [&](const char* key, std::string* out) {
+      if (auto v = field(key)) *out = *v;
+    };
+    read("username", &proxy.ssh.username);
+    read("privateKeyPassphrase", &proxy.ssh.private_key_passphrase);
+    if (proxy.ssh.username.empty()) Error(here, "ssh proxy '" + name + "' needs a 'username'");
+    if (auto key = field("privateKey")) {
+      const SourceLocation kw = Where(fields["privateKey"]);
+      if (key->starts_with("~")) {
+        Error(kw, "ssh proxy '" + name + "': privateKey: '~' is not expanded (tunnels runs as "
+                                         "root); write the full path");
+      } else if (!key->starts_with("/")) {
+        Error(kw, "ssh proxy '" + name + "': privateKey: '" + *key + "' must be a full path");
+      } else if (const std::string e = ReadableError(*key); !e.empty()) {
+        Error(kw, "ssh proxy '" + name + "': cannot read private key '" + *key + "': " + e);
+      } else {
+        proxy.ssh.private_key = *key;
+      }
+    } else {
+      Error(here, "ssh proxy '" + name + "' needs a 'privateKey' (full path to the key file)");
+    }
+    if (auto known = field("knownHostsFile")) {
+      const SourceLocation kw = Where(fields["knownHostsFile"]);
+      if (!known->starts_with("/")) {
+        Error(kw, "ssh proxy '" + name + "': knownHostsFile must be a full path");
+      } else if (const std::string e = ReadableError(*known); !e.empty()) {
+        Error(kw, "ssh proxy '" + name + "': cannot read knownHostsFile '" + *known + "': " + e);
+      } else {
+        proxy.ssh.known_hosts_file = *known;
+      }
+    }
+    const std::array<std::pair<const char*, HostKeyType>, 3> pins = {
+        {{"rsaFingerprint", HostKeyType::kRsa},
+         {"ecdsaFingerprint", HostKeyType::kEcdsa},
+         {"ed25519Fingerprint", HostKeyType::kEd25519}}};
+    for (const auto& [key, key_type] : pins) {
+      auto text = field(key);
+      if (!text) continue;
+      std::string ferror;
+      if (auto f = ParseFingerprint(std::string(Trim(*text)), &ferror)) {
+        f->key_type = key_type;
+        proxy.ssh.fingerprints.push_back(*f);
+      } else {
+        Error(Where(fields[key]), "ssh proxy '" + name + "': " + key + ": " + ferror);
+      }
+    }
+    const bool pinned = field("knownHostsFile") || std::any_of(pins.begin(), pins.end(),
+                                                                [&](const auto& pin) {
+                                                                  return fields.contains(pin.first);
+                                                                });
+    if (!pinned) {
+      Error(here, "ssh proxy '" + name +
+                      "' pins no host key: set rsaFingerprint, ecdsaFingerprint, "
+                      "ed25519Fingerprint or knownHostsFile (tunnels never trusts an unknown "
+                      "host key; 'ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub' on the "
+                      "server prints it)");
+    }
+    if (auto parent = field("parentSocks5Proxy")) {
+      std::string perror;
+      const auto php = ParseHostPort(*parent, &perror);
+      if (!php) {
+        Error(Where(fields["parentSocks5Proxy"]),
+              "ssh proxy '" + name + "': parentSocks5Proxy: " + perror);
+      } else {
+        proxy.ssh.parent_socks5 = Endpoint{php->host, php->port.value_or(1080)};
+      }
+    }
+  } else {
+    // The older separate keys of the original are accepted too.
+    if (auto user = field("username")) {
+      if (credentials && credentials->username != *user) {
+        Error(Where(fields["username"]),
+              "proxy '" + name + "': username contradicts the one in address");
+      }
+      if (!credentials) credentials = Credentials{};
+      credentials->username = *user;
+    }
+    if (auto pass = field("password")) {
+      if (!credentials) credentials = Credentials{};
+      credentials->password = *pass;
+    }
+    if (credentials && (credentials->username.size() > 255 || credentials->password.size() > 255)) {
+      Error(Where(address_node), "proxy '" + name +
+                                     "': username and password are limited to 255 bytes each");
+    }
+    proxy.credentials = credentials;
+  }
+  keep();
+}
+
+// ---------------------------------------------------------------------------
+// Rules
+
+void Loader::ReadRule(const std::string& key, const YAML::Node& key_node,
+                      const YAML::Node& value) {
+  // The action, shared by every pattern of the key.
+  Rule base;
+  SourceLocation proxies_where = Where(value);
+  std::vector<SourceLocation> proxy_where;
+  if (value.IsNull()) {
+    Error(Where(key_node), "rule '" + key + "' has no proxy");
+    return;
+  }
+  // yaml-cpp's Node::operator= writes through to the node it refers to, so
+  // the proxy node is held in an optional and never assigned to.
+  std::optional<YAML::Node> proxy_node;
+  if (!value.IsMap()) proxy_node.emplace(value);
+  if (value.IsMap()) {
+    ForEachEntry(value, "rule '" + key + "'",
+                 [&](const std::string& k, const YAML::Node& kn, const YAML::Node& v) {
+                   if (k == "proxy") {
+                     proxy_node.emplace(v);
+                   } else if (k == "forcedAddress") {
+                     for (const auto& [item, where] : ReadList(v, "forcedAddress")) {
+                       std::string error;
+                       if (auto hp = ParseHostPort(item, &error)) {
+                         base.forced_addresses.push_back(Target{hp->host, hp->port});
+                       } else {
+                         Error(where, "forcedAddress: " + error);
+                       }
+                     }
+                   } else {
+                     std::string message = "rule '" + key + "': unknown option '" + k + "'";
+                     if (auto hint = Closest(k, {"proxy", "forcedAddress"})) {
+                       message += "; did you mean '" + *hint + "'?";
+                     }
+                     Error(Where(kn), message);
+                   }
+                 });
+    if (!proxy_node) {
+      Error(Where(key_node), "rule '" + key + "' has no 'proxy'");
+      return;
+    }
+    proxies_where = Where(*proxy_node);
+  }
+  for (const auto& [item, where] : ReadList(*proxy_node, "the proxy list of rule '" + key + "'")) {
+    base.proxies.push_back(item);
+    proxy_where.push_back(where);
+  }
+  if (base.proxies.empty()) return;
+
+  for (const auto& [piece_text, offset] : SplitWithOffsets(key_node.Scalar(), ',')) {
+    const std::string_view piece = piece_text;
+    const SourceLocation where = WhereIn(key_node, offset);
+    if (piece.empty()) {
+      Error(where, "empty pattern in rule '" + key + "'");
+      continue;
+    }
+    const std::size_t at = piece.find('@');
+    const std::string_view pattern_text = Trim(piece.substr(0, at));
+    std::string error;
+    auto pattern = ParsePattern(pattern_text, &error);
+    if (!pattern) {
+      Error(where, error + ": '" + std::string(pattern_text) + "'");
+      continue;
+    }
+    RawRule raw;
+    raw.rule = base;
+    raw.rule.pattern = std::string(pattern_text);
+    raw.rule.where = where;
+    raw.pattern = std::move(*pattern);
+    raw.proxies_where = proxies_where;
+    raw.proxy_where = proxy_where;
+    if (at != std::string_view::npos) {
+      const std::string ports(piece.substr(at + 1));
+      if (Trim(ports).empty()) {
+        Error(where, "'@' must be followed by ports, such as '@web' or '@t8080'");
+        continue;
+      }
+      const std::size_t ports_offset = offset + at + 1;
+      for (const auto& [item, item_offset] : SplitWithOffsets(ports, '+')) {
+        raw.port_items.push_back(item);
+        raw.port_where.push_back(WhereIn(key_node, ports_offset + item_offset));
+      }
+    }
+    rules_.push_back(std::move(raw));
+  }
+}
+
+// ---------------------------------------------------------------------------
+// The whole
+
+namespace {
+
+bool Overlap(const std::vector<PortRange>& a, const std::vector<PortRange>& b) {
+  for (const PortRange& x : a) {
+    for (const PortRange& y : b) {
+      if (x.protocol == y.protocol && x.first <= y.last && y.first <= x.last) return true;
+    }
+  }
+  return false;
+}
+
+const std::vector<PortRange>& AllTcp() {
+  static const std::vector<PortRange> all = {PortRange{Protocol::kTcp, 1, 65535}};
+  return all;
+}
+
+std::string PatternKey(const Pattern& p) {
+  std::string s = p.subtree ? "." : "";
+  for (std::size_t i = 0; i < p.labels.size(); ++i) {
+    if (i) s.push_back('.');
+    s += p.labels[i];
+  }
+  return s;
+}
+
+bool SameAction(const Rule& a, const Rule& b) {
+  if (a.proxies != b.proxies || a.forced_addresses.size() != b.forced_addresses.size()) {
+    return false;
+  }
+  for (std::size_t i = 0; i < a.forced_addresses.size(); ++i) {
+    if (a.forced_addresses[i].host != b.forced_addresses[i].host ||
+        a.forced_addresses[i].port != b.forced_addresses[i].port) {
+      return false;
+    }
+  }
+  return true;
+}
+
+}  // namespace
+
+void Loader::CheckRules(Config* config) {
+  std::vector<std::string> proxy_names = {"direct", "block"};
+  for (const auto& [n, unused] : proxies_) proxy_names.push_back(n);
+  std::set<std::string> used;
+  std::unordered_map<std::string, std::vector<std::size_t>> by_pattern;
+
+  for (RawRule& raw : rules_) {
+    bool ok = true;
+    if (!raw.port_items.empty()) {
+      auto ports = ResolvePortItems(raw.port_items, raw.port_where);
+      if (!ports) {
+        ok = false;
+      } else {
+        raw.rule.ports = std::move(*ports);
+      }
+    }
+    const auto& proxies = raw.rule.proxies;
+    for (std::size_t i = 0; i < proxies.size(); ++i) {
+      const std::string& p = proxies[i];
+      if (p == "block" && proxies.size() > 1) {
+        Error(raw.proxy_where[i], "'block' cannot be part of a failover list; use it alone");
+        ok = false;
+      } else if (std::find(proxy_names.begin(), proxy_names.end(), p) == proxy_names.end()) {
+        std::string message = "rule '" + raw.rule.pattern + "' uses unknown proxy '" + p + "'";
+        if (auto hint = Closest(p, proxy_names)) message += "; did you mean '" + *hint + "'?";
+        Error(raw.proxy_where[i], message);
+        ok = false;
+      }
+      used.insert(p);
+      if (std::count(proxies.begin(), proxies.end(), p) > 1 &&
+          std::find(proxies.begin(), proxies.end(), p) != proxies.begin() + static_cast<long>(i)) {
+        Warning(raw.proxy_where[i], "proxy '" + p + "' is listed twice in the same rule");
+      }
+    }
+    if (!raw.rule.forced_addresses.empty() && proxies == std::vector<std::string>{"block"}) {
+      Warning(raw.rule.where, "forcedAddress has no effect on a 'block' rule");
+    }
+    if (!ok) continue;
+    const std::size_t index = config->rules.size();
+    auto& same = by_pattern[PatternKey(raw.pattern)];
+    for (std::size_t other : same) {
+      const Rule& a = config->rules[other];
+      const auto& pa = a.ports.empty() ? AllTcp() : a.ports;
+      const auto& pb = raw.rule.ports.empty() ? AllTcp() : raw.rule.ports;
+      if (!Overlap(pa, pb)) continue;
+      if (!SameAction(a, raw.rule)) {
+        Error(raw.rule.where, "pattern '" + raw.rule.pattern +
+                                  "' is bound to a different action for the same ports at " +
+                                  a.where.ToString());
+      } else {
+        Warning(raw.rule.where, "rule '" + raw.rule.pattern + "' repeats the one at " +
+                                    a.where.ToString());
+      }
+    }
+    same.push_back(index);
+    config->rules.push_back(raw.rule);
+  }
+  for (const auto& [name, proxy] : proxies_) {
+    if (!used.contains(name)) {
+      Warning(proxy.where, "proxy '" + name + "' is defined but no rule uses it");
+    }
+  }
+}
+
+LoadResult Loader::Finish() {
+  LoadResult result;
+  Config config;
+  // Report cycles and unknown names in aliases even when no rule uses them.
+  for (const auto& [name, alias] : aliases_) {
+    if (!alias.builtin) ResolveAlias(name);
+  }
+  for (const auto& [name, unused] : aliases_) {
+    if (auto r = ResolveAlias(name)) config.port_aliases[name] = *r;
+  }
+  CheckRules(&config);
+
+  if (!options_.origin.contains("upstreamDns")) {
+    options_.upstream_dns = ReadResolvConfNameservers(load_options_.system_resolv_conf);
+    options_.upstream_dns_origin = load_options_.system_resolv_conf;
+    if (options_.upstream_dns.empty()) {
+      FileError(load_options_.system_resolv_conf,
+                "no file sets upstreamDns and this file names no nameserver; set upstreamDns "
+                "to the IP address of a DNS server");
+    }
+  }
+
+  config.options = options_;
+  config.proxies = std::move(proxies_);
+  config.files = files_;
+  result.diagnostics = std::move(diagnostics_);
+  std::stable_sort(result.diagnostics.begin(), result.diagnostics.end(),
+                   [](const Diagnostic& a, const Diagnostic& b) {
+                     return std::tie(a.where.file, a.where.line, a.where.column) <
+                            std::tie(b.where.file, b.where.line, b.where.column);
+                   });
+  const bool failed = std::any_of(result.diagnostics.begin(), result.diagnostics.end(),
+                                  [](const Diagnostic& d) { return d.severity == Severity::kError; });
+  if (!failed) result.config = std::move(config);
+  return result;
+}
+
+bool ReadWholeFile(const std::string& path, std::string* out, std::string* error) {
+  std::error_code ec;
+  const auto size = fs::file_size(path, ec);
+  if (!ec && size > kMaxFileSize) {
+    *error = "file is larger than 64 MiB; refusing to read it";
+    return false;
+  }
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    *error = std::string("cannot read: ") + std::strerror(errno);
+    return false;
+  }
+  std::ostringstream s;
+  s << in.rdbuf();
+  *out = s.str();
+  return true;
+}
+
+}  // namespace
+
+LoadResult LoadDocuments(const std::vector<Document>& documents, const LoadOptions& options) {
+  Loader loader(options);
+  for (const Document& d : documents) loader.AddDocument(d);
+  return loader.Finish();
+}
+
+LoadResult Load(const std::vector<std::string>& paths, const LoadOptions& options) {
+  Loader loader(options);
+  std::set<fs::path> seen;
+  auto add_file = [&](const fs::path& path, const std::string& shown) {
+    std::error_code ec;
+    const fs::path canonical = fs::weakly_canonical(path, ec);
+    if (!seen.insert(ec ? path : canonical).second) return;  // named twice: read once
+    std::string text;
+    std::string error;
+    if (!ReadWholeFile(path.string(), &text, &error)) {
+      loader.FileError(shown, error);
+      return;
+    }
+    loader.AddDocument(Document{shown, std::move(text)});
+  };
+  for (const std::string& p : paths) {
+    std::error_code ec;
+    const fs::file_status status = fs::status(p, ec);
+    if (ec || !fs::exists(status)) {
+      loader.FileError(p, "cannot read: " + (ec ? ec.message() : "No such file or directory"));
+      continue;
+    }
+    if (!fs::is_directory(status)) {
+      add_file(p, p);
+      continue;
+    }
+    std::vector<fs::path> found;
+    fs::recursive_directory_iterator it(p, fs::directory_options::follow_directory_symlink, ec);
+    for (; !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
+      const std::string name = it->path().filename().string();
+      if (name.starts_with(".")) {
+        if (it->is_directory()) it.disable_recursion_pending();
+        continue;
+      }
+      const std::string ext = it->path().extension().string();
+      if ((ext == ".yml" || ext == ".yaml") && it->is_regular_file()) found.push_back(it->path());
+    }
+    if (ec) loader.FileError(p, "cannot list directory: " + ec.message());
+    std::sort(found.begin(), found.end());
+    for (const fs::path& f : found) add_file(f, f.string());
+  }
+  return loader.Finish();
+}
+
+}  // namespace tunnels::config

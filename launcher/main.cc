@@ -1,0 +1,3 @@
+#include "launcher/cli.h"
+
+int main(int argc, char** argv) { return tunnels::launcher::Main(argc, argv); }
