@@ -1,6 +1,7 @@
+#include "config/config.h"
+
 #include <arpa/inet.h>
 
-#include "config/config.h"
 #include "config/rules.h"
 
 namespace tunnels::config {
@@ -11,8 +12,7 @@ std::string SourceLocation::ToString() const {
 }
 
 std::string Diagnostic::ToString() const {
-  return where.ToString() + (severity == Severity::kError ? ": error: " : ": warning: ") +
-         message;
+  return where.ToString() + (severity == Severity::kError ? ": error: " : ": warning: ") + message;
 }
 
 const char* ToString(Protocol p) { return p == Protocol::kTcp ? "tcp" : "udp"; }

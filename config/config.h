@@ -130,7 +130,7 @@ struct Ipv4Prefix {
 // The main options, with the defaults of the original tunnels and the three
 // deliberate changes documented in the README.
 struct Options {
-  std::vector<Endpoint> upstream_dns;  // from resolv.conf when not set
+  std::vector<Endpoint> upstream_dns;             // from resolv.conf when not set
   Ipv4Prefix private_addresses{0xC6120000u, 15};  // 198.18.0.0/15
   bool block_undefined_domains = false;
   std::vector<std::string> silent_log;
@@ -158,7 +158,7 @@ struct Options {
 
 struct Config {
   Options options;
-  std::map<std::string, Proxy> proxies;  // user-defined; not "direct"/"block"
+  std::map<std::string, Proxy> proxies;                        // user-defined; not "direct"/"block"
   std::map<std::string, std::vector<PortRange>> port_aliases;  // built-in + user
   std::vector<Rule> rules;                                     // in load order
   std::vector<std::string> files;                              // files read, in order
@@ -187,7 +187,6 @@ struct Document {
   std::string name;
   std::string text;
 };
-LoadResult LoadDocuments(const std::vector<Document>& documents,
-                         const LoadOptions& options = {});
+LoadResult LoadDocuments(const std::vector<Document>& documents, const LoadOptions& options = {});
 
 }  // namespace tunnels::config

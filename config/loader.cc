@@ -35,13 +35,23 @@ namespace fs = std::filesystem;
 constexpr std::size_t kMaxFileSize = 64u << 20;
 
 const std::vector<std::string>& MainOptionNames() {
-  static const std::vector<std::string> names = {
-      "upstreamDns",          "privateAddresses",        "blockUndefinedDomains",
-      "silentLog",            "addressCleanupTime",      "dnsBindAddress",
-      "dnsPort",              "overwriteResolvconf",     "restoreResolvConf",
-      "makeResolvconfImmutable", "resolvconfPath",       "resolvconfBackupPath",
-      "dnsPacketSize",        "upstreamDnsTimeout",      "temporaryBindPortRange",
-      "iptablesChain",        "randomCredentialsLength"};
+  static const std::vector<std::string> names = {"upstreamDns",
+                                                 "privateAddresses",
+                                                 "blockUndefinedDomains",
+                                                 "silentLog",
+                                                 "addressCleanupTime",
+                                                 "dnsBindAddress",
+                                                 "dnsPort",
+                                                 "overwriteResolvconf",
+                                                 "restoreResolvConf",
+                                                 "makeResolvconfImmutable",
+                                                 "resolvconfPath",
+                                                 "resolvconfBackupPath",
+                                                 "dnsPacketSize",
+                                                 "upstreamDnsTimeout",
+                                                 "temporaryBindPortRange",
+                                                 "iptablesChain",
+                                                 "randomCredentialsLength"};
   return names;
 }
 
@@ -65,8 +75,7 @@ using LineFixes = std::unordered_map<int, QuotedKey>;
 
 std::string QuoteStarKeys(const std::string& text, LineFixes* fixes) {
   std::set<std::string> anchors;
-  for (std::size_t pos = text.find('&'); pos != std::string::npos;
-       pos = text.find('&', pos + 1)) {
+  for (std::size_t pos = text.find('&'); pos != std::string::npos; pos = text.find('&', pos + 1)) {
     std::size_t end = pos + 1;
     while (end < text.size() && !std::isspace(static_cast<unsigned char>(text[end]))) ++end;
     anchors.insert(text.substr(pos + 1, end - pos - 1));
@@ -87,8 +96,8 @@ std::string QuoteStarKeys(const std::string& text, LineFixes* fixes) {
     if (start != std::string::npos && line[start] == '*') {
       std::size_t end = start;
       while (end < line.size() &&
-             !(line[end] == ':' && (end + 1 == line.size() || line[end + 1] == ' ' ||
-                                    line[end + 1] == '\t'))) {
+             !(line[end] == ':' &&
+               (end + 1 == line.size() || line[end + 1] == ' ' || line[end + 1] == '\t'))) {
         ++end;
       }
       std::string key = line.substr(start, end - start);
@@ -157,23 +166,22 @@ class Loader {
 
   bool ExpectScalar(const YAML::Node& node, const std::string& what);
   // Iterates a mapping, reporting duplicate keys and non-scalar keys.
-  void ForEachEntry(const YAML::Node& map, const std::string& what,
-                    const std::function<void(const std::string&, const YAML::Node&,
-                                             const YAML::Node&)>& fn);
+  void ForEachEntry(
+      const YAML::Node& map, const std::string& what,
+      const std::function<void(const std::string&, const YAML::Node&, const YAML::Node&)>& fn);
   // A scalar "a, b, c" or a YAML list; items with their locations.
   std::vector<std::pair<std::string, SourceLocation>> ReadList(const YAML::Node& node,
                                                                const std::string& what);
 
-  void ReadMainOption(const std::string& key, const YAML::Node& key_node,
-                      const YAML::Node& value);
-  void ReadPortAlias(const std::string& name, const YAML::Node& key_node,
-                     const YAML::Node& value, bool builtin);
+  void ReadMainOption(const std::string& key, const YAML::Node& key_node, const YAML::Node& value);
+  void ReadPortAlias(const std::string& name, const YAML::Node& key_node, const YAML::Node& value,
+                     bool builtin);
   void ReadProxy(const std::string& name, const YAML::Node& key_node, const YAML::Node& value);
   void ReadRule(const std::string& key, const YAML::Node& key_node, const YAML::Node& value);
 
   std::optional<std::vector<PortRange>> ResolveAlias(const std::string& name);
-  std::optional<std::vector<PortRange>> ResolvePortItems(
-      const std::vector<std::string>& items, const std::vector<SourceLocation>& where);
+  std::optional<std::vector<PortRange>> ResolvePortItems(const std::vector<std::string>& items,
+                                                         const std::vector<SourceLocation>& where);
   std::optional<PortRange> ParseRawPort(const std::string& item) const;
 
   void CheckRules(Config* config);
@@ -215,9 +223,9 @@ bool Loader::ExpectScalar(const YAML::Node& node, const std::string& what) {
   return false;
 }
 
-void Loader::ForEachEntry(const YAML::Node& map, const std::string& what,
-                          const std::function<void(const std::string&, const YAML::Node&,
-                                                   const YAML::Node&)>& fn) {
+void Loader::ForEachEntry(
+    const YAML::Node& map, const std::string& what,
+    const std::function<void(const std::string&, const YAML::Node&, const YAML::Node&)>& fn) {
   if (map.IsNull()) return;  // an empty section
   if (!map.IsMap()) {
     Error(Where(map), what + " must be a mapping of 'name: value' entries");
@@ -293,30 +301,30 @@ void Loader::AddDocument(const Document& doc, bool builtin) {
     Error(Where(root), "a configuration file must be a mapping of options and sections");
     return;
   }
-  ForEachEntry(root, "the file", [&](const std::string& key, const YAML::Node& key_node,
-                                     const YAML::Node& value) {
-    if (key == "ports") {
-      ForEachEntry(value, "ports", [&](const std::string& n, const YAML::Node& k,
-                                       const YAML::Node& v) { ReadPortAlias(n, k, v, builtin); });
-    } else if (key == "proxies") {
-      ForEachEntry(value, "proxies",
-                   [&](const std::string& n, const YAML::Node& k, const YAML::Node& v) {
-                     ReadProxy(n, k, v);
-                   });
-    } else if (key == "rules") {
-      ForEachEntry(value, "rules",
-                   [&](const std::string& n, const YAML::Node& k, const YAML::Node& v) {
-                     ReadRule(n, k, v);
-                   });
-    } else if (std::find(MainOptionNames().begin(), MainOptionNames().end(), key) !=
-               MainOptionNames().end()) {
-      ReadMainOption(key, key_node, value);
-    } else {
-      std::string message = "unknown option '" + key + "'";
-      if (auto hint = Closest(key, TopLevelKeys())) message += "; did you mean '" + *hint + "'?";
-      Error(Where(key_node), message);
-    }
-  });
+  ForEachEntry(root, "the file",
+               [&](const std::string& key, const YAML::Node& key_node, const YAML::Node& value) {
+                 if (key == "ports") {
+                   ForEachEntry(value, "ports",
+                                [&](const std::string& n, const YAML::Node& k,
+                                    const YAML::Node& v) { ReadPortAlias(n, k, v, builtin); });
+                 } else if (key == "proxies") {
+                   ForEachEntry(value, "proxies",
+                                [&](const std::string& n, const YAML::Node& k,
+                                    const YAML::Node& v) { ReadProxy(n, k, v); });
+                 } else if (key == "rules") {
+                   ForEachEntry(value, "rules",
+                                [&](const std::string& n, const YAML::Node& k,
+                                    const YAML::Node& v) { ReadRule(n, k, v); });
+                 } else if (std::find(MainOptionNames().begin(), MainOptionNames().end(), key) !=
+                            MainOptionNames().end()) {
+                   ReadMainOption(key, key_node, value);
+                 } else {
+                   std::string message = "unknown option '" + key + "'";
+                   if (auto hint = Closest(key, TopLevelKeys()))
+                     message += "; did you mean '" + *hint + "'?";
+                   Error(Where(key_node), message);
+                 }
+               });
 }
 
 // ---------------------------------------------------------------------------
@@ -438,8 +446,9 @@ void Loader::ReadMainOption(const std::string& key, const YAML::Node& key_node,
       Error(vwhere, "privateAddresses: " + text + " has host bits set; did you mean " +
                         Ipv4Prefix{p->address & mask, p->length}.ToString() + "?");
     } else if (p->length < 8 || p->length > 29) {
-      Error(vwhere, "privateAddresses: the prefix length must be from /8 to /29 (a /29 holds "
-                    "5 names at once)");
+      Error(vwhere,
+            "privateAddresses: the prefix length must be from /8 to /29 (a /29 holds "
+            "5 names at once)");
     } else if (IsReservedPrefix(*p)) {
       Error(vwhere, "privateAddresses: " + text +
                         " overlaps loopback, 0.0.0.0/8 or multicast; use a private range such "
@@ -479,8 +488,7 @@ void Loader::ReadMainOption(const std::string& key, const YAML::Node& key_node,
   } else if (key == "upstreamDnsTimeout") {
     char* end = nullptr;
     const double seconds = std::strtod(text.c_str(), &end);
-    if (text.empty() || end != text.c_str() + text.size() || !(seconds >= 0.05) ||
-        seconds > 3600) {
+    if (text.empty() || end != text.c_str() + text.size() || !(seconds >= 0.05) || seconds > 3600) {
       Error(vwhere, "upstreamDnsTimeout: expected a number of seconds from 0.05 to 3600, not '" +
                         text + "'");
     } else {
@@ -493,22 +501,22 @@ void Loader::ReadMainOption(const std::string& key, const YAML::Node& key_node,
                           ? std::nullopt
                           : ParsePort(Trim(std::string_view(text).substr(dash + 1)));
     if (!first || !last || *first > *last) {
-      Error(vwhere, "temporaryBindPortRange: expected FIRST-LAST such as 30000-55000, not '" +
-                        text + "'");
+      Error(vwhere,
+            "temporaryBindPortRange: expected FIRST-LAST such as 30000-55000, not '" + text + "'");
     } else {
       o.temporary_bind_port_first = *first;
       o.temporary_bind_port_last = *last;
     }
   } else if (key == "iptablesChain") {
-    const bool ok = !text.empty() && text.size() <= 64 &&
-                    std::all_of(text.begin(), text.end(), [](char c) {
-                      return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-';
-                    });
+    const bool ok =
+        !text.empty() && text.size() <= 64 && std::all_of(text.begin(), text.end(), [](char c) {
+          return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-';
+        });
     if (ok) {
       o.iptables_chain = text;
     } else {
-      Error(vwhere, "iptablesChain: expected up to 64 letters, digits, '_' or '-', not '" + text +
-                        "'");
+      Error(vwhere,
+            "iptablesChain: expected up to 64 letters, digits, '_' or '-', not '" + text + "'");
     }
   } else if (key == "randomCredentialsLength") {
     // RFC 1929 limits a SOCKS5 username and password to 255 bytes each.
@@ -549,7 +557,8 @@ void Loader::ReadPortAlias(const std::string& name, const YAML::Node& key_node,
     return;
   }
   if (ParseRawPort(name)) {
-    Error(here, "port alias '" + name + "' looks like a raw port (tNNN or uNNN); pick another name");
+    Error(here,
+          "port alias '" + name + "' looks like a raw port (tNNN or uNNN); pick another name");
     return;
   }
   if (value.IsScalar()) {
@@ -595,8 +604,9 @@ std::optional<std::vector<PortRange>> Loader::ResolvePortItems(
     }
     if (auto raw = ParseRawPort(item)) {
       if (raw->first == 0 || raw->first > raw->last) {
-        Error(where[i], "'" + item + "' is not a valid port or range (tNNN, uNNN or tFIRST-LAST, "
-                                     "ports 1-65535)");
+        Error(where[i], "'" + item +
+                            "' is not a valid port or range (tNNN, uNNN or tFIRST-LAST, "
+                            "ports 1-65535)");
         ok = false;
       } else {
         out.push_back(*raw);
@@ -664,12 +674,12 @@ std::optional<std::vector<PortRange>> Loader::ResolveAlias(const std::string& na
 namespace {
 
 const std::vector<std::string>& ProxyKeys(ProxyType type) {
-  static const std::vector<std::string> socks = {"type", "address", "port", "username",
-                                                 "password"};
+  static const std::vector<std::string> socks = {"type", "address", "port", "username", "password"};
   static const std::vector<std::string> ssh = {
-      "type",           "address",          "port",           "username",
-      "privateKey",     "privateKeyPassphrase", "rsaFingerprint", "ecdsaFingerprint",
-      "ed25519Fingerprint", "knownHostsFile", "parentSocks5Proxy"};
+      "type",           "address",          "port",
+      "username",       "privateKey",       "privateKeyPassphrase",
+      "rsaFingerprint", "ecdsaFingerprint", "ed25519Fingerprint",
+      "knownHostsFile", "parentSocks5Proxy"};
   return type == ProxyType::kSsh ? ssh : socks;
 }
 
@@ -695,8 +705,9 @@ std::optional<Fingerprint> ParseFingerprint(std::string text, std::string* error
     std::string b64 = text.substr(7);
     while (!b64.empty() && b64.back() == '=') b64.pop_back();
     if (b64.size() != 43 || !IsBase64(b64)) {
-      *error = "a SHA256 fingerprint is 'SHA256:' and 43 base64 characters, as ssh-keygen -lf "
-               "prints";
+      *error =
+          "a SHA256 fingerprint is 'SHA256:' and 43 base64 characters, as ssh-keygen -lf "
+          "prints";
       return std::nullopt;
     }
     f.form = Fingerprint::Form::kSha256Base64;
@@ -710,8 +721,9 @@ std::optional<Fingerprint> ParseFingerprint(std::string text, std::string* error
     ok = (i % 3 == 2) ? lower[i] == ':' : std::isxdigit(static_cast<unsigned char>(lower[i])) != 0;
   }
   if (!ok) {
-    *error = "expected an MD5 fingerprint (16 hex bytes separated by ':') or 'SHA256:' and "
-             "base64";
+    *error =
+        "expected an MD5 fingerprint (16 hex bytes separated by ':') or 'SHA256:' and "
+        "base64";
     return std::nullopt;
   }
   f.form = Fingerprint::Form::kMd5Hex;
@@ -817,14 +829,15 @@ void Loader::ReadProxy(const std::string& name, const YAML::Node& key_node,
     return keep();
   }
   proxy.address.host = hp->host;
-  const std::uint16_t default_port =
-      proxy.type == ProxyType::kSocks5 ? 1080 : proxy.type == ProxyType::kHttp ? 80 : 22;
+  const std::uint16_t default_port = proxy.type == ProxyType::kSocks5 ? 1080
+                                     : proxy.type == ProxyType::kHttp ? 80
+                                                                      : 22;
   proxy.address.port = hp->port.value_or(default_port);
   if (auto port_text = field("port")) {
     const auto port = ParsePort(Trim(*port_text));
     if (!port) {
-      Error(Where(fields["port"]), "proxy '" + name + "': port: '" + *port_text +
-                                      "' is not a port number (1-65535)");
+      Error(Where(fields["port"]),
+            "proxy '" + name + "': port: '" + *port_text + "' is not a port number (1-65535)");
     } else if (hp->port && *hp->port != *port) {
       Error(Where(fields["port"]), "proxy '" + name + "': port " + std::to_string(*port) +
                                        " contradicts the port in address (" +
@@ -844,8 +857,9 @@ void Loader::ReadProxy(const std::string& name, const YAML::Node& key_node,
     if (auto key = field("privateKey")) {
       const SourceLocation kw = Where(fields["privateKey"]);
       if (key->starts_with("~")) {
-        Error(kw, "ssh proxy '" + name + "': privateKey: '~' is not expanded (tunnels runs as "
-                                         "root); write the full path");
+        Error(kw, "ssh proxy '" + name +
+                      "': privateKey: '~' is not expanded (tunnels runs as "
+                      "root); write the full path");
       } else if (!key->starts_with("/")) {
         Error(kw, "ssh proxy '" + name + "': privateKey: '" + *key + "' must be a full path");
       } else if (const std::string e = ReadableError(*key); !e.empty()) {
@@ -881,10 +895,9 @@ void Loader::ReadProxy(const std::string& name, const YAML::Node& key_node,
         Error(Where(fields[key]), "ssh proxy '" + name + "': " + key + ": " + ferror);
       }
     }
-    const bool pinned = field("knownHostsFile") || std::any_of(pins.begin(), pins.end(),
-                                                                [&](const auto& pin) {
-                                                                  return fields.contains(pin.first);
-                                                                });
+    const bool pinned = field("knownHostsFile") ||
+                        std::any_of(pins.begin(), pins.end(),
+                                    [&](const auto& pin) { return fields.contains(pin.first); });
     if (!pinned) {
       Error(here, "ssh proxy '" + name +
                       "' pins no host key: set rsaFingerprint, ecdsaFingerprint, "
@@ -917,8 +930,8 @@ void Loader::ReadProxy(const std::string& name, const YAML::Node& key_node,
       credentials->password = *pass;
     }
     if (credentials && (credentials->username.size() > 255 || credentials->password.size() > 255)) {
-      Error(Where(address_node), "proxy '" + name +
-                                     "': username and password are limited to 255 bytes each");
+      Error(Where(address_node),
+            "proxy '" + name + "': username and password are limited to 255 bytes each");
     }
     proxy.credentials = credentials;
   }
@@ -928,8 +941,7 @@ void Loader::ReadProxy(const std::string& name, const YAML::Node& key_node,
 // ---------------------------------------------------------------------------
 // Rules
 
-void Loader::ReadRule(const std::string& key, const YAML::Node& key_node,
-                      const YAML::Node& value) {
+void Loader::ReadRule(const std::string& key, const YAML::Node& key_node, const YAML::Node& value) {
   // The action, shared by every pattern of the key.
   Rule base;
   SourceLocation proxies_where = Where(value);
@@ -1107,8 +1119,8 @@ void Loader::CheckRules(Config* config) {
                                   "' is bound to a different action for the same ports at " +
                                   a.where.ToString());
       } else {
-        Warning(raw.rule.where, "rule '" + raw.rule.pattern + "' repeats the one at " +
-                                    a.where.ToString());
+        Warning(raw.rule.where,
+                "rule '" + raw.rule.pattern + "' repeats the one at " + a.where.ToString());
       }
     }
     same.push_back(index);
@@ -1152,8 +1164,9 @@ LoadResult Loader::Finish() {
                      return std::tie(a.where.file, a.where.line, a.where.column) <
                             std::tie(b.where.file, b.where.line, b.where.column);
                    });
-  const bool failed = std::any_of(result.diagnostics.begin(), result.diagnostics.end(),
-                                  [](const Diagnostic& d) { return d.severity == Severity::kError; });
+  const bool failed =
+      std::any_of(result.diagnostics.begin(), result.diagnostics.end(),
+                  [](const Diagnostic& d) { return d.severity == Severity::kError; });
   if (!failed) result.config = std::move(config);
   return result;
 }

@@ -20,7 +20,8 @@ struct NameHash {
   using is_transparent = void;
   std::size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
 };
-using Index = std::unordered_map<std::string, std::vector<std::uint32_t>, NameHash, std::equal_to<>>;
+using Index =
+    std::unordered_map<std::string, std::vector<std::uint32_t>, NameHash, std::equal_to<>>;
 
 struct Compiled {
   Pattern pattern;
@@ -43,9 +44,8 @@ bool Covers(const Rule& rule, std::uint16_t port, Protocol protocol) {
 
 // Whether every port of `ranges` is inside the union of `covered`.
 bool FullyCovered(const std::vector<PortRange>& ranges, std::vector<PortRange> covered) {
-  std::sort(covered.begin(), covered.end(), [](const PortRange& a, const PortRange& b) {
-    return a.first < b.first;
-  });
+  std::sort(covered.begin(), covered.end(),
+            [](const PortRange& a, const PortRange& b) { return a.first < b.first; });
   for (const PortRange& r : ranges) {
     int next = r.first;  // the first port of r not yet known to be covered
     for (const PortRange& c : covered) {

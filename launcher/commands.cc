@@ -207,8 +207,8 @@ int Explain(const ExplainTarget& target, bool json, const std::vector<std::strin
         << ", \"forcedAddress\": " << JsonList(forced, [](const std::string& s) { return s; })
         << ", \"rule\": ";
     if (d.rule) {
-      out << "{\"pattern\": " << Json(d.rule->pattern) << ", \"file\": "
-          << Json(d.rule->where.file) << ", \"line\": " << d.rule->where.line << "}";
+      out << "{\"pattern\": " << Json(d.rule->pattern) << ", \"file\": " << Json(d.rule->where.file)
+          << ", \"line\": " << d.rule->where.line << "}";
     } else {
       out << "null";
     }

@@ -1,6 +1,6 @@
-#include <catch2/catch.hpp>
 #include <unistd.h>
 
+#include <catch2/catch.hpp>
 #include <cstring>
 #include <fstream>
 #include <sstream>
@@ -145,8 +145,7 @@ TEST_CASE("bad option values are errors at the value", "[loader]") {
              Catch::Contains("host bits set; did you mean 10.1.0.0/16?"));
   CHECK_THAT(OnlyError(f.One("privateAddresses: 127.0.0.0/8")), Catch::Contains("loopback"));
   CHECK_THAT(OnlyError(f.One("privateAddresses: 10.0.0.0/30")), Catch::Contains("/29"));
-  CHECK_THAT(OnlyError(f.One("resolvconfPath: etc/resolv.conf")),
-             Catch::Contains("absolute path"));
+  CHECK_THAT(OnlyError(f.One("resolvconfPath: etc/resolv.conf")), Catch::Contains("absolute path"));
   CHECK_THAT(OnlyError(f.One("upstreamDnsTimeout: soon")), Catch::Contains("seconds"));
   CHECK_THAT(OnlyError(f.One("temporaryBindPortRange: 5-1")), Catch::Contains("FIRST-LAST"));
   CHECK_THAT(OnlyError(f.One("upstreamDns: [1.2.3.4, {a: b}]")),
@@ -179,7 +178,8 @@ TEST_CASE("an option set by two files names both places", "[loader]") {
 
 TEST_CASE("YAML syntax errors point at the place", "[loader]") {
   Fixture f;
-  CHECK_THAT(OnlyError(f.One("rules:\n  a.com: [tor\n")), Catch::StartsWith("a.yml:2:1: error: YAML syntax:"));
+  CHECK_THAT(OnlyError(f.One("rules:\n  a.com: [tor\n")),
+             Catch::StartsWith("a.yml:2:1: error: YAML syntax:"));
   CHECK_THAT(OnlyError(f.One("- a\n- b\n")),
              Catch::Contains("a.yml:1:1: error: a configuration file must be a mapping"));
 }
@@ -196,15 +196,13 @@ rules:
   CHECK(r.diagnostics.size() == 4);
 }
 
-TEST_CASE("upstreamDns falls back to resolv.conf, and is an error when that has none",
-          "[loader]") {
+TEST_CASE("upstreamDns falls back to resolv.conf, and is an error when that has none", "[loader]") {
   Fixture f;
   f.options.system_resolv_conf =
       f.dir.Write("r2", "# x\nsearch example\nnameserver 10.0.0.1\nnameserver fe80::1%eth0\n");
   LoadResult r = f.One("");
   REQUIRE(r.ok());
-  CHECK(r.config->options.upstream_dns ==
-        std::vector<Endpoint>{{"10.0.0.1", 53}, {"fe80::1", 53}});
+  CHECK(r.config->options.upstream_dns == std::vector<Endpoint>{{"10.0.0.1", 53}, {"fe80::1", 53}});
   f.options.system_resolv_conf = f.dir.Write("r3", "search example\n");
   CHECK_THAT(OnlyError(f.One("")), Catch::Contains("no file sets upstreamDns"));
 }
@@ -248,10 +246,12 @@ TEST_CASE("proxy errors", "[loader]") {
                              "you mean 'address'?"));
   CHECK_THAT(OnlyError(f.One("proxies:\n  p: {type: socks5}\nrules: {a.com: p}")),
              Catch::Contains("a.yml:2:3: error: proxy 'p' has no 'address'"));
-  CHECK_THAT(OnlyError(f.One("proxies:\n  p: {type: socks5, address: 'a:99999'}\nrules: {a.com: p}")),
-             Catch::Contains("is not a port number"));
-  CHECK_THAT(OnlyError(f.One("proxies:\n  p: {type: socks5, address: 'a:1', port: 2}\nrules: {a.com: p}")),
-             Catch::Contains("contradicts"));
+  CHECK_THAT(
+      OnlyError(f.One("proxies:\n  p: {type: socks5, address: 'a:99999'}\nrules: {a.com: p}")),
+      Catch::Contains("is not a port number"));
+  CHECK_THAT(
+      OnlyError(f.One("proxies:\n  p: {type: socks5, address: 'a:1', port: 2}\nrules: {a.com: p}")),
+      Catch::Contains("contradicts"));
   CHECK(OnlyError(f.Docs({{"a.yml", "proxies:\n  p: {type: http, address: a}\nrules: {a.com: p}"},
                           {"b.yml", "proxies:\n  p: {type: http, address: b}"}})) ==
         "b.yml:2:3: error: proxy 'p' is already defined at a.yml:2:3");
@@ -261,7 +261,8 @@ TEST_CASE("an unused proxy is a warning", "[loader]") {
   Fixture f;
   const LoadResult r = f.One("proxies:\n  p: {type: http, address: a}");
   REQUIRE(r.ok());
-  CHECK_THAT(All(r), Catch::Contains("a.yml:2:3: warning: proxy 'p' is defined but no rule uses it"));
+  CHECK_THAT(All(r),
+             Catch::Contains("a.yml:2:3: warning: proxy 'p' is defined but no rule uses it"));
 }
 
 TEST_CASE("ssh proxies: keys, fingerprints in both forms, known_hosts", "[loader]") {
@@ -277,7 +278,8 @@ TEST_CASE("ssh proxies: keys, fingerprints in both forms, known_hosts", "[loader
     privateKeyPassphrase: pw
     rsaFingerprint: 01:23:45:97:89:AB:cd:ef:01:23:45:97:89:ab:cd:ef
     ed25519Fingerprint: SHA256:uNiVztksCsDhcc0u9e8BujQXVUpKZIDTMczCvj3tD2s
-    knownHostsFile: )" + known + R"(
+    knownHostsFile: )" + known +
+                             R"(
     parentSocks5Proxy: 127.0.0.1:9050
 rules: {x.com: vps}
 )");
@@ -313,9 +315,10 @@ TEST_CASE("ssh proxy errors: unpinned host, unreadable key, bad fingerprint", "[
                                     "SHA256:uNiVztksCsDhcc0u9e8BujQXVUpKZIDTMczCvj3tD2s\nrules: "
                                     "{x.com: vps}")),
              Catch::Contains("'~' is not expanded"));
-  CHECK_THAT(OnlyError(f.One(head + "    privateKey: " + key +
-                             "\n    rsaFingerprint: 01:23\nrules: {x.com: vps}")),
-             Catch::Contains("a.yml:7:21: error: ssh proxy 'vps': rsaFingerprint: expected an MD5"));
+  CHECK_THAT(
+      OnlyError(f.One(head + "    privateKey: " + key +
+                      "\n    rsaFingerprint: 01:23\nrules: {x.com: vps}")),
+      Catch::Contains("a.yml:7:21: error: ssh proxy 'vps': rsaFingerprint: expected an MD5"));
 }
 
 TEST_CASE("the seed example loads once its key exists, and names the key line otherwise",
@@ -349,9 +352,9 @@ TEST_CASE("the seed example loads once its key exists, and names the key line ot
   // would read as an alias, with its position in the file as written.
   CHECK(c.rules[5].pattern == "*.onion");
   CHECK(c.rules[5].where.ToString() == "seed.yml:35:9");
-  CHECK(c.rules[5].ports ==
-        std::vector<PortRange>{{Protocol::kTcp, 22, 22}, {Protocol::kTcp, 80, 80},
-                               {Protocol::kTcp, 443, 443}});
+  CHECK(c.rules[5].ports == std::vector<PortRange>{{Protocol::kTcp, 22, 22},
+                                                   {Protocol::kTcp, 80, 80},
+                                                   {Protocol::kTcp, 443, 443}});
   CHECK(c.options.upstream_dns.size() == 3);
   CHECK(c.options.origin.at("upstreamDns").ToString() == "seed.yml:38:1");
 }
@@ -382,8 +385,8 @@ rules:
         std::vector<PortRange>{{Protocol::kTcp, 53, 53}, {Protocol::kUdp, 53, 53}});
   CHECK(al.at("web").size() == 3);  // t80, t443 and u443 (QUIC) from the services list
   CHECK(al.size() > 300);
-  CHECK(RuleAt(r, 2).ports == std::vector<PortRange>{{Protocol::kTcp, 443, 443},
-                                                     {Protocol::kUdp, 443, 443}});
+  CHECK(RuleAt(r, 2).ports ==
+        std::vector<PortRange>{{Protocol::kTcp, 443, 443}, {Protocol::kUdp, 443, 443}});
   CHECK(RuleAt(r, 4).ports ==
         std::vector<PortRange>{{Protocol::kTcp, 7, 7}, {Protocol::kTcp, 9, 10}});
   CHECK(RuleAt(r, 5).ports ==
@@ -404,7 +407,8 @@ TEST_CASE("port alias errors: cycles, unknown names, conflicts", "[loader]") {
   CHECK_THAT(OnlyError(f.One("ports:\n  a: t1 +\n")), Catch::Contains("empty port item"));
   CHECK(OnlyError(f.Docs({{"a.yml", "ports:\n  x: t1"}, {"b.yml", "ports:\n  x: t2"}})) ==
         "b.yml:2:3: error: port alias 'x' is already defined differently at a.yml:2:3");
-  const LoadResult same = f.Docs({{"a.yml", "ports:\n  x: t1 + t2"}, {"b.yml", "ports:\n  x: t2+t1"}});
+  const LoadResult same =
+      f.Docs({{"a.yml", "ports:\n  x: t1 + t2"}, {"b.yml", "ports:\n  x: t2+t1"}});
   CHECK(same.ok());
 }
 
@@ -498,7 +502,8 @@ TEST_CASE("files and directories: recursion, order, dotfiles, explicit names", "
   CHECK(r.config->files.size() == 4);
 
   const LoadResult missing = Load({(f.dir.path() / "nope.yml").string()}, f.options);
-  CHECK_THAT(OnlyError(missing), Catch::EndsWith("nope.yml: error: cannot read: No such file or directory"));
+  CHECK_THAT(OnlyError(missing),
+             Catch::EndsWith("nope.yml: error: cannot read: No such file or directory"));
 }
 
 TEST_CASE("a file named twice is read once", "[loader]") {

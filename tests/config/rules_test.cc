@@ -17,9 +17,10 @@ struct Engine {
   explicit Engine(const std::string& text) {
     LoadOptions options;
     options.system_resolv_conf = dir.Write("resolv.conf", "nameserver 192.0.2.1\n");
-    LoadResult r = LoadDocuments({{"r.yml", "proxies:\n  tor: {type: socks5, address: h}\n"
-                                            "  vps: {type: http, address: h}\n" +
-                                                text}},
+    LoadResult r = LoadDocuments({{"r.yml",
+                                   "proxies:\n  tor: {type: socks5, address: h}\n"
+                                   "  vps: {type: http, address: h}\n" +
+                                       text}},
                                  options);
     std::string all;
     for (const auto& d : r.diagnostics) all += d.ToString() + "\n";
@@ -75,8 +76,7 @@ TEST_CASE("no @ports means every TCP port and no UDP port", "[rules]") {
   CHECK(e.D("a.com", 53, Protocol::kUdp).action == Action::kRefuse);
 }
 
-TEST_CASE("names without a rule are forwarded, or blocked with blockUndefinedDomains",
-          "[rules]") {
+TEST_CASE("names without a rule are forwarded, or blocked with blockUndefinedDomains", "[rules]") {
   Engine fwd("rules:\n  a.com: tor\n");
   CHECK(fwd.D("b.com").dns == DnsAction::kForward);
   CHECK(fwd.D("b.com").action == Action::kDirect);
@@ -153,8 +153,9 @@ TEST_CASE("failover lists and forced addresses reach the decision", "[rules]") {
 }
 
 TEST_CASE("equal specificity is decided by load order and reported as a tie", "[rules]") {
-  Engine e("rules:\n  x.com: tor\n  .x.com: vps\n  \"*.y.com\": tor\n  .y.com: vps\n  "
-           "z.com: tor\n  .z.com: tor\n");
+  Engine e(
+      "rules:\n  x.com: tor\n  .x.com: vps\n  \"*.y.com\": tor\n  .y.com: vps\n  "
+      "z.com: tor\n  .z.com: tor\n");
   CHECK(e.Winner("x.com") == "x.com");
   CHECK(e.Winner("a.y.com") == "*.y.com");
   const auto ties = e.rules->FindTies();

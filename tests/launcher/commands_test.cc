@@ -1,0 +1,89 @@
+#include "launcher/commands.h"
+
+#include <catch2/catch.hpp>
+#include <sstream>
+
+#include "tests/config/temp_dir.h"
+
+using namespace tunnels::launcher;
+using tunnels::testing::TempDir;
+
+namespace {
+
+const std::string kSample = std::string(TUNNELS_SOURCE_DIR) + "/conf.d.sample";
+
+ExplainTarget Target(const std::string& text) {
+  std::string error;
+  auto t = ParseExplainTarget(text, &error);
+  INFO(error);
+  REQUIRE(t.has_value());
+  return *t;
+}
+
+}  // namespace
+
+TEST_CASE("check passes on the shipped sample and prints where options came from", "[launcher]") {
+  std::ostringstream out, err;
+  CHECK(Check({kSample}, out, err) == 0);
+  CHECK(err.str().empty());
+  CHECK_THAT(out.str(), Catch::StartsWith("configuration OK: 3 files, 4 rules, 2 proxies"));
+  CHECK_THAT(out.str(), Catch::Contains("blockUndefinedDomains    false"));
+  CHECK_THAT(out.str(), Catch::Contains("tunnels.yml:40:1]"));
+  CHECK_THAT(out.str(), Catch::Contains("privateAddresses         198.18.0.0/15"));
+}
+
+TEST_CASE("check reports every error with its place and exits 1", "[launcher]") {
+  TempDir dir;
+  const std::string conf = dir.Write("bad.yml",
+                                     "upstreamDns: 192.0.2.1\nrules:\n  a.com: tr\n"
+                                     "dnsPort: x\n");
+  std::ostringstream out, err;
+  CHECK(Check({conf}, out, err) == 1);
+  CHECK(out.str().empty());
+  CHECK_THAT(err.str(), Catch::Contains(conf + ":3:10: error: rule 'a.com' uses unknown proxy"));
+  CHECK_THAT(err.str(), Catch::Contains(conf + ":4:10: error: dnsPort"));
+  CHECK_THAT(err.str(), Catch::EndsWith("2 errors\n"));
+}
+
+TEST_CASE("check warns about ties decided by load order", "[launcher]") {
+  TempDir dir;
+  const std::string conf =
+      dir.Write("t.yml", "upstreamDns: 192.0.2.1\nrules:\n  x.com: direct\n  .x.com: block\n");
+  std::ostringstream out, err;
+  CHECK(Check({conf}, out, err) == 0);
+  CHECK_THAT(err.str(),
+             Catch::Contains(conf + ":4:3: warning: rule '.x.com' and the rule 'x.com'"));
+}
+
+TEST_CASE("explain --json prints the decision as one object", "[launcher]") {
+  std::ostringstream out, err;
+  CHECK(Explain(Target("abc.ONION:22"), true, {kSample}, out, err) == 0);
+  CHECK(out.str() ==
+        "{\"name\": \"abc.ONION\", \"port\": 22, \"protocol\": \"tcp\", \"dns\": \"fake\", "
+        "\"action\": \"proxy\", \"proxies\": [\"tor\"], \"forcedAddress\": [], \"rule\": "
+        "{\"pattern\": \"*.onion\", \"file\": \"" +
+            kSample + "/tunnels.yml\", \"line\": 28}}\n");
+}
+
+TEST_CASE("explain: refuse, forward, block", "[launcher]") {
+  std::ostringstream out, err;
+  CHECK(Explain(Target("abc.onion:25"), true, {kSample}, out, err) == 0);
+  CHECK_THAT(out.str(), Catch::Contains("\"dns\": \"fake\", \"action\": \"refuse\", \"proxies\": "
+                                        "[], \"forcedAddress\": [], \"rule\": null"));
+  out.str("");
+  CHECK(Explain(Target("debian.org"), true, {kSample}, out, err) == 0);
+  CHECK_THAT(out.str(), Catch::Contains("\"port\": 443, \"protocol\": \"tcp\", \"dns\": "
+                                        "\"forward\", \"action\": \"direct\""));
+  out.str("");
+  CHECK(Explain(Target("x.doubleclick.net/udp"), false, {kSample}, out, err) == 0);
+  CHECK_THAT(out.str(), Catch::Contains("x.doubleclick.net:443/udp (no port given: 443 assumed)"));
+  CHECK_THAT(out.str(), Catch::Contains("dns:    blocked"));
+}
+
+TEST_CASE("explain targets are validated", "[launcher]") {
+  std::string error;
+  CHECK_FALSE(ParseExplainTarget("a.com:0", &error));
+  CHECK_FALSE(ParseExplainTarget("a.com/sctp", &error));
+  CHECK_FALSE(ParseExplainTarget("a..com", &error));
+  CHECK(Target("a.com:8080/udp").port == 8080);
+}
