@@ -1,9 +1,11 @@
 #include "launcher/cli.h"
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <iostream>
 
 #include "launcher/commands.h"
+#include "launcher/system.h"
 
 namespace tunnels::launcher {
 
@@ -33,8 +35,26 @@ int Main(int argc, char** argv) {
   explain->add_flag("--json", explain_json, "Print one JSON object");
   explain->add_option("CONF", explain_paths, "Configuration files or directories")->required();
 
+  std::vector<std::string> system_paths;
+  int verbose = 0;
+  int quiet = 0;
+  CLI::App* system = app.add_subcommand(
+      "system", "Run the DNS server for this machine's own network namespace, in the foreground");
+  system->add_option("CONF", system_paths, "Configuration files or directories")->required();
+  system->add_flag("-v,--verbose", verbose, "Log more (twice: every query)");
+  system->add_flag("-q,--quiet", quiet, "Log errors only");
+
+  // The original took configuration paths with no command: `tunnels CONF...`
+  // is `tunnels system CONF...`.
+  std::vector<std::string> args(argv + 1, argv + argc);
+  static const std::vector<std::string> kKnown = {"check",  "explain", "system",
+                                                  "--help", "-h",      "--version"};
+  if (!args.empty() && std::find(kKnown.begin(), kKnown.end(), args[0]) == kKnown.end()) {
+    args.insert(args.begin(), "system");
+  }
+  std::reverse(args.begin(), args.end());  // CLI11 takes the arguments in reverse order
   try {
-    app.parse(argc, argv);
+    app.parse(args);
   } catch (const CLI::ParseError& e) {
     // CLI11 prints help and errors itself; usage errors exit with 2 as
     // other command-line tools do.
@@ -42,6 +62,14 @@ int Main(int argc, char** argv) {
   }
 
   if (*check) return Check(check_paths, std::cout, std::cerr);
+  if (*system) {
+    SystemOptions options;
+    options.paths = system_paths;
+    options.level = quiet > 0     ? config::LogLevel::kError
+                    : verbose > 0 ? config::LogLevel::kDebug
+                                  : config::LogLevel::kInfo;
+    return RunSystem(options);
+  }
   if (*explain) {
     std::string error;
     const auto target = ParseExplainTarget(explain_to, &error);
