@@ -149,7 +149,8 @@ bool IsDigit(char c) { return c >= '0' && c <= '9'; }
 class Parser {
  public:
   explicit Parser(std::span<const std::uint8_t> bytes)
-      : bytes_(bytes), label_starts_(bytes.size(), false) {}
+      // Longer input is rejected before any name is read: no need for more.
+      : bytes_(bytes), label_starts_(std::min(bytes.size(), kMaxMessageSize), false) {}
 
   const Error& error() const { return error_; }
 
