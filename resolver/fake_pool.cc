@@ -20,7 +20,7 @@ std::unique_ptr<FakePool> FakePool::Create(Options options, std::string* error) 
     return std::unique_ptr<FakePool>();
   };
   if (options.prefix_length < 1 || options.prefix_length > 30) {
-    // Shorter than /30 leaves no address besides the network and blackhole ones.
+    // Longer than /30 leaves no address besides the network and blackhole ones.
     return fail("prefix length /" + std::to_string(options.prefix_length) +
                 " is not between /1 and /30");
   }
