@@ -3,10 +3,6 @@
 // handler holds the socket by shared_ptr, so it can never outlive it.
 #pragma once
 
-// clang-format off
-// Boost 1.74's awaitable.hpp uses std::exchange without including <utility>.
-#include <utility>
-// clang-format on
 #include <boost/asio/steady_timer.hpp>
 #include <chrono>
 #include <memory>

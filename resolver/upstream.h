@@ -1,10 +1,6 @@
 // Forwards queries for names without a rule to the upstream DNS servers.
 #pragma once
 
-// clang-format off
-// Boost 1.74's awaitable.hpp uses std::exchange without including <utility>.
-#include <utility>
-// clang-format on
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/ip/udp.hpp>
 #include <chrono>

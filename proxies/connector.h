@@ -1,0 +1,77 @@
+// The one interface behind which every kind of upstream sits: socks5, http
+// (CONNECT), ssh (later), direct. The engine asks a Connector for a stream to
+// host:port; how it gets there is the connector's business.
+#pragma once
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "config/config.h"
+#include "config/log.h"
+
+namespace tunnels::proxies {
+
+class NameResolver;
+
+using Clock = std::chrono::steady_clock;
+
+// Where a connection should go: a host name (resolved by the proxy) or an
+// IP literal, and a port.
+struct Target {
+  std::string host;
+  std::uint16_t port = 0;
+  std::string ToString() const;
+};
+
+// A connected stream to the target, ready to relay.
+struct Stream {
+  boost::asio::ip::tcp::socket socket;
+  // Bytes the proxy sent right after its handshake reply: the first bytes
+  // from the target, which must reach the client first.
+  std::vector<std::uint8_t> pending;
+};
+
+class Connector {
+ public:
+  virtual ~Connector() = default;
+
+  // Connects to `target` by `deadline`. On failure returns nullopt and sets
+  // `error` to a sentence that names the proxy and the reason.
+  virtual boost::asio::awaitable<std::optional<Stream>> Connect(const Target& target,
+                                                                Clock::time_point deadline,
+                                                                std::string* error) = 0;
+  virtual const std::string& name() const = 0;
+};
+
+// What connectors share: the resolver for names that must be resolved
+// locally (a proxy's own host name, the targets of `direct`), and the
+// source of $RANDOM credentials.
+struct ConnectorContext {
+  NameResolver& resolver;
+  const config::Log& log;
+  std::uint32_t random_credentials_length = 16;
+  std::mt19937_64 random{std::random_device{}()};
+
+  // Replaces a "$RANDOM" field by a fresh random string.
+  std::string Credential(const std::string& value);
+};
+
+std::unique_ptr<Connector> MakeSocks5Connector(const config::Proxy& proxy,
+                                               ConnectorContext& context);
+std::unique_ptr<Connector> MakeHttpConnector(const config::Proxy& proxy, ConnectorContext& context);
+std::unique_ptr<Connector> MakeDirectConnector(ConnectorContext& context);
+
+// Opens a TCP connection to host:port, resolving a name through `resolver`
+// and trying each address in turn, by `deadline`.
+boost::asio::awaitable<std::optional<boost::asio::ip::tcp::socket>> ConnectTcp(
+    NameResolver& resolver, const std::string& host, std::uint16_t port, Clock::time_point deadline,
+    std::string* error);
+
+}  // namespace tunnels::proxies

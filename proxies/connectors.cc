@@ -1,0 +1,261 @@
+// The socks5, http and direct connectors.
+#include <boost/asio/read.hpp>
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+#include <sstream>
+
+#include "proxies/codecs.h"
+#include "proxies/connector.h"
+#include "proxies/name_resolver.h"
+#include "resolver/deadline.h"
+
+namespace tunnels::proxies {
+namespace {
+
+namespace asio = boost::asio;
+using asio::ip::tcp;
+using Bytes = std::vector<std::uint8_t>;
+
+std::string Text(const tcp::endpoint& e) {
+  std::ostringstream s;
+  s << e;
+  return s.str();
+}
+
+// Reads from `socket` into `buffer` until `parse` is done or fails. Bytes
+// after what the parser consumed stay in `buffer`.
+template <typename Parse>
+asio::awaitable<ParseResult> ReadReply(tcp::socket& socket, Bytes& buffer, std::size_t limit,
+                                       Parse&& parse, boost::system::error_code& ec) {
+  for (;;) {
+    if (!buffer.empty()) {
+      ParseResult r = parse(std::span<const std::uint8_t>(buffer));
+      if (r.state != ParseResult::State::kNeedMore) co_return r;
+    }
+    if (buffer.size() >= limit) co_return ParseResult::Error("reply too long");
+    std::uint8_t chunk[4096];
+    const std::size_t n = co_await socket.async_read_some(
+        asio::buffer(chunk, std::min(sizeof chunk, limit - buffer.size())),
+        asio::redirect_error(asio::use_awaitable, ec));
+    if (ec)
+      co_return ParseResult::Error(ec == asio::error::eof ? "the proxy closed the connection"
+                                                          : ec.message());
+    buffer.insert(buffer.end(), chunk, chunk + n);
+  }
+}
+
+class Socks5Connector : public Connector {
+ public:
+  Socks5Connector(const config::Proxy& proxy, ConnectorContext& context)
+      : proxy_(proxy), context_(context) {}
+
+  asio::awaitable<std::optional<Stream>> Connect(const Target& target, Clock::time_point deadline,
+                                                 std::string* error) override {
+    auto prefix = [&] {
+      return "socks5 proxy '" + proxy_.name + "' (" + proxy_.address.ToString() + "): ";
+    };
+    std::string connect_error;
+    auto socket = co_await ConnectTcp(context_.resolver, proxy_.address.host, proxy_.address.port,
+                                      deadline, &connect_error);
+    if (!socket) {
+      *error = prefix() + connect_error;
+      co_return std::nullopt;
+    }
+    auto shared = std::make_shared<tcp::socket>(std::move(*socket));
+    resolver::Deadline<tcp::socket> guard(shared, deadline);
+    boost::system::error_code ec;
+    Bytes buffer;
+    auto fail = [&](const std::string& what) {
+      *error = prefix() + (guard.expired() ? "no answer in time during the handshake" : what);
+      return std::nullopt;
+    };
+
+    const bool password = proxy_.credentials.has_value();
+    co_await asio::async_write(*shared, asio::buffer(Socks5Greeting(password)),
+                               asio::redirect_error(asio::use_awaitable, ec));
+    if (ec) co_return fail(ec.message());
+    std::uint8_t method = 0xff;
+    ParseResult r = co_await ReadReply(
+        *shared, buffer, 2, [&](auto b) { return ParseSocks5MethodChoice(b, &method); }, ec);
+    if (r.state != ParseResult::State::kDone) co_return fail(r.error);
+    buffer.erase(buffer.begin(), buffer.begin() + static_cast<std::ptrdiff_t>(r.consumed));
+    if (method == kSocks5MethodPassword && password) {
+      const Bytes request =
+          Socks5PasswordRequest(context_.Credential(proxy_.credentials->username),
+                                context_.Credential(proxy_.credentials->password));
+      co_await asio::async_write(*shared, asio::buffer(request),
+                                 asio::redirect_error(asio::use_awaitable, ec));
+      if (ec) co_return fail(ec.message());
+      bool ok = false;
+      r = co_await ReadReply(
+          *shared, buffer, 2, [&](auto b) { return ParseSocks5PasswordReply(b, &ok); }, ec);
+      if (r.state != ParseResult::State::kDone) co_return fail(r.error);
+      if (!ok) co_return fail("username/password rejected");
+      buffer.erase(buffer.begin(), buffer.begin() + static_cast<std::ptrdiff_t>(r.consumed));
+    } else if (method != kSocks5MethodNone) {
+      co_return fail(
+          method == 0xff
+              ? std::string("the server accepts none of the offered "
+                            "authentication methods" +
+                            std::string(password ? "" : " (it may want a username and password)"))
+              : "the server chose an unoffered method " + std::to_string(method));
+    }
+    const auto request = Socks5ConnectRequest(target.host, target.port);
+    if (!request) co_return fail("name too long for SOCKS5: " + target.host);
+    co_await asio::async_write(*shared, asio::buffer(*request),
+                               asio::redirect_error(asio::use_awaitable, ec));
+    if (ec) co_return fail(ec.message());
+    std::uint8_t code = 0xff;
+    r = co_await ReadReply(
+        *shared, buffer, 4 + 256 + 2, [&](auto b) { return ParseSocks5ConnectReply(b, &code); },
+        ec);
+    if (r.state != ParseResult::State::kDone) co_return fail(r.error);
+    if (code != 0x00) {
+      co_return fail("cannot reach " + target.ToString() + ": " + Socks5ReplyText(code));
+    }
+    buffer.erase(buffer.begin(), buffer.begin() + static_cast<std::ptrdiff_t>(r.consumed));
+    co_return Stream{std::move(*shared), std::move(buffer)};
+  }
+
+  const std::string& name() const override { return proxy_.name; }
+
+ private:
+  config::Proxy proxy_;
+  ConnectorContext& context_;
+};
+
+class HttpConnector : public Connector {
+ public:
+  HttpConnector(const config::Proxy& proxy, ConnectorContext& context)
+      : proxy_(proxy), context_(context) {}
+
+  asio::awaitable<std::optional<Stream>> Connect(const Target& target, Clock::time_point deadline,
+                                                 std::string* error) override {
+    auto prefix = [&] {
+      return "http proxy '" + proxy_.name + "' (" + proxy_.address.ToString() + "): ";
+    };
+    std::string connect_error;
+    auto socket = co_await ConnectTcp(context_.resolver, proxy_.address.host, proxy_.address.port,
+                                      deadline, &connect_error);
+    if (!socket) {
+      *error = prefix() + connect_error;
+      co_return std::nullopt;
+    }
+    auto shared = std::make_shared<tcp::socket>(std::move(*socket));
+    resolver::Deadline<tcp::socket> guard(shared, deadline);
+    boost::system::error_code ec;
+    auto fail = [&](const std::string& what) {
+      *error = prefix() + (guard.expired() ? "no answer in time to CONNECT" : what);
+      return std::nullopt;
+    };
+    std::string credentials;
+    if (proxy_.credentials) {
+      credentials = context_.Credential(proxy_.credentials->username) + ":" +
+                    context_.Credential(proxy_.credentials->password);
+    }
+    const std::string request = HttpConnectRequest(target.host, target.port, credentials);
+    co_await asio::async_write(*shared, asio::buffer(request),
+                               asio::redirect_error(asio::use_awaitable, ec));
+    if (ec) co_return fail(ec.message());
+    Bytes buffer;
+    int status = 0;
+    std::string status_line;
+    const ParseResult r = co_await ReadReply(
+        *shared, buffer, 16 * 1024 + 4096,
+        [&](auto b) { return ParseHttpConnectReply(b, &status, &status_line); }, ec);
+    if (r.state != ParseResult::State::kDone) co_return fail(r.error);
+    if (status < 200 || status > 299) {
+      co_return fail("CONNECT " + target.ToString() + " answered \"" + status_line + "\"");
+    }
+    // Whatever followed the header is already the target's data.
+    buffer.erase(buffer.begin(), buffer.begin() + static_cast<std::ptrdiff_t>(r.consumed));
+    co_return Stream{std::move(*shared), std::move(buffer)};
+  }
+
+  const std::string& name() const override { return proxy_.name; }
+
+ private:
+  config::Proxy proxy_;
+  ConnectorContext& context_;
+};
+
+class DirectConnector : public Connector {
+ public:
+  explicit DirectConnector(ConnectorContext& context) : context_(context) {}
+
+  asio::awaitable<std::optional<Stream>> Connect(const Target& target, Clock::time_point deadline,
+                                                 std::string* error) override {
+    std::string connect_error;
+    auto socket =
+        co_await ConnectTcp(context_.resolver, target.host, target.port, deadline, &connect_error);
+    if (!socket) {
+      *error = "direct: " + connect_error;
+      co_return std::nullopt;
+    }
+    co_return Stream{std::move(*socket), {}};
+  }
+
+  const std::string& name() const override { return name_; }
+
+ private:
+  ConnectorContext& context_;
+  std::string name_ = "direct";
+};
+
+}  // namespace
+
+std::string Target::ToString() const { return config::Endpoint{host, port}.ToString(); }
+
+std::string ConnectorContext::Credential(const std::string& value) {
+  if (value != config::Credentials::kRandomPlaceholder) return value;
+  static constexpr char kChars[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+  std::string out(random_credentials_length, 'x');
+  for (char& c : out) c = kChars[random() % (sizeof kChars - 1)];
+  return out;
+}
+
+asio::awaitable<std::optional<tcp::socket>> ConnectTcp(NameResolver& resolver,
+                                                       const std::string& host, std::uint16_t port,
+                                                       Clock::time_point deadline,
+                                                       std::string* error) {
+  const auto addresses = co_await resolver.Resolve(host, error);
+  if (addresses.empty()) co_return std::nullopt;
+  auto executor = co_await asio::this_coro::executor;
+  std::string errors;
+  for (const asio::ip::address& address : addresses) {
+    if (Clock::now() >= deadline) break;
+    const tcp::endpoint endpoint(address, port);
+    auto socket = std::make_shared<tcp::socket>(executor);
+    boost::system::error_code ec;
+    {
+      resolver::Deadline<tcp::socket> guard(socket, deadline);
+      co_await socket->async_connect(endpoint, asio::redirect_error(asio::use_awaitable, ec));
+      if (guard.expired()) ec = asio::error::timed_out;
+    }
+    if (!ec) {
+      socket->set_option(tcp::no_delay(true), ec);
+      co_return std::move(*socket);
+    }
+    errors += (errors.empty() ? "" : "; ") + Text(endpoint) + ": " + ec.message();
+  }
+  *error = errors.empty() ? "no time left to connect" : "cannot connect to " + errors;
+  co_return std::nullopt;
+}
+
+std::unique_ptr<Connector> MakeSocks5Connector(const config::Proxy& proxy,
+                                               ConnectorContext& context) {
+  return std::make_unique<Socks5Connector>(proxy, context);
+}
+
+std::unique_ptr<Connector> MakeHttpConnector(const config::Proxy& proxy,
+                                             ConnectorContext& context) {
+  return std::make_unique<HttpConnector>(proxy, context);
+}
+
+std::unique_ptr<Connector> MakeDirectConnector(ConnectorContext& context) {
+  return std::make_unique<DirectConnector>(context);
+}
+
+}  // namespace tunnels::proxies

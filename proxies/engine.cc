@@ -1,0 +1,263 @@
+#include "proxies/engine.h"
+
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <sstream>
+
+#include "proxies/name_resolver.h"
+#include "proxies/relay.h"
+
+namespace tunnels::proxies {
+namespace {
+
+namespace asio = boost::asio;
+using asio::ip::tcp;
+
+template <typename T>
+std::string Text(const T& v) {
+  std::ostringstream s;
+  s << v;
+  return s.str();
+}
+
+// Ends a client connection with a reset, so that the program learns at once
+// that the connection is refused instead of waiting for a timeout.
+void Reset(tcp::socket& socket) {
+  boost::system::error_code ignored;
+  socket.set_option(asio::socket_base::linger(true, 0), ignored);
+  socket.close(ignored);
+}
+
+// Releases a fake address's hold when the connection ends, however it ends.
+class Hold {
+ public:
+  Hold(resolver::FakePool& pool, std::uint32_t address) : pool_(pool), address_(address) {}
+  ~Hold() { pool_.Release(address_); }
+  Hold(const Hold&) = delete;
+  Hold& operator=(const Hold&) = delete;
+
+ private:
+  resolver::FakePool& pool_;
+  std::uint32_t address_;
+};
+
+}  // namespace
+
+struct Engine::Impl {
+  asio::io_context& io;
+  Options options;
+  const config::Config& config;
+  const config::RuleSet& rules;
+  resolver::FakePool& pool;
+  const config::Log& log;
+  NameResolver resolver;
+  ConnectorContext context;
+  std::map<std::string, std::unique_ptr<Connector>> connectors;
+  tcp::acceptor acceptor;
+  std::size_t active = 0;
+  bool stopped = false;
+  std::mt19937_64 random{std::random_device{}()};
+
+  Impl(asio::io_context& io_context, Options o, const config::Config& c, const config::RuleSet& r,
+       resolver::FakePool& p, resolver::Upstream& upstream, const config::Log& l)
+      : io(io_context),
+        options(o),
+        config(c),
+        rules(r),
+        pool(p),
+        log(l),
+        resolver(upstream),
+        context{resolver, l, c.options.random_credentials_length},
+        acceptor(io_context) {
+    connectors["direct"] = MakeDirectConnector(context);
+    for (const auto& [name, proxy] : c.proxies) {
+      switch (proxy.type) {
+        case config::ProxyType::kSocks5:
+          connectors[name] = MakeSocks5Connector(proxy, context);
+          break;
+        case config::ProxyType::kHttp:
+          connectors[name] = MakeHttpConnector(proxy, context);
+          break;
+        default:
+          break;  // ssh: a later issue; rules naming it fail over or refuse
+      }
+    }
+  }
+
+  asio::awaitable<void> Accept();
+  asio::awaitable<void> Serve(std::shared_ptr<tcp::socket> client);
+};
+
+asio::awaitable<void> Engine::Impl::Accept() {
+  asio::steady_timer backoff(io);
+  while (!stopped) {
+    auto client = std::make_shared<tcp::socket>(io);
+    boost::system::error_code ec;
+    co_await acceptor.async_accept(*client, asio::redirect_error(asio::use_awaitable, ec));
+    if (ec) {
+      if (stopped || ec == asio::error::operation_aborted) break;
+      // Out of file descriptors and the like: say so, wait a moment rather
+      // than spin, and keep serving the connections that exist.
+      log.Limited("ENGINE", config::LogLevel::kWarning, "accepting a connection: " + ec.message());
+      backoff.expires_after(std::chrono::milliseconds(100));
+      co_await backoff.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+      continue;
+    }
+    ++active;
+    asio::co_spawn(io, Serve(client), [this](std::exception_ptr e) {
+      --active;
+      if (!e) return;
+      try {
+        std::rethrow_exception(e);
+      } catch (const std::exception& ex) {
+        log.Limited("ENGINE", config::LogLevel::kWarning,
+                    std::string("a connection ended on an internal error: ") + ex.what());
+      }
+    });
+  }
+}
+
+asio::awaitable<void> Engine::Impl::Serve(std::shared_ptr<tcp::socket> client) {
+  boost::system::error_code ec;
+  const tcp::endpoint local = client->local_endpoint(ec);
+  if (ec || !local.address().is_v4()) {
+    Reset(*client);
+    co_return;
+  }
+  const std::uint32_t address = local.address().to_v4().to_uint();
+  const std::uint16_t port = local.port();
+  const std::string where = Text(local);
+  if (!pool.Contains(address)) {
+    log.Limited("ENGINE", config::LogLevel::kInfo,
+                "refused a connection to " + where + ": not a fake address");
+    Reset(*client);
+    co_return;
+  }
+  if (address == pool.blackhole()) {
+    log.Limited("ENGINE", config::LogLevel::kDebug,
+                "refused a connection to the blackhole " + where);
+    Reset(*client);
+    co_return;
+  }
+  const std::optional<std::string> name = pool.Hold(address);
+  if (!name) {
+    log.Limited("ENGINE", config::LogLevel::kInfo,
+                "refused a connection to " + where +
+                    ": no name is mapped to this address (it expired, or tunnels restarted)");
+    Reset(*client);
+    co_return;
+  }
+  Hold hold(pool, address);
+  const config::Decision d = rules.Decide(*name, port, config::Protocol::kTcp);
+  const std::string what = *name + ":" + std::to_string(port);
+  if (d.action == config::Action::kRefuse || d.action == config::Action::kBlock) {
+    log.Limited("ENGINE", config::LogLevel::kInfo,
+                "refused " + what + ": " +
+                    (d.action == config::Action::kBlock && d.rule
+                         ? "blocked by the rule at " + d.rule->where.ToString()
+                         : std::string("no rule for this port")));
+    Reset(*client);
+    co_return;
+  }
+
+  Target target{*name, port};
+  if (!d.forced_addresses.empty()) {
+    const config::Target& forced = d.forced_addresses[random() % d.forced_addresses.size()];
+    target = Target{forced.host, forced.port.value_or(port)};
+  }
+  std::vector<std::string> chain(d.proxies.begin(), d.proxies.end());
+  if (d.action == config::Action::kDirect) chain = {"direct"};
+
+  std::string errors;
+  for (const std::string& proxy : chain) {
+    const auto it = connectors.find(proxy);
+    if (it == connectors.end()) {
+      errors += (errors.empty() ? "" : "; ") + proxy + ": this proxy type is not supported yet";
+      continue;
+    }
+    std::string error;
+    std::optional<Stream> stream =
+        co_await it->second->Connect(target, Clock::now() + options.connect_timeout, &error);
+    if (stopped) {
+      Reset(*client);
+      co_return;
+    }
+    if (!stream) {
+      errors += (errors.empty() ? "" : "; ") + error;
+      continue;
+    }
+    log.Debug("ENGINE", what + " via " + proxy +
+                            (target.host != *name ? " to " + target.ToString() : std::string()));
+    auto server = std::make_shared<tcp::socket>(std::move(stream->socket));
+    const RelayResult r = co_await Relay(client, server, std::move(stream->pending));
+    if (!r.error.empty()) {
+      log.Limited("ENGINE", config::LogLevel::kInfo,
+                  what + " via " + proxy + " ended: " + r.error + " (" +
+                      std::to_string(r.to_server) + " bytes up, " + std::to_string(r.to_client) +
+                      " down)");
+    }
+    co_return;
+  }
+  log.Limited("ENGINE", config::LogLevel::kWarning, "cannot connect " + what + ": " + errors);
+  Reset(*client);
+}
+
+Engine::Engine(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Engine::~Engine() = default;
+
+std::unique_ptr<Engine> Engine::Create(asio::io_context& io, Options options,
+                                       const config::Config& config, const config::RuleSet& rules,
+                                       resolver::FakePool& pool, resolver::Upstream& upstream,
+                                       const config::Log& log, std::string* error) {
+  auto impl = std::make_unique<Impl>(io, options, config, rules, pool, upstream, log);
+  const tcp::endpoint at(options.listen_address, options.port);
+  boost::system::error_code ec;
+  impl->acceptor.open(at.protocol(), ec);
+  if (!ec) {
+    // The listener must accept connections whose destination is not one of
+    // its own addresses (the fake ones): that is what IP_TRANSPARENT allows,
+    // and it needs CAP_NET_ADMIN.
+    const int on = 1;
+    if (::setsockopt(impl->acceptor.native_handle(), SOL_IP, IP_TRANSPARENT, &on, sizeof on) != 0) {
+      ec.assign(errno, boost::system::system_category());
+      *error = "cannot set IP_TRANSPARENT on the engine's listener: " + ec.message() +
+               " (it needs CAP_NET_ADMIN: run as root, or inside a user namespace you own)";
+      return nullptr;
+    }
+  }
+  if (!ec) impl->acceptor.set_option(tcp::acceptor::reuse_address(true), ec);
+  if (!ec) impl->acceptor.bind(at, ec);
+  if (!ec) impl->acceptor.listen(asio::socket_base::max_listen_connections, ec);
+  if (ec) {
+    *error = "cannot listen on tcp " + Text(at) + " for the engine: " + ec.message();
+    return nullptr;
+  }
+  return std::unique_ptr<Engine>(new Engine(std::move(impl)));
+}
+
+std::uint16_t Engine::port() const { return impl_->acceptor.local_endpoint().port(); }
+std::size_t Engine::active_connections() const { return impl_->active; }
+
+void Engine::Start() {
+  asio::co_spawn(impl_->io, impl_->Accept(), [this](std::exception_ptr e) {
+    if (!e) return;
+    try {
+      std::rethrow_exception(e);
+    } catch (const std::exception& ex) {
+      impl_->log.Error("ENGINE", std::string("the listener stopped: ") + ex.what());
+    }
+  });
+}
+
+void Engine::Stop() {
+  impl_->stopped = true;
+  boost::system::error_code ignored;
+  impl_->acceptor.close(ignored);
+}
+
+}  // namespace tunnels::proxies

@@ -1,0 +1,49 @@
+// The proxy engine: accepts the connections that the interception sends to
+// its transparent listener, turns the fake destination address back into the
+// name, asks the rules what to do, and relays through the rule's proxies.
+#pragma once
+
+#include <boost/asio/io_context.hpp>
+#include <map>
+#include <memory>
+#include <string>
+
+#include "config/config.h"
+#include "config/log.h"
+#include "config/rules.h"
+#include "proxies/connector.h"
+#include "resolver/fake_pool.h"
+#include "resolver/upstream.h"
+
+namespace tunnels::proxies {
+
+class Engine {
+ public:
+  struct Options {
+    // The listener's address; connections arrive here through the nftables
+    // tproxy rule, so the port is whatever the kernel chose.
+    boost::asio::ip::address listen_address = boost::asio::ip::make_address("127.0.0.1");
+    std::uint16_t port = 0;
+    std::chrono::milliseconds connect_timeout{10000};  // per proxy tried, handshake included
+  };
+
+  // Opens the transparent listener; null with `error` set on failure. Every
+  // reference must outlive the engine.
+  static std::unique_ptr<Engine> Create(boost::asio::io_context& io, Options options,
+                                        const config::Config& config, const config::RuleSet& rules,
+                                        resolver::FakePool& pool, resolver::Upstream& upstream,
+                                        const config::Log& log, std::string* error);
+  ~Engine();
+
+  std::uint16_t port() const;
+  void Start();
+  void Stop();
+  std::size_t active_connections() const;
+
+ private:
+  struct Impl;
+  explicit Engine(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace tunnels::proxies
