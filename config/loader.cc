@@ -139,9 +139,7 @@ struct RawRule {
 class Loader {
  public:
   explicit Loader(const LoadOptions& options) : load_options_(options) {
-    for (const BuiltinPortFile& f : BuiltinPortFiles()) {
-      AddDocument(Document{std::string("<built-in>/") + f.name, f.text}, /*builtin=*/true);
-    }
+    aliases_ = BuiltinAliases();
   }
 
   void AddDocument(const Document& doc, bool builtin = false);
@@ -151,6 +149,14 @@ class Loader {
   LoadResult Finish();
 
  private:
+  struct NoBuiltins {};
+  Loader(const LoadOptions& options, NoBuiltins) : load_options_(options) {}
+  // The aliases of the built-in port files, read once: they never change,
+  // and parsing them was most of the time of loading a small configuration.
+  // Only the raw items are kept, so that a user's alias still replaces a
+  // built-in one that other built-in aliases refer to.
+  static const std::map<std::string, RawAlias>& BuiltinAliases();
+
   void Error(const SourceLocation& where, std::string message) {
     diagnostics_.push_back({Severity::kError, where, std::move(message)});
   }
@@ -158,11 +164,18 @@ class Loader {
     diagnostics_.push_back({Severity::kWarning, where, std::move(message)});
   }
   SourceLocation Where(const YAML::Node& node, int offset = 0) const;
-  // The column of text at `offset` inside a scalar node, counting the quote.
-  SourceLocation WhereIn(const YAML::Node& node, std::size_t offset) const {
-    const int quote = node.Tag() == "!" ? 1 : 0;
-    return Where(node, quote + static_cast<int>(offset));
-  }
+  // Where the text at `offset` inside a scalar node is, when the scalar is
+  // written as it reads on one line; otherwise (escapes, block and multi-line
+  // scalars) where the node starts.
+  SourceLocation WhereIn(const YAML::Node& node, std::size_t offset) const;
+  // The place in the document as written of a 0-based line and column of
+  // the text yaml-cpp parsed.
+  SourceLocation Locate(int line, int column) const;
+  // The same for a mark of yaml-cpp's own (an error), which may point past
+  // the text; kept inside the document.
+  SourceLocation LocateClamped(const YAML::Mark& mark) const;
+
+  void ReadRoot(const YAML::Node& root, bool builtin);
 
   bool ExpectScalar(const YAML::Node& node, const std::string& what);
   // Iterates a mapping, reporting duplicate keys and non-scalar keys.
@@ -188,9 +201,14 @@ class Loader {
 
   const LoadOptions& load_options_;
   std::vector<Diagnostic> diagnostics_;
-  // The document being read.
+  // The document being read: its name, the text yaml-cpp parses (with star
+  // keys quoted) split into lines, and how its columns map to the original.
   std::string file_;
+  std::string parsed_;
+  std::vector<std::string_view> parsed_lines_;
+  std::vector<std::size_t> line_lengths_;  // of the original text
   LineFixes fixes_;
+  int bom_ = 0;  // bytes of a UTF-8 byte order mark before the first line
 
   Options options_;
   std::map<std::string, RawAlias> aliases_;
@@ -202,11 +220,20 @@ class Loader {
   std::vector<std::string> files_;
 };
 
-SourceLocation Loader::Where(const YAML::Node& node, int offset) const {
-  const YAML::Mark mark = node.Mark();
-  if (mark.is_null()) return SourceLocation{file_, 0, 0};
-  int column = mark.column + offset;
-  if (const auto it = fixes_.find(mark.line); it != fixes_.end()) {
+const std::map<std::string, RawAlias>& Loader::BuiltinAliases() {
+  static const std::map<std::string, RawAlias> aliases = [] {
+    const LoadOptions options;
+    Loader loader(options, NoBuiltins{});
+    for (const BuiltinPortFile& f : BuiltinPortFiles()) {
+      loader.AddDocument(Document{std::string("<built-in>/") + f.name, f.text}, /*builtin=*/true);
+    }
+    return std::move(loader.aliases_);
+  }();
+  return aliases;
+}
+
+SourceLocation Loader::Locate(int line, int column) const {
+  if (const auto it = fixes_.find(line); it != fixes_.end()) {
     const QuotedKey& q = it->second;
     if (column > q.start + q.length + 1) {
       column -= 2;
@@ -214,7 +241,46 @@ SourceLocation Loader::Where(const YAML::Node& node, int offset) const {
       column -= 1;
     }
   }
-  return SourceLocation{file_, mark.line + 1, column + 1};
+  if (line == 0) column += bom_;
+  return SourceLocation{file_, line + 1, column + 1};
+}
+
+SourceLocation Loader::LocateClamped(const YAML::Mark& mark) const {
+  if (mark.is_null() || line_lengths_.empty()) return SourceLocation{file_, 0, 0};
+  // One line past the last, and one column past the end of a line, are
+  // where "missing ..." errors at the end belong.
+  const std::size_t line =
+      std::min(static_cast<std::size_t>(std::max(mark.line, 0)), line_lengths_.size());
+  SourceLocation where = Locate(static_cast<int>(line), std::max(mark.column, 0));
+  const std::size_t length = line < line_lengths_.size() ? line_lengths_[line] : 0;
+  where.column = std::min(where.column, static_cast<int>(length) + 1);
+  return where;
+}
+
+SourceLocation Loader::Where(const YAML::Node& node, int offset) const {
+  const YAML::Mark mark = node.Mark();
+  if (mark.is_null()) return SourceLocation{file_, 0, 0};
+  return Locate(mark.line, mark.column + offset);
+}
+
+SourceLocation Loader::WhereIn(const YAML::Node& node, std::size_t offset) const {
+  const YAML::Mark mark = node.Mark();
+  if (mark.is_null() || mark.line < 0 || mark.column < 0 ||
+      static_cast<std::size_t>(mark.line) >= parsed_lines_.size()) {
+    return Where(node);
+  }
+  // yaml-cpp marks a quoted scalar at its quote and gives it the tag "!".
+  const std::size_t quote = node.Tag() == "!" ? 1 : 0;
+  const std::string_view line = parsed_lines_[static_cast<std::size_t>(mark.line)];
+  const std::size_t start = static_cast<std::size_t>(mark.column) + quote;
+  const std::string& value = node.Scalar();
+  // Offsets into the value are columns only while the text reads as the
+  // value does; a folded line break or an escape breaks that.
+  if (offset > value.size() || start > line.size() ||
+      !line.substr(start).starts_with(std::string_view(value).substr(0, offset))) {
+    return Where(node);
+  }
+  return Where(node, static_cast<int>(quote + offset));
 }
 
 bool Loader::ExpectScalar(const YAML::Node& node, const std::string& what) {
@@ -279,23 +345,92 @@ std::vector<std::pair<std::string, SourceLocation>> Loader::ReadList(const YAML:
   return out;
 }
 
+namespace {
+
+// Why `text` cannot be a UTF-8 configuration file, with the 0-based line
+// and column of the first offending byte; empty when it can be. YAML itself
+// forbids NUL bytes, and yaml-cpp would silently read text that starts like
+// UTF-16 or UTF-32 (a NUL among the first bytes, or their byte order mark)
+// as that, with lines and columns that do not match the bytes.
+std::string EncodingError(std::string_view text, int* line, int* column) {
+  *line = 0;
+  *column = 0;
+  if (text.starts_with("\xff\xfe") || text.starts_with("\xfe\xff")) {
+    return "the file is UTF-16 or UTF-32 text; save it as UTF-8";
+  }
+  const std::size_t nul = text.find('\0');
+  if (nul == std::string_view::npos) return "";
+  const std::size_t line_start = text.rfind('\n', nul);
+  *line = static_cast<int>(
+      std::count(text.begin(), text.begin() + static_cast<std::ptrdiff_t>(nul), '\n'));
+  *column = static_cast<int>(line_start == std::string_view::npos ? nul : nul - line_start - 1);
+  return nul < 4 ? "the file contains NUL bytes: it is UTF-16 or UTF-32 text, or not text at "
+                   "all; save it as UTF-8"
+                 : "the file contains a NUL byte; a configuration file is UTF-8 text";
+}
+
+}  // namespace
+
 void Loader::AddDocument(const Document& doc, bool builtin) {
   file_ = doc.name;
   fixes_.clear();
+  parsed_lines_.clear();
+  line_lengths_.clear();
+  bom_ = 0;
   if (!builtin) files_.push_back(doc.name);
   if (doc.text.size() > kMaxFileSize) {
     FileError(doc.name, "file is larger than 64 MiB; refusing to read it");
     return;
   }
-  YAML::Node root;
-  try {
-    root = YAML::Load(QuoteStarKeys(doc.text, &fixes_));
-  } catch (const YAML::Exception& e) {
-    SourceLocation where{file_, 0, 0};
-    if (!e.mark.is_null()) where = SourceLocation{file_, e.mark.line + 1, e.mark.column + 1};
-    Error(where, "YAML syntax: " + e.msg);
+  std::string_view text = doc.text;
+  for (std::size_t start = 0;;) {
+    const std::size_t nl = text.find('\n', start);
+    line_lengths_.push_back((nl == std::string_view::npos ? text.size() : nl) - start);
+    if (nl == std::string_view::npos) break;
+    start = nl + 1;
+  }
+  int bad_line = 0;
+  int bad_column = 0;
+  if (std::string e = EncodingError(text, &bad_line, &bad_column); !e.empty()) {
+    Error(SourceLocation{file_, bad_line + 1, bad_column + 1}, e);
     return;
   }
+  // yaml-cpp skips a byte order mark without counting its columns.
+  if (text.starts_with("\xef\xbb\xbf")) {
+    text.remove_prefix(3);
+    bom_ = 3;
+  }
+  parsed_ = QuoteStarKeys(std::string(text), &fixes_);
+  for (std::size_t start = 0;;) {
+    const std::size_t nl = parsed_.find('\n', start);
+    parsed_lines_.push_back(
+        std::string_view(parsed_).substr(start, nl == std::string::npos ? nl : nl - start));
+    if (nl == std::string::npos) break;
+    start = nl + 1;
+  }
+  YAML::Node root;
+  try {
+    root = YAML::Load(parsed_);
+  } catch (const YAML::Exception& e) {
+    // Includes YAML::DeepRecursion: yaml-cpp refuses nesting deeper than
+    // its recursion limit instead of exhausting the stack.
+    Error(LocateClamped(e.mark), "YAML syntax: " + e.msg);
+    return;
+  }
+  // Reading the nodes should not throw. If yaml-cpp or the standard library
+  // does after all, that is a bug of tunnels, but one in a single file: it
+  // is reported there, with the other files still checked, instead of
+  // ending the program.
+  try {
+    ReadRoot(root, builtin);
+  } catch (const YAML::Exception& e) {
+    Error(LocateClamped(e.mark), "internal error while reading this part of the file: " + e.msg);
+  } catch (const std::exception& e) {
+    FileError(file_, std::string("internal error while reading this file: ") + e.what());
+  }
+}
+
+void Loader::ReadRoot(const YAML::Node& root, bool builtin) {
   if (root.IsNull()) return;  // an empty file (or only comments) is fine
   if (!root.IsMap()) {
     Error(Where(root), "a configuration file must be a mapping of options and sections");
@@ -382,7 +517,10 @@ void Loader::ReadMainOption(const std::string& key, const YAML::Node& key_node,
   if (key == "upstreamDns") {
     o.upstream_dns.clear();
     const auto items = ReadList(value, "upstreamDns");
-    if (items.empty() && value.IsScalar()) Error(here, "upstreamDns names no server");
+    // An empty list too: without a server no name could be resolved.
+    if (items.empty() && (value.IsScalar() || (value.IsSequence() && value.size() == 0))) {
+      Error(here, "upstreamDns names no server");
+    }
     for (const auto& [item, where] : items) {
       std::string error;
       const auto hp = ParseHostPort(item, &error);

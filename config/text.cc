@@ -77,10 +77,16 @@ std::optional<std::string> Closest(std::string_view word,
   std::optional<std::string> best;
   std::size_t best_distance = 0;
   for (const std::string& c : candidates) {
-    const std::size_t d = EditDistance(word, c);
     // A third of the longer word, at least one edit: "upstreamDNS" finds
     // "upstreamDns", "prxy" finds "proxy", "tor" does not find "http".
     const std::size_t limit = std::max<std::size_t>(1, std::max(word.size(), c.size()) / 3);
+    // The distance is at least the difference in length; skipping what
+    // cannot be close keeps a huge word (a mangled file) from costing
+    // length x length x candidates.
+    const std::size_t gap =
+        word.size() > c.size() ? word.size() - c.size() : c.size() - word.size();
+    if (gap > limit) continue;
+    const std::size_t d = EditDistance(word, c);
     // On a tie, a candidate with the same first letter is the likelier typo.
     const bool tie_better = best && d == best_distance && !word.empty() &&
                             std::tolower(static_cast<unsigned char>(c.front())) ==

@@ -1,0 +1,237 @@
+// The promises LoadDocuments makes for any input, as checks that return
+// what is wrong (empty when nothing is), shared by the robustness test and
+// the fuzzer so that both hold the loader to the same standard.
+#pragma once
+
+#include <algorithm>
+#include <cctype>
+#include <cstdint>
+#include <set>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "config/config.h"
+#include "config/rules.h"
+
+namespace tunnels::testing {
+
+using config::Action;
+using config::Config;
+using config::Decision;
+using config::Diagnostic;
+using config::DnsAction;
+using config::Document;
+using config::LoadResult;
+using config::PortRange;
+using config::Protocol;
+using config::Rule;
+using config::RuleSet;
+using config::Severity;
+using config::SourceLocation;
+
+// Lengths of the lines of `text` split at '\n', as yaml-cpp counts lines.
+inline std::vector<std::size_t> LineLengths(std::string_view text) {
+  std::vector<std::size_t> out;
+  std::size_t start = 0;
+  while (true) {
+    const std::size_t nl = text.find('\n', start);
+    if (nl == std::string_view::npos) {
+      out.push_back(text.size() - start);
+      return out;
+    }
+    out.push_back(nl - start);
+    start = nl + 1;
+  }
+}
+
+inline std::string CheckLocation(const SourceLocation& where, const std::vector<Document>& docs,
+                                 const std::string& what) {
+  const auto doc = std::find_if(docs.begin(), docs.end(),
+                                [&](const Document& d) { return d.name == where.file; });
+  if (doc == docs.end()) return what + " names a file that is not a document: " + where.ToString();
+  if (where.line == 0) {
+    return where.column == 0 ? "" : what + " has a column but no line: " + where.ToString();
+  }
+  const std::vector<std::size_t> lines = LineLengths(doc->text);
+  // One line past the end is where an error at the end of the text points.
+  if (where.line < 1 || static_cast<std::size_t>(where.line) > lines.size() + 1) {
+    return what + " has a line outside the document (" + std::to_string(lines.size()) +
+           " lines): " + where.ToString();
+  }
+  const std::size_t length = static_cast<std::size_t>(where.line) <= lines.size()
+                                 ? lines[static_cast<std::size_t>(where.line) - 1]
+                                 : 0;
+  // The column just past the last character is where "missing X" errors point.
+  if (where.column < 1 || static_cast<std::size_t>(where.column) > length + 1) {
+    return what + " has a column outside its line (" + std::to_string(length) +
+           " bytes): " + where.ToString();
+  }
+  return "";
+}
+
+inline bool Covers(const Rule& rule, std::uint16_t port, Protocol protocol) {
+  if (rule.ports.empty()) return protocol == Protocol::kTcp;
+  return std::any_of(rule.ports.begin(), rule.ports.end(),
+                     [&](const PortRange& r) { return r.Contains(protocol, port); });
+}
+
+inline std::string DescribeDecision(const Decision& d) {
+  return std::string("dns=") + tunnels::config::ToString(d.dns) +
+         " action=" + tunnels::config::ToString(d.action) +
+         " rule=" + (d.rule ? d.rule->pattern + "@" + d.rule->where.ToString() : "(none)");
+}
+
+// The invariants of one decision, whatever the name.
+inline std::string CheckDecision(const Config& config, const Decision& d, std::string_view name,
+                                 std::uint16_t port, Protocol protocol) {
+  const std::string what = "Decide(" + std::string(name) + ", " + std::to_string(port) + "/" +
+                           tunnels::config::ToString(protocol) + ") = " + DescribeDecision(d) +
+                           ": ";
+  const bool block_undefined = config.options.block_undefined_domains;
+  if (d.action == Action::kRefuse) {
+    if (d.rule != nullptr) return what + "a refusal names a rule";
+    if (d.dns == DnsAction::kForward)
+      return what + "a refused name is forwarded, so it has no rule";
+    return "";
+  }
+  if (d.rule == nullptr) {
+    const bool consistent = block_undefined
+                                ? d.dns == DnsAction::kBlock && d.action == Action::kBlock
+                                : d.dns == DnsAction::kForward && d.action == Action::kDirect;
+    return consistent ? "" : what + "a name without a rule is not treated as undefined";
+  }
+  const Rule& r = *d.rule;
+  if (!Covers(r, port, protocol)) return what + "the winning rule does not cover the port";
+  if (d.dns == DnsAction::kForward) return what + "a ruled name is forwarded";
+  const bool block = r.proxies == std::vector<std::string>{"block"};
+  const bool direct = r.proxies == std::vector<std::string>{"direct"};
+  if ((d.action == Action::kBlock) != block || (d.action == Action::kDirect) != direct) {
+    return what + "the action does not follow the rule's proxies";
+  }
+  if (d.action == Action::kProxy &&
+      !std::equal(d.proxies.begin(), d.proxies.end(), r.proxies.begin(), r.proxies.end())) {
+    return what + "the proxies are not the rule's";
+  }
+  if (d.action != Action::kProxy && !d.proxies.empty()) return what + "proxies without kProxy";
+  if (!block && d.forced_addresses.size() != r.forced_addresses.size()) {
+    return what + "the forced addresses are not the rule's";
+  }
+  return "";
+}
+
+// A name that a pattern certainly matches: stars become a label, and a
+// leading dot (the name itself and everything under it) is dropped.
+inline std::string WitnessOf(const std::string& pattern) {
+  std::string name = pattern.starts_with('.') ? pattern.substr(1) : pattern;
+  std::string out;
+  std::size_t start = 0;
+  while (start <= name.size()) {
+    const std::size_t dot = name.find('.', start);
+    const std::string label = name.substr(start, dot == std::string::npos ? dot : dot - start);
+    if (!out.empty() || start > 0) out.push_back('.');
+    out += label == "*" ? "x" : label;
+    if (dot == std::string::npos) break;
+    start = dot + 1;
+  }
+  return out;
+}
+
+// `extra_names` are decided too, besides names made from the rules.
+inline std::string CheckRuleSet(const Config& config,
+                                const std::vector<std::string>& extra_names = {}) {
+  const RuleSet rules(config);
+  if (rules.size() != config.rules.size()) return "RuleSet::size() differs from the rule count";
+  std::set<std::string> known = {"direct", "block"};
+  for (const auto& [name, unused] : config.proxies) known.insert(name);
+  std::vector<std::string> names = {
+      "unmatched-name.invalid", "x", "a.b.c.d.e.f.g", "", ".", "a..b", std::string(300, 'a'),
+      "UPPER.Example.COM."};
+  names.insert(names.end(), extra_names.begin(), extra_names.end());
+  for (const Rule& r : config.rules) {
+    for (const std::string& p : r.proxies) {
+      if (!known.contains(p)) return "rule '" + r.pattern + "' uses unknown proxy '" + p + "'";
+    }
+    const std::string witness = WitnessOf(r.pattern);
+    names.push_back(witness);
+    names.push_back("sub." + witness);
+    // The rule's own witness, on a port the rule covers, must be decided by
+    // some rule, never treated as undefined.
+    const std::uint16_t port = r.ports.empty() ? 80 : r.ports.front().first;
+    const Protocol protocol = r.ports.empty() ? Protocol::kTcp : r.ports.front().protocol;
+    char buf[256];
+    std::size_t len = 0;
+    if (tunnels::config::NormalizeName(witness, buf, &len)) {
+      const Decision d = rules.Decide(witness, port, protocol);
+      if (d.rule == nullptr || d.action == Action::kRefuse) {
+        return "rule '" + r.pattern + "' at " + r.where.ToString() +
+               " does not decide its own name '" + witness + "': " + DescribeDecision(d);
+      }
+    }
+    if (names.size() > 200) break;
+  }
+  for (const std::string& name : names) {
+    for (const auto& [port, protocol] : {std::pair<std::uint16_t, Protocol>{80, Protocol::kTcp},
+                                         {443, Protocol::kUdp},
+                                         {22, Protocol::kTcp},
+                                         {65535, Protocol::kTcp}}) {
+      const Decision d = rules.Decide(name, port, protocol);
+      if (std::string v = CheckDecision(config, d, name, port, protocol); !v.empty()) return v;
+      if (port == 80 && rules.DecideDns(name) != d.dns) return "DecideDns differs from Decide";
+      // Case and the trailing dot do not change a decision.
+      std::string upper = name;
+      for (char& c : upper) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+      const Decision u = rules.Decide(upper + (name.ends_with('.') ? "" : "."), port, protocol);
+      if (!name.empty() && !name.ends_with('.') && (u.rule != d.rule || u.action != d.action)) {
+        return "Decide(" + name + ") changes with case or a trailing dot";
+      }
+    }
+  }
+  for (const RuleSet::Tie& t : rules.FindTies()) {
+    if (t.earlier == nullptr || t.later == nullptr) return "FindTies returned a null rule";
+  }
+  return "";
+}
+
+// Every promise of LoadDocuments for `docs`; an empty string when all hold.
+inline std::string CheckResult(const std::vector<Document>& docs, const LoadResult& r,
+                               const std::vector<std::string>& extra_names = {}) {
+  bool any_error = false;
+  for (const Diagnostic& d : r.diagnostics) {
+    if (d.message.empty()) return "a diagnostic without a message at " + d.where.ToString();
+    // The loader turns an exception while reading a file into this rather
+    // than crash; it is still a bug. (No message starts with text from the
+    // file, so a file cannot fake this.)
+    if (d.message.starts_with("internal error")) return "a bug: " + d.ToString();
+    if (std::string v = CheckLocation(d.where, docs, "diagnostic '" + d.ToString() + "'");
+        !v.empty()) {
+      return v;
+    }
+    any_error = any_error || d.severity == Severity::kError;
+  }
+  if (r.ok() == any_error) {
+    return r.ok() ? "ok() although there is an error" : "not ok() although there is no error";
+  }
+  if (!r.ok()) return "";
+  const Config& c = *r.config;
+  std::vector<std::string> names;
+  for (const Document& d : docs) names.push_back(d.name);
+  if (c.files != names) return "Config::files is not the list of documents";
+  if (c.options.upstream_dns.empty()) return "ok() without an upstream DNS server";
+  for (const Rule& rule : c.rules) {
+    if (std::string v = CheckLocation(rule.where, docs, "rule '" + rule.pattern + "'");
+        !v.empty()) {
+      return v;
+    }
+    if (rule.proxies.empty()) return "rule '" + rule.pattern + "' has no proxy";
+  }
+  for (const auto& [name, proxy] : c.proxies) {
+    if (std::string v = CheckLocation(proxy.where, docs, "proxy '" + name + "'"); !v.empty()) {
+      return v;
+    }
+  }
+  return CheckRuleSet(c, extra_names);
+}
+
+}  // namespace tunnels::testing
