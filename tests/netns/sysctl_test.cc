@@ -1,0 +1,130 @@
+#include "netns/sysctl.h"
+
+#include <catch2/catch.hpp>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+namespace tunnels::netns {
+namespace {
+
+namespace fs = std::filesystem;
+
+// A private stand-in for /proc/sys.
+struct Root {
+  fs::path dir;
+
+  Root() {
+    std::string templ = (fs::temp_directory_path() / "netns-sysctl-XXXXXX").string();
+    REQUIRE(mkdtemp(templ.data()) != nullptr);
+    dir = templ;
+  }
+  ~Root() { fs::remove_all(dir); }
+
+  void Put(const std::string& relative, const std::string& content) const {
+    fs::create_directories((dir / relative).parent_path());
+    std::ofstream(dir / relative) << content;
+  }
+  std::string Get(const std::string& relative) const {
+    std::ifstream in(dir / relative);
+    std::stringstream s;
+    s << in.rdbuf();
+    return s.str();
+  }
+};
+
+TEST_CASE("Sysctl writes a different value and restores the old one") {
+  Root root;
+  root.Put("net/ipv4/ip_forward", "0\n");
+  std::string error;
+  auto setting = Sysctl::Set("net.ipv4.ip_forward", "1", &error, root.dir.string());
+  REQUIRE(setting != nullptr);
+  CHECK(error.empty());
+  CHECK(setting->changed());
+  CHECK(setting->previous() == "0");
+  CHECK(root.Get("net/ipv4/ip_forward") == "1\n");
+  setting.reset();
+  CHECK(root.Get("net/ipv4/ip_forward") == "0\n");
+}
+
+TEST_CASE("Sysctl does not write a value that is already set") {
+  Root root;
+  // As the kernel prints multi-number values: tabs and a newline.
+  root.Put("net/ipv4/ip_local_port_range", "32768\t60999\n");
+  std::string error;
+  auto setting =
+      Sysctl::Set("net.ipv4.ip_local_port_range", "32768 60999", &error, root.dir.string());
+  REQUIRE(setting != nullptr);
+  CHECK_FALSE(setting->changed());
+  CHECK(setting->Restore().empty());
+  setting.reset();
+  CHECK(root.Get("net/ipv4/ip_local_port_range") == "32768\t60999\n");  // never written
+}
+
+TEST_CASE("Sysctl leaves a value that someone else changed since") {
+  Root root;
+  root.Put("net/ipv4/ip_forward", "0\n");
+  std::string error;
+  auto setting = Sysctl::Set("net.ipv4.ip_forward", "1", &error, root.dir.string());
+  REQUIRE(setting != nullptr);
+  root.Put("net/ipv4/ip_forward", "2\n");
+  CHECK(setting->Restore().empty());
+  CHECK(root.Get("net/ipv4/ip_forward") == "2\n");
+}
+
+TEST_CASE("Sysctl restores once") {
+  Root root;
+  root.Put("a/b", "x\n");
+  std::string error;
+  auto setting = Sysctl::Set("a.b", "y", &error, root.dir.string());
+  REQUIRE(setting != nullptr);
+  CHECK(setting->Restore().empty());
+  CHECK(root.Get("a/b") == "x\n");
+  root.Put("a/b", "y");  // as if set again by someone else
+  setting.reset();
+  CHECK(root.Get("a/b") == "y");
+}
+
+TEST_CASE("Sysctl keys: dotted, with '/' for a dot in a name, or as a path") {
+  Root root;
+  root.Put("net/ipv4/conf/eth0.1/forwarding", "0\n");
+  std::string error;
+  auto dotted = Sysctl::Set("net.ipv4.conf.eth0/1.forwarding", "1", &error, root.dir.string());
+  REQUIRE(dotted != nullptr);
+  CHECK(root.Get("net/ipv4/conf/eth0.1/forwarding") == "1\n");
+  dotted.reset();
+  auto path = Sysctl::Set("net/ipv4/conf/eth0.1/forwarding", "1", &error, root.dir.string());
+  REQUIRE(path != nullptr);
+  CHECK(root.Get("net/ipv4/conf/eth0.1/forwarding") == "1\n");
+  CHECK(path->key() == "net/ipv4/conf/eth0.1/forwarding");
+}
+
+TEST_CASE("Sysctl refuses malformed keys") {
+  Root root;
+  for (const char* key :
+       {"", ".", "net..x", "net/../x", "/etc/passwd", "net.", "a b", "..", "net/./x"}) {
+    std::string error;
+    CHECK(Sysctl::Set(key, "1", &error, root.dir.string()) == nullptr);
+    CHECK_THAT(error, Catch::Contains("is not a kernel parameter name"));
+  }
+}
+
+TEST_CASE("Sysctl names the parameter, the path and the errno text") {
+  Root root;
+  std::string error;
+  CHECK(Sysctl::Set("net.ipv4.nope", "1", &error, root.dir.string()) == nullptr);
+  CHECK(error == "cannot read the kernel parameter net.ipv4.nope (" + root.dir.string() +
+                     "/net/ipv4/nope): No such file or directory (this kernel has no such "
+                     "parameter, or not in this network namespace)");
+}
+
+TEST_CASE("Sysctl reports a refused write of the real /proc/sys") {
+  // Read-only for everyone, root included.
+  std::string error;
+  CHECK(Sysctl::Set("kernel.osrelease", "x", &error) == nullptr);
+  CHECK_THAT(error, Catch::StartsWith("cannot set the kernel parameter kernel.osrelease "
+                                      "(/proc/sys/kernel/osrelease) to x: "));
+}
+
+}  // namespace
+}  // namespace tunnels::netns
