@@ -1,5 +1,7 @@
 #include "launcher/system.h"
 
+#include <sys/resource.h>
+
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -8,6 +10,8 @@
 
 #include "config/config.h"
 #include "config/rules.h"
+#include "netns/interception.h"
+#include "proxies/engine.h"
 #include "resolver/fake_pool.h"
 #include "resolver/query_handler.h"
 #include "resolver/server.h"
@@ -35,6 +39,18 @@ void ScheduleExpiry(asio::steady_timer& timer, resolver::FakePool& pool,
     pool.Expire();
     ScheduleExpiry(timer, pool, every);
   });
+}
+
+// Every relayed connection holds two sockets and two pipes; the usual soft
+// limit of 1024 descriptors would cap tunnels at about 250 connections.
+void RaiseFileLimit(const config::Log& log) {
+  rlimit limit{};
+  if (getrlimit(RLIMIT_NOFILE, &limit) != 0 || limit.rlim_cur >= limit.rlim_max) return;
+  limit.rlim_cur = limit.rlim_max;
+  if (setrlimit(RLIMIT_NOFILE, &limit) != 0) {
+    log.Warning("ENGINE",
+                "cannot raise the limit of open files; many connections at once may fail");
+  }
 }
 
 }  // namespace
@@ -101,12 +117,36 @@ int RunSystem(const SystemOptions& options) {
     log.Error("DNS", error);
     return 1;
   }
+  RaiseFileLimit(log);
+  proxies::Engine::Options engine_options;
+  const auto engine =
+      proxies::Engine::Create(io, engine_options, c, rules, *pool, upstream, log, &error);
+  if (!engine) {
+    log.Error("ENGINE", error);
+    return 1;
+  }
+  // The only change to the system, made last so that every error above
+  // leaves it as it was; undone when `interception` goes out of scope.
+  netns::InterceptionSpec spec;
+  spec.network = o.private_addresses.address;
+  spec.prefix_length = o.private_addresses.length;
+  spec.listener_port = engine->port();
+  spec.table_name = o.iptables_chain;
+  const auto interception = netns::Interception::Create(spec, &error);
+  if (!interception) {
+    log.Error("ENGINE", error);
+    return 1;
+  }
   if (o.overwrite_resolvconf) {
     log.Warning("DNS", "overwriteResolvconf is true, but this version does not change " +
                            o.resolvconf_path + " yet; point it at " + Text(server->udp_endpoint()) +
                            " yourself");
   }
   server->Start();
+  engine->Start();
+  log.Info("ENGINE", "intercepting tcp to " + o.private_addresses.ToString() + " (listener port " +
+                         std::to_string(engine->port()) + ", nftables table " + o.iptables_chain +
+                         ")");
   log.Info("DNS", "listening on udp " + Text(server->udp_endpoint()));
   log.Info("DNS", "listening on tcp " + Text(server->tcp_endpoint()));
   std::vector<std::string> upstreams;
@@ -124,6 +164,7 @@ int RunSystem(const SystemOptions& options) {
     if (sec) return;
     log.Info("DNS", std::string("stopping on ") + (signal == SIGINT ? "SIGINT" : "SIGTERM"));
     server->Stop();
+    engine->Stop();
     expiry.cancel();
     io.stop();
   });

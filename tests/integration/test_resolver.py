@@ -53,7 +53,7 @@ class Setup:
 
     def start(self, *args):
         self.proc = self.client.spawn([str(self.tunnels_bin), "system", "-v", *args,
-                                       str(self.conf)], name="tunnels")
+                                       str(self.conf)], name="tunnels", line_buffered=False)
         m = wait_for_log(self.proc, r"\[DNS\] listening on udp 127\.0\.0\.1:(\d+)")
         self.port = int(m.group(1))
         wait_for_log(self.proc, r"\[DNS\] listening on tcp 127\.0\.0\.1:%d" % self.port)

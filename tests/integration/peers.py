@@ -1,0 +1,153 @@
+"""Real proxy and web servers from Debian, started inside a world's host as
+peers for the engine's tests: dante (danted), microsocks, tinyproxy, nginx.
+
+Each constructor returns once the server accepts connections. Only uid 0
+exists in a world, so servers that insist on dropping privileges get what
+they need: dante is told to stay root; tinyproxy runs in a nested user
+namespace as uid 1000, where it has nothing to drop."""
+
+from __future__ import annotations
+
+import warnings
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", DeprecationWarning)
+    import crypt  # deprecated since 3.11, still in Debian 12's python
+import socket
+import textwrap
+from pathlib import Path
+
+from world import Host, require, wait_until
+
+
+def wait_for_port(host: Host, address: str, port: int, what: str, proc, timeout=10.0):
+    probe = (f"import socket; socket.create_connection(('{address}', {port}), timeout=1)"
+             ".close()")
+
+    def ready():
+        if not proc.alive():
+            raise AssertionError(f"{what} exited {proc.returncode}:\n{proc.tail()}")
+        return host.run(["python3", "-c", probe], check=False, timeout=5).returncode == 0
+
+    wait_until(ready, timeout=timeout, what=f"{what} on {address}:{port} to accept")
+
+
+class Dante:
+    """danted on address:port; with `users` ({name: password}) it requires
+    RFC 1929 username/password, checked against a private passwd/shadow
+    bind-mounted for danted alone."""
+
+    def __init__(self, host: Host, address: str, port: int, users: dict[str, str] | None = None):
+        binary = require("danted", "dante-server")
+        tmp = host.world.tmp_path
+        conf = tmp / f"{host.name}.danted-{port}.conf"
+        conf.write_text(textwrap.dedent(f"""\
+            logoutput: stderr
+            internal: {address} port = {port}
+            external: {address}
+            socksmethod: {"username" if users else "none"}
+            clientmethod: none
+            user.privileged: root
+            user.unprivileged: root
+            client pass {{ from: 0.0.0.0/0 to: 0.0.0.0/0 }}
+            socks pass {{ from: 0.0.0.0/0 to: 0.0.0.0/0 log: connect error }}
+            """))
+        self.address, self.port = address, port
+        argv = [binary, "-f", str(conf), "-p", str(tmp / f"{host.name}.danted-{port}.pid")]
+        if users:
+            passwd = tmp / f"danted-{port}.passwd"
+            shadow = tmp / f"danted-{port}.shadow"
+            passwd.write_text(Path("/etc/passwd").read_text() +
+                              "".join(f"{u}:x:0:0::/:/bin/false\n" for u in users))
+            shadow.write_text("".join(
+                f"{u}:{crypt.crypt(p, crypt.mksalt(crypt.METHOD_SHA512))}:19000:0:99999:7:::\n"
+                for u, p in users.items()))
+            shadow.chmod(0o600)
+            script = (f'mount --bind "{passwd}" /etc/passwd && '
+                      f'mount --bind "{shadow}" /etc/shadow && exec "$@"')
+            argv = ["sh", "-c", script, "danted"] + argv
+        self.proc = host.spawn(argv, name=f"danted-{port}")
+        wait_for_port(host, address, port, "danted", self.proc)
+
+    def log(self) -> str:
+        return self.proc.output()
+
+    def stop(self):
+        return self.proc.stop()
+
+
+class Microsocks:
+    def __init__(self, host: Host, address: str, port: int, user: str | None = None,
+                 password: str | None = None):
+        binary = require("microsocks", "microsocks")
+        argv = [binary, "-i", address, "-p", str(port)]
+        if user:
+            argv += ["-u", user, "-P", password or ""]
+        self.address, self.port = address, port
+        self.proc = host.spawn(argv, name=f"microsocks-{port}")
+        wait_for_port(host, address, port, "microsocks", self.proc)
+
+    def kill(self):
+        import signal
+        self.proc.signal(signal.SIGKILL)
+
+
+class Tinyproxy:
+    """tinyproxy on address:port with HTTP Basic authentication."""
+
+    def __init__(self, host: Host, address: str, port: int, user: str, password: str):
+        binary = require("tinyproxy", "tinyproxy")
+        conf = host.world.tmp_path / f"{host.name}.tinyproxy-{port}.conf"
+        conf.write_text(textwrap.dedent(f"""\
+            Port {port}
+            Listen {address}
+            BasicAuth {user} {password}
+            LogLevel Info
+            MaxClients 1000
+            ConnectPort 80
+            ConnectPort 443
+            ConnectPort 9000
+            """))
+        conf.chmod(0o644)
+        self.address, self.port = address, port
+        argv = ["unshare", "--user", "--map-user=1000", "--map-group=1000",
+                binary, "-d", "-c", str(conf)]
+        self.proc = host.spawn(argv, name=f"tinyproxy-{port}")
+        wait_for_port(host, address, port, "tinyproxy", self.proc)
+
+
+class Nginx:
+    """nginx serving `root` on address:port, in one process, as the world's root."""
+
+    def __init__(self, host: Host, address: str, port: int, root: Path):
+        binary = require("/usr/sbin/nginx", "nginx-light")
+        tmp = host.world.tmp_path
+        prefix = tmp / f"{host.name}.nginx-{port}"
+        prefix.mkdir()
+        conf = prefix / "nginx.conf"
+        conf.write_text(textwrap.dedent(f"""\
+            daemon off;
+            user root root;
+            master_process off;
+            worker_processes 1;
+            pid {prefix}/nginx.pid;
+            error_log stderr info;
+            events {{ worker_connections 4096; }}
+            http {{
+              access_log off;
+              sendfile on;
+              client_body_temp_path {prefix};
+              proxy_temp_path {prefix};
+              fastcgi_temp_path {prefix};
+              uwsgi_temp_path {prefix};
+              scgi_temp_path {prefix};
+              server {{
+                listen {address}:{port} backlog=4096;
+                root {root};
+                location / {{ }}
+              }}
+            }}
+            """))
+        self.address, self.port = address, port
+        self.proc = host.spawn([binary, "-p", str(prefix), "-c", str(conf)], name=f"nginx-{port}")
+        wait_for_port(host, address, port, "nginx", self.proc)
