@@ -153,7 +153,8 @@ int RunSystem(const SystemOptions& options) {
   for (const auto& e : upstream_options.servers) upstreams.push_back(Text(e));
   std::string joined;
   for (const auto& u : upstreams) joined += (joined.empty() ? "" : ", ") + u;
-  log.Info("DNS", std::to_string(rules.size()) + " rules; other names go to " + joined);
+  log.Info("DNS", std::to_string(rules.size()) + (rules.size() == 1 ? " rule" : " rules") +
+                      "; other names go to " + joined);
 
   asio::steady_timer expiry(io);
   ScheduleExpiry(
