@@ -5,6 +5,7 @@
 #include <iostream>
 
 #include "launcher/commands.h"
+#include "launcher/run.h"
 #include "launcher/system.h"
 
 namespace tunnels::launcher {
@@ -44,13 +45,42 @@ int Main(int argc, char** argv) {
   system->add_flag("-v,--verbose", verbose, "Log more (twice: every query)");
   system->add_flag("-q,--quiet", quiet, "Log errors only");
 
+  RunOptions run_options;
+  int run_verbose = 0;
+  CLI::App* run = app.add_subcommand(
+      "run", "Run one program in a sandbox of its own where the rules apply: tunnels run -- CMD");
+  run->add_option("-c,--config", run_options.config_paths,
+                  "Configuration file or directory (repeatable); default: /etc/tunnels and "
+                  "~/.config/tunnels");
+  run->add_flag("--strict", run_options.strict,
+                "No route out but through the rules' proxies; names without a rule fail");
+  run->add_option("--user", run_options.user,
+                  "Run the program as this user (default: the user who ran sudo)");
+  run->add_flag("-v,--verbose", run_verbose, "Log what tunnels does (twice: every connection)");
+  std::vector<std::string> run_positional;
+  run->add_option("COMMAND", run_positional, "The program and its arguments, after --");
+
+  std::string cleanup_state = "/run/tunnels";
+  CLI::App* cleanup =
+      app.add_subcommand("cleanup", "Remove what killed instances of tunnels run left behind");
+  cleanup->add_option("--state-dir", cleanup_state, "Where tunnels run keeps its state");
+
   // The original took configuration paths with no command: `tunnels CONF...`
   // is `tunnels system CONF...`.
   std::vector<std::string> args(argv + 1, argv + argc);
-  static const std::vector<std::string> kKnown = {"check",  "explain", "system",
-                                                  "--help", "-h",      "--version"};
+  static const std::vector<std::string> kKnown = {"check",   "explain", "system", "run",
+                                                  "cleanup", "--help",  "-h",     "--version"};
   if (!args.empty() && std::find(kKnown.begin(), kKnown.end(), args[0]) == kKnown.end()) {
     args.insert(args.begin(), "system");
+  }
+  // Everything after `--` is the program's, untouched: CLI11 would still
+  // read some of it as options.
+  if (!args.empty() && args[0] == "run") {
+    const auto dashes = std::find(args.begin(), args.end(), "--");
+    if (dashes != args.end()) {
+      run_options.command.assign(dashes + 1, args.end());
+      args.erase(dashes, args.end());
+    }
   }
   std::reverse(args.begin(), args.end());  // CLI11 takes the arguments in reverse order
   try {
@@ -62,6 +92,14 @@ int Main(int argc, char** argv) {
   }
 
   if (*check) return Check(check_paths, std::cout, std::cerr);
+  if (*run) {
+    if (run_options.command.empty()) run_options.command = run_positional;
+    run_options.level = run_verbose >= 2   ? config::LogLevel::kDebug
+                        : run_verbose == 1 ? config::LogLevel::kInfo
+                                           : config::LogLevel::kWarning;
+    return Run(run_options);
+  }
+  if (*cleanup) return Cleanup(cleanup_state);
   if (*system) {
     SystemOptions options;
     options.paths = system_paths;

@@ -2,10 +2,13 @@
 // the engine for the machine's own network namespace, in the foreground.
 #pragma once
 
+#include <boost/asio/steady_timer.hpp>
+#include <chrono>
 #include <string>
 #include <vector>
 
 #include "config/log.h"
+#include "resolver/fake_pool.h"
 
 namespace tunnels::launcher {
 
@@ -16,5 +19,12 @@ struct SystemOptions {
 
 // Runs until SIGINT or SIGTERM; returns the exit status.
 int RunSystem(const SystemOptions& options);
+
+// Shared with `tunnels run`.
+void ScheduleExpiry(boost::asio::steady_timer& timer, resolver::FakePool& pool,
+                    std::chrono::seconds every);
+// Every relayed connection holds two sockets and two pipes; the usual soft
+// limit of 1024 descriptors would cap tunnels at about 250 connections.
+void RaiseFileLimit(const config::Log& log);
 
 }  // namespace tunnels::launcher

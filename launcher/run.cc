@@ -1,0 +1,566 @@
+// `tunnels run`: the sandbox.
+//
+// Three processes:
+//   tunnels  stays in the caller's network namespace, so that every outbound
+//            connection (to a proxy, a direct target or the upstream DNS) is
+//            made from there; its DNS server, transparent listener and
+//            interception live inside the sandbox's network namespace,
+//            created by a thread that joins it (sockets keep the namespace
+//            they were made in).
+//   init     PID 1 of the sandbox's new PID namespace, in its new network and
+//            mount namespaces: mounts the sandbox's files, starts the program,
+//            passes signals on, reaps orphans, and exits with the program's
+//            status; the kernel then ends every process left in the sandbox.
+//   program  the command, as the invoking user, with no_new_privs.
+// init dies with tunnels (PR_SET_PDEATHSIG), so nothing of the sandbox
+// outlives tunnels even after SIGKILL.
+#include "launcher/run.h"
+
+#include <fcntl.h>
+#include <grp.h>
+#include <linux/capability.h>
+#include <pwd.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/posix/stream_descriptor.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+#include <thread>
+
+#include "config/config.h"
+#include "launcher/sandbox_files.h"
+#include "launcher/stack.h"
+#include "launcher/system.h"
+#include "netns/interception.h"
+#include "netns/sandbox_link.h"
+
+namespace tunnels::launcher {
+namespace {
+
+namespace asio = boost::asio;
+namespace fs = std::filesystem;
+
+constexpr int kSetupFailed = 125;
+
+// The signals that tunnels and init pass on to the program.
+constexpr int kForwarded[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2};
+
+std::string Errno(const std::string& what) { return what + ": " + std::strerror(errno); }
+
+// A file descriptor that closes with its owner.
+class Fd {
+ public:
+  Fd() = default;
+  explicit Fd(int fd) : fd_(fd) {}
+  ~Fd() { Reset(); }
+  Fd(Fd&& o) noexcept : fd_(std::exchange(o.fd_, -1)) {}
+  Fd& operator=(Fd&& o) noexcept {
+    Reset();
+    fd_ = std::exchange(o.fd_, -1);
+    return *this;
+  }
+  int get() const { return fd_; }
+  void Reset() {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = -1;
+  }
+
+ private:
+  int fd_ = -1;
+};
+
+bool HasCapabilities(std::string* missing) {
+  __user_cap_header_struct header{_LINUX_CAPABILITY_VERSION_3, 0};
+  __user_cap_data_struct data[2] = {};
+  if (syscall(SYS_capget, &header, data) != 0) {
+    *missing = "CAP_SYS_ADMIN and CAP_NET_ADMIN";
+    return false;
+  }
+  auto has = [&](int cap) { return (data[cap / 32].effective & (1u << (cap % 32))) != 0; };
+  std::string m;
+  if (!has(CAP_SYS_ADMIN)) m = "CAP_SYS_ADMIN";
+  if (!has(CAP_NET_ADMIN)) m += std::string(m.empty() ? "" : " and ") + "CAP_NET_ADMIN";
+  *missing = m;
+  return m.empty();
+}
+
+struct Identity {
+  uid_t uid = 0;
+  gid_t gid = 0;
+  std::vector<gid_t> groups;
+  std::string name;
+  std::string home;
+};
+
+std::optional<Identity> FindIdentity(const std::string& user, std::string* error) {
+  passwd* pw = nullptr;
+  if (!user.empty()) {
+    pw = ::getpwnam(user.c_str());
+    if (!pw) {
+      *error = "--user " + user + ": no such user";
+      return std::nullopt;
+    }
+  } else if (const char* sudo_uid = std::getenv("SUDO_UID")) {
+    // Started with sudo: the program runs as the user who asked.
+    pw = ::getpwuid(static_cast<uid_t>(std::strtoul(sudo_uid, nullptr, 10)));
+  } else {
+    pw = ::getpwuid(::getuid());
+  }
+  Identity id;
+  if (!pw) {
+    // No passwd entry (a bare uid): run as that uid with its gid, no groups.
+    id.uid = ::getuid();
+    id.gid = ::getgid();
+    return id;
+  }
+  id.uid = pw->pw_uid;
+  id.gid = pw->pw_gid;
+  id.name = pw->pw_name;
+  id.home = pw->pw_dir;
+  if (user.empty()) {
+    if (const char* sudo_gid = std::getenv("SUDO_GID")) {
+      id.gid = static_cast<gid_t>(std::strtoul(sudo_gid, nullptr, 10));
+    }
+  }
+  int count = 64;
+  id.groups.resize(static_cast<std::size_t>(count));
+  if (::getgrouplist(pw->pw_name, id.gid, id.groups.data(), &count) < 0) {
+    id.groups.resize(static_cast<std::size_t>(count));
+    ::getgrouplist(pw->pw_name, id.gid, id.groups.data(), &count);
+  }
+  id.groups.resize(static_cast<std::size_t>(std::max(count, 0)));
+  return id;
+}
+
+std::vector<std::string> DefaultConfigPaths(const Identity& id) {
+  std::vector<std::string> paths;
+  std::error_code ec;
+  if (fs::is_directory("/etc/tunnels", ec)) paths.push_back("/etc/tunnels");
+  if (!id.home.empty()) {
+    const fs::path user = fs::path(id.home) / ".config" / "tunnels";
+    if (fs::is_directory(user, ec)) paths.push_back(user.string());
+  }
+  return paths;
+}
+
+// Runs `fn` on a thread that has joined the network namespace `netns_fd`;
+// sockets made there stay in that namespace. Returns false (with `error`)
+// when the thread cannot join it.
+template <typename Fn>
+bool InNetns(int netns_fd, Fn&& fn, std::string* error) {
+  bool joined = false;
+  std::thread t([&] {
+    if (::setns(netns_fd, CLONE_NEWNET) != 0) {
+      *error = Errno("cannot enter the sandbox's network namespace (setns)");
+      return;
+    }
+    joined = true;
+    fn();
+  });
+  t.join();
+  return joined;
+}
+
+// --- the sandbox's init -----------------------------------------------------
+
+struct Plan {
+  std::vector<std::string> command;
+  Identity identity;
+  std::string cwd;
+  std::string resolv_conf;  // files to mount over the machine's
+  std::string nsswitch;
+  bool same_user = false;  // the caller's own identity: nothing to change
+};
+
+// Writes a message for the user on stderr; async-signal-safe enough for a
+// forked child.
+void Say(const std::string& message) {
+  const std::string line = "tunnels run: " + message + "\n";
+  [[maybe_unused]] const ssize_t n = ::write(2, line.data(), line.size());
+}
+
+// Where a symbolic link finally points, without requiring that it exists.
+std::string FollowLinks(std::string path) {
+  for (int i = 0; i < 16; ++i) {
+    char target[4096];
+    const ssize_t n = ::readlink(path.c_str(), target, sizeof target - 1);
+    if (n <= 0) return path;
+    target[n] = '\0';
+    const fs::path t(target);
+    path = (t.is_absolute() ? t : fs::path(path).parent_path() / t).lexically_normal().string();
+  }
+  return path;
+}
+
+bool MountSandboxFiles(const Plan& plan) {
+  if (::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) {
+    Say(Errno("cannot make the sandbox's mounts private"));
+    return false;
+  }
+  if (::mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr) != 0) {
+    Say(Errno("cannot mount /proc for the sandbox"));
+    return false;
+  }
+  // systemd-resolved's varlink and D-Bus-facing sockets, and nscd's cache:
+  // programs that ask them would get answers from outside the sandbox.
+  std::vector<std::string> hidden;
+  for (const char* dir : {"/run/systemd/resolve", "/run/nscd", "/var/run/nscd"}) {
+    struct stat st {};
+    if (::lstat(dir, &st) == 0 && S_ISDIR(st.st_mode)) {
+      if (::mount("tunnels", dir, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,size=64k") != 0) {
+        Say(Errno(std::string("cannot hide ") + dir));
+        return false;
+      }
+      hidden.push_back(dir);
+    }
+  }
+  // /etc/resolv.conf is often a link into /run/systemd/resolve, hidden just
+  // now: bind over what it points to, made in our own empty tmpfs if needed.
+  const std::string resolv = FollowLinks("/etc/resolv.conf");
+  if (::access(resolv.c_str(), F_OK) != 0) {
+    const bool ours = std::any_of(hidden.begin(), hidden.end(), [&](const std::string& d) {
+      return resolv.starts_with(d + "/");
+    });
+    if (!ours) {
+      Say("/etc/resolv.conf points to " + resolv + ", which does not exist; cannot replace it");
+      return false;
+    }
+    Fd created(::open(resolv.c_str(), O_CREAT | O_WRONLY | O_CLOEXEC, 0644));
+  }
+  if (::mount(plan.resolv_conf.c_str(), resolv.c_str(), nullptr, MS_BIND, nullptr) != 0) {
+    Say(Errno("cannot mount the sandbox's resolv.conf over " + resolv));
+    return false;
+  }
+  if (::access("/etc/nsswitch.conf", F_OK) == 0 &&
+      ::mount(plan.nsswitch.c_str(), "/etc/nsswitch.conf", nullptr, MS_BIND, nullptr) != 0) {
+    Say(Errno("cannot mount the sandbox's nsswitch.conf"));
+    return false;
+  }
+  return true;
+}
+
+[[noreturn]] void ExecProgram(const Plan& plan, const sigset_t& original_mask) {
+  for (int sig : kForwarded) ::signal(sig, SIG_DFL);
+  ::signal(SIGCHLD, SIG_DFL);
+  ::sigprocmask(SIG_SETMASK, &original_mask, nullptr);
+  if (!plan.same_user) {
+    if (::setgroups(plan.identity.groups.size(), plan.identity.groups.data()) != 0 ||
+        ::setgid(plan.identity.gid) != 0 || ::setuid(plan.identity.uid) != 0) {
+      Say(Errno("cannot become user " + plan.identity.name));
+      ::_exit(kSetupFailed);
+    }
+  }
+  // Nothing in the sandbox regains privileges through a setuid binary.
+  ::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+  if (::chdir(plan.cwd.c_str()) != 0) {
+    Say(Errno("cannot enter " + plan.cwd + " in the sandbox"));
+  }
+  std::vector<char*> argv;
+  for (const std::string& a : plan.command) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  ::execvp(argv[0], argv.data());
+  const int e = errno;
+  Say(std::string("cannot run ") + plan.command[0] + ": " + std::strerror(e));
+  ::_exit(e == ENOENT ? 127 : 126);
+}
+
+void NoOp(int) {}
+
+[[noreturn]] void SandboxInit(const Plan& plan, int go, const sigset_t& original_mask) {
+  // init dies with tunnels; the kernel then ends the whole PID namespace.
+  ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+  char byte = 0;
+  if (::read(go, &byte, 1) != 1 || byte != 'g') ::_exit(kSetupFailed);
+  ::close(go);
+  if (!MountSandboxFiles(plan)) ::_exit(kSetupFailed);
+
+  // PID 1 gets only the signals it has handlers for; they stay blocked and
+  // are taken with sigwaitinfo.
+  for (int sig : kForwarded) ::signal(sig, NoOp);
+  ::signal(SIGCHLD, NoOp);
+  const pid_t program = ::fork();
+  if (program < 0) {
+    Say(Errno("cannot start the program (fork)"));
+    ::_exit(kSetupFailed);
+  }
+  if (program == 0) ExecProgram(plan, original_mask);
+
+  sigset_t wait_for;
+  ::sigemptyset(&wait_for);
+  for (int sig : kForwarded) ::sigaddset(&wait_for, sig);
+  ::sigaddset(&wait_for, SIGCHLD);
+  for (;;) {
+    siginfo_t info{};
+    const int sig = ::sigwaitinfo(&wait_for, &info);
+    if (sig < 0) continue;
+    if (sig != SIGCHLD) {
+      // From the terminal the program got it too: pass on only what a
+      // process sent (tunnels, or a kill from inside), or it arrives twice.
+      if (info.si_code != SI_KERNEL) ::kill(program, sig);
+      continue;
+    }
+    int status = 0;
+    pid_t done;
+    while ((done = ::waitpid(-1, &status, WNOHANG)) > 0) {
+      if (done != program) continue;  // an orphan: reaped, as init must
+      if (WIFEXITED(status)) ::_exit(WEXITSTATUS(status));
+      if (WIFSIGNALED(status)) ::_exit(128 + WTERMSIG(status));
+    }
+  }
+}
+
+// --- tunnels' side ------------------------------------------------------------
+
+std::string WriteFile(const fs::path& path, const std::string& text) {
+  std::ofstream out(path);
+  out << text;
+  return path.string();
+}
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path);
+  std::ostringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+// A directory removed with everything in it.
+class TempDir {
+ public:
+  explicit TempDir(const std::string& parent) {
+    std::error_code ec;
+    fs::create_directories(parent, ec);
+    std::string tmpl = (fs::path(parent) / "run-XXXXXX").string();
+    if (::mkdtemp(tmpl.data()) != nullptr) path_ = tmpl;
+  }
+  ~TempDir() {
+    std::error_code ec;
+    if (!path_.empty()) fs::remove_all(path_, ec);
+  }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+// Ends init (and with it the sandbox) unless told it is done.
+class InitGuard {
+ public:
+  explicit InitGuard(pid_t pid) : pid_(pid) {}
+  ~InitGuard() {
+    if (pid_ <= 0) return;
+    ::kill(pid_, SIGKILL);
+    int status = 0;
+    ::waitpid(pid_, &status, 0);
+  }
+  void Release() { pid_ = -1; }
+
+ private:
+  pid_t pid_;
+};
+
+}  // namespace
+
+int Cleanup(const std::string& state_dir) {
+  const std::string report = netns::SandboxLink::CleanupStale(state_dir);
+  if (!report.empty()) std::cerr << "tunnels cleanup: " << report << "\n";
+  return 0;
+}
+
+int Run(const RunOptions& options) {
+  if (options.command.empty()) {
+    std::cerr << "tunnels run: no command given; usage: tunnels run [OPTIONS] -- CMD [ARGS...]\n";
+    return 2;
+  }
+  std::string missing;
+  if (!HasCapabilities(&missing)) {
+    std::cerr << "tunnels run: needs " << missing
+              << " to create the sandbox's namespaces; run it as root, e.g. with sudo.\n";
+    return kSetupFailed;
+  }
+  std::string error;
+  const auto identity = FindIdentity(options.user, &error);
+  if (!identity) {
+    std::cerr << "tunnels run: " << error << "\n";
+    return kSetupFailed;
+  }
+  const std::vector<std::string> paths =
+      options.config_paths.empty() ? DefaultConfigPaths(*identity) : options.config_paths;
+  config::LoadResult loaded = paths.empty() ? config::LoadDocuments({}) : config::Load(paths);
+  for (const auto& d : loaded.diagnostics) std::cerr << d.ToString() << "\n";
+  if (!loaded.ok()) return kSetupFailed;
+  config::Config cfg = *loaded.config;
+  // Inside the sandbox tunnels' DNS server is 127.0.0.1:53, whatever the
+  // configuration says for system mode; --strict refuses names without rules.
+  cfg.options.dns_bind_address = "127.0.0.1";
+  cfg.options.dns_port = 53;
+  if (options.strict) cfg.options.block_undefined_domains = true;
+  const config::Log log(options.level, cfg.options.silent_log);
+
+  // Before the stack: its sockets must be closed before the io_context goes.
+  asio::io_context io(1);
+  const auto stack = Stack::Create(cfg, log, /*check_upstream_loop=*/false, &error);
+  if (!stack) {
+    log.Error("RUN", error);
+    return kSetupFailed;
+  }
+  const std::string report = netns::SandboxLink::CleanupStale(options.state_dir);
+  if (!report.empty()) log.Info("RUN", report);
+
+  TempDir files(options.state_dir);
+  if (files.path().empty()) {
+    log.Error("RUN", Errno("cannot create a directory under " + options.state_dir));
+    return kSetupFailed;
+  }
+  Plan plan;
+  plan.command = options.command;
+  plan.identity = *identity;
+  plan.same_user = identity->uid == ::getuid() && options.user.empty() && !std::getenv("SUDO_UID");
+  plan.cwd = fs::current_path().string();
+  plan.resolv_conf = WriteFile(fs::path(files.path()) / "resolv.conf", SandboxResolvConf());
+  plan.nsswitch = WriteFile(fs::path(files.path()) / "nsswitch.conf",
+                            SandboxNsswitch(ReadFile("/etc/nsswitch.conf")));
+
+  // Signals stay blocked from here on: tunnels reads them from a signalfd,
+  // init with sigwaitinfo; the program gets the original mask back.
+  sigset_t handled;
+  ::sigemptyset(&handled);
+  for (int sig : kForwarded) ::sigaddset(&handled, sig);
+  ::sigaddset(&handled, SIGCHLD);
+  sigset_t original_mask;
+  ::sigprocmask(SIG_BLOCK, &handled, &original_mask);
+
+  int go_pipe[2];
+  if (::pipe2(go_pipe, O_CLOEXEC) != 0) {
+    log.Error("RUN", Errno("pipe"));
+    return kSetupFailed;
+  }
+  Fd go_read(go_pipe[0]);
+  Fd go_write(go_pipe[1]);
+  // Like fork(), with the child in new namespaces. tunnels has no thread
+  // yet, so the child may carry on in this code.
+  const long child = ::syscall(SYS_clone, CLONE_NEWNET | CLONE_NEWNS | CLONE_NEWPID | SIGCHLD,
+                               nullptr, nullptr, nullptr, 0);
+  if (child < 0) {
+    log.Error("RUN", Errno("cannot create the sandbox's namespaces (clone)"));
+    return kSetupFailed;
+  }
+  if (child == 0) {
+    go_write.Reset();
+    SandboxInit(plan, go_read.get(), original_mask);
+  }
+  const pid_t init = static_cast<pid_t>(child);
+  InitGuard guard(init);
+  go_read.Reset();
+
+  Fd netns(::open(("/proc/" + std::to_string(init) + "/ns/net").c_str(), O_RDONLY | O_CLOEXEC));
+  if (netns.get() < 0) {
+    log.Error("RUN", Errno("cannot open the sandbox's network namespace"));
+    return kSetupFailed;
+  }
+  netns::SandboxLinkSpec link_spec;
+  link_spec.sandbox_netns_fd = netns.get();
+  link_spec.name_prefix = "tnl" + std::to_string(::getpid());
+  link_spec.outbound = !options.strict;
+  link_spec.table_name = "tunnels_run_" + std::to_string(::getpid());
+  link_spec.state_dir = options.state_dir;
+  const auto link = netns::SandboxLink::Create(link_spec, &error);
+  if (!link) {
+    log.Error("RUN", error);
+    return kSetupFailed;
+  }
+
+  std::unique_ptr<netns::Interception> interception;
+  bool listening = false;
+  const bool entered = InNetns(
+      netns.get(),
+      [&] {
+        resolver::DnsServer::Options dns;
+        dns.address = asio::ip::make_address("127.0.0.1");
+        dns.port = 53;
+        dns.packet_size = cfg.options.dns_packet_size;
+        if (!stack->Listen(io, dns, &error)) return;
+        netns::InterceptionSpec spec;
+        spec.network = cfg.options.private_addresses.address;
+        spec.prefix_length = cfg.options.private_addresses.length;
+        spec.listener_port = stack->engine().port();
+        spec.table_name = cfg.options.iptables_chain;
+        interception = netns::Interception::Create(spec, &error);
+        listening = interception != nullptr;
+      },
+      &error);
+  if (!entered || !listening) {
+    log.Error("RUN", error);
+    return kSetupFailed;
+  }
+  RaiseFileLimit(log);
+
+  Fd signals(::signalfd(-1, &handled, SFD_CLOEXEC | SFD_NONBLOCK));
+  if (signals.get() < 0) {
+    log.Error("RUN", Errno("signalfd"));
+    return kSetupFailed;
+  }
+  stack->Start();
+  if (::write(go_write.get(), "g", 1) != 1) {
+    log.Error("RUN", Errno("cannot start the sandbox"));
+    return kSetupFailed;
+  }
+  go_write.Reset();
+  log.Info("RUN", "sandbox ready: " + std::to_string(cfg.rules.size()) + " rules" +
+                      (options.strict ? ", strict" : ""));
+
+  int exit_status = kSetupFailed;
+  asio::posix::stream_descriptor signal_stream(io, ::dup(signals.get()));
+  signalfd_siginfo info{};
+  std::function<void()> read_signal = [&] {
+    signal_stream.async_read_some(
+        asio::buffer(&info, sizeof info), [&](const boost::system::error_code& ec, std::size_t n) {
+          if (ec) return;
+          if (n == sizeof info) {
+            const int sig = static_cast<int>(info.ssi_signo);
+            if (sig == SIGCHLD) {
+              int status = 0;
+              if (::waitpid(init, &status, WNOHANG) == init) {
+                guard.Release();
+                exit_status = WIFEXITED(status)
+                                  ? WEXITSTATUS(status)
+                                  : 128 + (WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+                stack->Stop();
+                io.stop();
+                return;
+              }
+            } else if (info.ssi_code != SI_KERNEL) {
+              // Sent by a process (kill, systemd, a supervisor): pass it on.
+              // From the terminal, the program got it already.
+              ::kill(init, sig);
+            }
+          }
+          read_signal();
+        });
+  };
+  read_signal();
+  asio::steady_timer expiry(io);
+  ScheduleExpiry(expiry, stack->pool(),
+                 std::max<std::chrono::seconds>(std::chrono::seconds(1),
+                                                cfg.options.address_cleanup_time / 8));
+  io.run();
+  return exit_status;
+}
+
+}  // namespace tunnels::launcher

@@ -1,0 +1,53 @@
+#include "launcher/sandbox_files.h"
+
+#include <sstream>
+#include <vector>
+
+namespace tunnels::launcher {
+
+std::string SandboxResolvConf() {
+  return "# Written by tunnels run: names are resolved by tunnels inside this sandbox.\n"
+         "nameserver 127.0.0.1\n"
+         "options edns0 trust-ad\n";
+}
+
+std::string SandboxNsswitch(const std::string& machine_nsswitch) {
+  std::istringstream in(machine_nsswitch);
+  std::ostringstream out;
+  std::string line;
+  bool saw_hosts = false;
+  while (std::getline(in, line)) {
+    const std::size_t start = line.find_first_not_of(" \t");
+    if (start == std::string::npos || line.compare(start, 6, "hosts:") != 0) {
+      out << line << "\n";
+      continue;
+    }
+    saw_hosts = true;
+    std::istringstream words(line.substr(start + 6));
+    std::vector<std::string> kept;
+    std::string word;
+    bool dropping = false;
+    bool has_dns = false;
+    while (words >> word) {
+      if (word.starts_with("[")) {
+        // An action belongs to the source before it; it goes with that source.
+        if (!dropping) kept.push_back(word);
+        continue;
+      }
+      dropping = word.starts_with("resolve") || word.starts_with("mdns");
+      if (dropping) continue;
+      if (word == "dns") has_dns = true;
+      kept.push_back(word);
+    }
+    if (!has_dns) kept.push_back("dns");
+    // An action left at the front (its source removed) would be a syntax error.
+    while (!kept.empty() && kept.front().starts_with("[")) kept.erase(kept.begin());
+    out << "hosts:";
+    for (const std::string& w : kept) out << " " << w;
+    out << "\n";
+  }
+  if (!saw_hosts) out << "hosts: files dns\n";
+  return out.str();
+}
+
+}  // namespace tunnels::launcher

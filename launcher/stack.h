@@ -1,0 +1,58 @@
+// The running parts of tunnels for one configuration: rules, fake-address
+// pool, upstream forwarder, DNS server and proxy engine. Shared by
+// `tunnels system` and `tunnels run`, which differ only in where the
+// listening sockets are made.
+#pragma once
+
+#include <boost/asio/io_context.hpp>
+#include <memory>
+#include <string>
+
+#include "config/config.h"
+#include "config/log.h"
+#include "config/rules.h"
+#include "proxies/engine.h"
+#include "resolver/fake_pool.h"
+#include "resolver/query_handler.h"
+#include "resolver/server.h"
+#include "resolver/upstream.h"
+
+namespace tunnels::launcher {
+
+class Stack {
+ public:
+  // Builds the parts that open no socket; null with `error` set when the
+  // configuration cannot run (an upstream that loops back, a bad range).
+  static std::unique_ptr<Stack> Create(const config::Config& config, const config::Log& log,
+                                       bool check_upstream_loop, std::string* error);
+
+  // Opens the DNS server and the engine's listener in the calling thread's
+  // network namespace. Both use `io`.
+  bool Listen(boost::asio::io_context& io, const resolver::DnsServer::Options& dns,
+              std::string* error);
+  void Start();
+  void Stop();
+
+  const config::Config& config() const { return config_; }
+  resolver::DnsServer& dns() { return *server_; }
+  proxies::Engine& engine() { return *engine_; }
+  resolver::FakePool& pool() { return *pool_; }
+  const std::vector<boost::asio::ip::udp::endpoint>& upstream_servers() const {
+    return upstream_options_.servers;
+  }
+
+ private:
+  Stack(const config::Config& config, const config::Log& log);
+
+  config::Config config_;
+  const config::Log& log_;
+  config::RuleSet rules_;
+  std::unique_ptr<resolver::FakePool> pool_;
+  resolver::Upstream::Options upstream_options_;
+  std::unique_ptr<resolver::Upstream> upstream_;
+  std::unique_ptr<resolver::QueryHandler> handler_;
+  std::unique_ptr<resolver::DnsServer> server_;
+  std::unique_ptr<proxies::Engine> engine_;
+};
+
+}  // namespace tunnels::launcher

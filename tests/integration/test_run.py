@@ -1,0 +1,178 @@
+"""`tunnels run -- CMD` in a private world.
+
+Host "outer" is the caller's side: tunnels runs there (as root of the world)
+and creates the sandbox; its resolver is dnsmasq on host "srv" (10.0.0.1),
+which also runs nginx and dante. Every *.test name is 10.0.0.1."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import time
+
+import pytest
+
+from peers import Dante, Nginx
+from world import Dnsmasq, wait_for_log, wait_until
+
+CONFIG = """
+proxies:
+  dante: {type: socks5, address: 10.0.0.1:1080}
+rules:
+  .via-dante.test: dante
+  "*.onion": dante
+"""
+
+
+class RunWorld:
+    def __init__(self, world, tunnels_bin):
+        self.world = world
+        self.bin = str(tunnels_bin)
+        self.outer = world.host("outer")
+        self.srv = world.host("srv")
+        world.link(self.outer, self.srv, "10.0.0.2/24", "10.0.0.1/24")
+        self.dnsmasq = Dnsmasq(self.srv, "10.0.0.1", records={"test": "10.0.0.1"})
+        self.srv.use_nameserver("10.0.0.1")
+        self.outer.use_nameserver("10.0.0.1")
+        www = world.tmp_path / "www"
+        www.mkdir()
+        (www / "index.html").write_text("hello from nginx\n")
+        self.nginx = Nginx(self.srv, "10.0.0.1", 80, www)
+        self.dante = Dante(self.srv, "10.0.0.1", 1080)
+        self.conf = world.tmp_path / "tunnels.yml"
+        self.conf.write_text(CONFIG)
+        self.state = world.tmp_path / "state"
+
+    def argv(self, *command, strict=False, extra=()):
+        return [self.bin, "run", "-c", str(self.conf), *(["--strict"] if strict else []),
+                *extra, "--", *command]
+
+    def run(self, *command, strict=False, check=False, timeout=30, prefix=()):
+        return self.outer.run([*prefix, *self.argv(*command, strict=strict)], check=check,
+                              timeout=timeout)
+
+    def spawn(self, *command, strict=False, name="tunnels-run"):
+        return self.outer.spawn(self.argv(*command, strict=strict), name=name,
+                                line_buffered=False)
+
+    def leftovers(self) -> dict:
+        links = self.outer.run(["ip", "-o", "link"]).stdout
+        tables = self.outer.run(["nft", "list", "tables"]).stdout
+        return {
+            "veth": re.findall(r"\btnl\d+\w*", links),
+            "nft": re.findall(r"tunnels_run_\d+", tables),
+            "ip_forward": self.outer.run(["cat", "/proc/sys/net/ipv4/ip_forward"]).stdout.strip(),
+        }
+
+
+@pytest.fixture
+def rw(world, tunnels_bin):
+    return RunWorld(world, tunnels_bin)
+
+
+def test_ruled_name_through_the_proxy_and_others_directly(rw):
+    r = rw.run("curl", "-sS", "--max-time", "10", "http://www.via-dante.test/")
+    assert (r.returncode, r.stdout) == (0, "hello from nginx\n"), r.stderr
+    # dante resolved the name (query from 10.0.0.1); tunnels never did.
+    log = rw.dnsmasq.query_log()
+    assert any(q.name == "www.via-dante.test" and q.client.startswith("10.0.0.1") for q in log)
+    assert not any(q.name == "www.via-dante.test" and q.client.startswith("10.0.0.2")
+                   for q in log)
+    r = rw.run("curl", "-sS", "--max-time", "10", "http://plain.test/")
+    assert (r.returncode, r.stdout) == (0, "hello from nginx\n"), r.stderr
+
+
+def test_private_resolv_conf_and_the_callers_untouched(rw):
+    before = rw.outer.run(["cat", "/etc/resolv.conf"]).stdout
+    r = rw.run("cat", "/etc/resolv.conf")
+    assert "nameserver 127.0.0.1" in r.stdout
+    assert "10.0.0.1" not in r.stdout
+    assert rw.outer.run(["cat", "/etc/resolv.conf"]).stdout == before
+
+
+def test_getent_goes_through_tunnels_even_with_nss_resolve(rw):
+    nss = rw.world.tmp_path / "nsswitch.conf"
+    nss.write_text("passwd: files\ngroup: files\n"
+                   "hosts: files resolve [!UNAVAIL=return] mdns4_minimal [NOTFOUND=return] dns\n")
+    # The world's own nsswitch.conf, for this command only (ip netns exec
+    # gives each command its own mount namespace).
+    script = f'mount --bind {nss} /etc/nsswitch.conf && exec "$@"'
+    r = rw.run("getent", "hosts", "abc.onion", prefix=("sh", "-c", script, "sh"))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split()[0].startswith("198.1")  # a fake address
+    r = rw.run("grep", "^hosts:", "/etc/nsswitch.conf", prefix=("sh", "-c", script, "sh"))
+    assert r.stdout.strip() == "hosts: files dns"
+
+
+def test_exit_status_and_signals(rw):
+    assert rw.run("sh", "-c", "exit 7").returncode == 7
+    assert rw.run("sh", "-c", "kill -TERM $$").returncode == 128 + signal.SIGTERM
+    assert rw.run("/nonexistent/program").returncode == 127
+    # A signal sent to tunnels reaches the program.
+    p = rw.spawn("sh", "-c", "trap 'echo got-term; exit 3' TERM; echo ready; "
+                 "while :; do sleep 0.1; done")
+    wait_for_log(p, "ready")
+    p.popen.send_signal(signal.SIGTERM)
+    assert p.popen.wait(timeout=10) == 3
+    assert "got-term" in p.output()
+
+
+def test_sandbox_is_its_own_pid_namespace_without_new_privileges(rw):
+    r = rw.run("sh", "-c", "echo $$; grep NoNewPrivs /proc/self/status; ls /proc | grep -c '^[0-9]'")
+    pid, nnp, count = r.stdout.split("\n")[:3]
+    assert int(pid) <= 3
+    assert nnp.split() == ["NoNewPrivs:", "1"]
+    assert int(count) <= 5  # init, sh, ls, grep
+
+
+def test_nothing_remains_after_exit_sigterm_and_sigkill(rw):
+    forward_before = rw.leftovers()["ip_forward"]
+    assert rw.run("true").returncode == 0
+    assert rw.leftovers() == {"veth": [], "nft": [], "ip_forward": forward_before}
+
+    p = rw.spawn("sleep", "1000", name="term")
+    wait_until(lambda: rw.leftovers()["veth"], what="the sandbox's veth")
+    p.popen.send_signal(signal.SIGTERM)
+    p.popen.wait(timeout=10)
+    assert rw.leftovers() == {"veth": [], "nft": [], "ip_forward": forward_before}
+
+    p = rw.spawn("sleep", "1000", name="kill")
+    wait_until(lambda: rw.leftovers()["veth"], what="the sandbox's veth")
+    p.popen.send_signal(signal.SIGKILL)
+    p.popen.wait(timeout=10)
+    # The sandbox dies with tunnels: no sleep left anywhere in the world.
+    wait_until(lambda: rw.outer.run(["pgrep", "-x", "sleep"], check=False).returncode == 1,
+               what="the sandbox's processes to end")
+    wait_until(lambda: not rw.leftovers()["veth"], what="the veth to go with the sandbox")
+    rw.outer.run([rw.bin, "cleanup"])
+    assert rw.leftovers() == {"veth": [], "nft": [], "ip_forward": forward_before}
+
+
+def test_two_sandboxes_at_once(rw):
+    a = rw.spawn("sleep", "1000", name="first")
+    wait_until(lambda: rw.leftovers()["veth"], what="the first sandbox")
+    r = rw.run("curl", "-sS", "--max-time", "10", "http://www.via-dante.test/")
+    assert r.stdout == "hello from nginx\n", r.stderr
+    r = rw.run("curl", "-sS", "--max-time", "10", "http://plain.test/")
+    assert r.stdout == "hello from nginx\n", r.stderr
+    assert a.alive()
+
+
+def test_strict_mode(rw):
+    r = rw.run("curl", "-sS", "--max-time", "10", "http://www.via-dante.test/", strict=True)
+    assert r.stdout == "hello from nginx\n", r.stderr
+    start = time.monotonic()
+    r = rw.run("curl", "-sS", "--max-time", "10", "http://plain.test/", strict=True)
+    assert r.returncode != 0
+    r = rw.run("curl", "-sS", "--max-time", "10", "http://10.0.0.1/", strict=True)
+    assert r.returncode != 0
+    assert time.monotonic() - start < 5  # both fail at once, no timeout
+    assert rw.leftovers()["veth"] == []
+
+
+def test_without_privileges_it_says_so_and_changes_nothing(rw):
+    r = rw.run("true", prefix=("setpriv", "--bounding-set=-sys_admin,-net_admin", "--"))
+    assert r.returncode == 125
+    assert "needs CAP_SYS_ADMIN and CAP_NET_ADMIN" in r.stderr
+    assert rw.leftovers()["veth"] == []
