@@ -52,26 +52,35 @@ ParseResult ParseSocks5PasswordReply(std::span<const std::uint8_t> bytes, bool* 
 
 std::optional<std::vector<std::uint8_t>> Socks5ConnectRequest(std::string_view host,
                                                               std::uint16_t port) {
-  std::vector<std::uint8_t> out = {0x05, 0x01, 0x00};
+  // ATYP and address first, then the whole request in one exactly sized
+  // buffer (GCC 12 at -O3 warns falsely about growing a vector piecewise).
+  std::uint8_t address[2 + 255];
+  std::size_t address_len = 0;
   const std::string h(host);
   in_addr v4{};
   in6_addr v6{};
   if (inet_pton(AF_INET, h.c_str(), &v4) == 1) {
-    out.push_back(0x01);
-    const auto* b = reinterpret_cast<const std::uint8_t*>(&v4);
-    out.insert(out.end(), b, b + 4);
+    address[0] = 0x01;
+    std::memcpy(address + 1, &v4, 4);
+    address_len = 1 + 4;
   } else if (inet_pton(AF_INET6, h.c_str(), &v6) == 1) {
-    out.push_back(0x04);
-    const auto* b = reinterpret_cast<const std::uint8_t*>(&v6);
-    out.insert(out.end(), b, b + 16);
+    address[0] = 0x04;
+    std::memcpy(address + 1, &v6, 16);
+    address_len = 1 + 16;
   } else {
     if (host.empty() || host.size() > 255) return std::nullopt;
-    out.push_back(0x03);
-    out.push_back(static_cast<std::uint8_t>(host.size()));
-    out.insert(out.end(), host.begin(), host.end());
+    address[0] = 0x03;
+    address[1] = static_cast<std::uint8_t>(host.size());
+    std::memcpy(address + 2, host.data(), host.size());
+    address_len = 2 + host.size();
   }
-  out.push_back(static_cast<std::uint8_t>(port >> 8));
-  out.push_back(static_cast<std::uint8_t>(port & 0xff));
+  std::vector<std::uint8_t> out(3 + address_len + 2);
+  out[0] = 0x05;  // version
+  out[1] = 0x01;  // CONNECT
+  out[2] = 0x00;  // reserved
+  std::memcpy(out.data() + 3, address, address_len);
+  out[3 + address_len] = static_cast<std::uint8_t>(port >> 8);
+  out[4 + address_len] = static_cast<std::uint8_t>(port & 0xff);
   return out;
 }
 
