@@ -140,6 +140,12 @@ rules:
     proxy: [office]
     forcedAddress: [x.example]
   ABS.Example.ORG.@listed: [tor, direct]
+  # Equal specificity, decided by load order; a block rule on some ports.
+  tie.example: tor
+  .tie.example: office
+  "*.tie2.example": tor
+  .tie2.example@web: office
+  half.tie.example@web: block
 )");
 
   // YAML features: anchors and aliases, merge-like keys, tags, explicit keys,
