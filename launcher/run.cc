@@ -19,9 +19,11 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <linux/capability.h>
+#include <net/if.h>
 #include <pwd.h>
 #include <sched.h>
 #include <signal.h>
+#include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
@@ -173,6 +175,22 @@ bool InNetns(int netns_fd, Fn&& fn, std::string* error) {
   });
   t.join();
   return joined;
+}
+
+bool BringUpLoopback(std::string* error) {
+  Fd fd(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+  ifreq request{};
+  std::strncpy(request.ifr_name, "lo", IFNAMSIZ - 1);
+  if (fd.get() < 0 || ::ioctl(fd.get(), SIOCGIFFLAGS, &request) != 0) {
+    *error = Errno("cannot read the flags of the sandbox's lo");
+    return false;
+  }
+  request.ifr_flags = static_cast<short>(request.ifr_flags | IFF_UP);
+  if (::ioctl(fd.get(), SIOCSIFFLAGS, &request) != 0) {
+    *error = Errno("cannot bring up the sandbox's lo");
+    return false;
+  }
+  return true;
 }
 
 // --- the sandbox's init -----------------------------------------------------
@@ -384,6 +402,11 @@ int Cleanup(const std::string& state_dir) {
 }
 
 int Run(const RunOptions& options) {
+  const auto started = std::chrono::steady_clock::now();
+  auto ms_since = [](std::chrono::steady_clock::time_point t) {
+    const std::chrono::duration<double, std::milli> d = std::chrono::steady_clock::now() - t;
+    return std::to_string(d.count()) + " ms";
+  };
   if (options.command.empty()) {
     std::cerr << "tunnels run: no command given; usage: tunnels run [OPTIONS] -- CMD [ARGS...]\n";
     return 2;
@@ -412,6 +435,17 @@ int Run(const RunOptions& options) {
   cfg.options.dns_port = 53;
   if (options.strict) cfg.options.block_undefined_domains = true;
   const config::Log log(options.level, cfg.options.silent_log);
+  // Reports, after every object below is gone, how long undoing took.
+  std::optional<std::chrono::steady_clock::time_point> ended;
+  struct TeardownReport {
+    const config::Log& log;
+    const std::optional<std::chrono::steady_clock::time_point>& ended;
+    ~TeardownReport() {
+      if (!ended) return;
+      const std::chrono::duration<double, std::milli> d = std::chrono::steady_clock::now() - *ended;
+      log.Debug("RUN", "cleaned up in " + std::to_string(d.count()) + " ms");
+    }
+  } teardown_report{log, ended};
 
   // Before the stack: its sockets must be closed before the io_context goes.
   asio::io_context io(1);
@@ -420,8 +454,10 @@ int Run(const RunOptions& options) {
     log.Error("RUN", error);
     return kSetupFailed;
   }
+  log.Debug("RUN", "configuration loaded after " + ms_since(started));
   const std::string report = netns::SandboxLink::CleanupStale(options.state_dir);
   if (!report.empty()) log.Info("RUN", report);
+  log.Debug("RUN", "stale state checked after " + ms_since(started));
 
   TempDir files(options.state_dir);
   if (files.path().empty()) {
@@ -474,6 +510,36 @@ int Run(const RunOptions& options) {
     log.Error("RUN", Errno("cannot open the sandbox's network namespace"));
     return kSetupFailed;
   }
+  // The two halves of the setup touch different namespaces and each waits
+  // on the kernel (an nftables commit takes milliseconds), so they run at
+  // once: the sandbox's side on a thread inside its network namespace, the
+  // caller's side (veth, NAT) here.
+  std::unique_ptr<netns::Interception> interception;
+  std::string sandbox_error;
+  bool listening = false;
+  bool entered = false;
+  std::thread sandbox_side([&] {
+    entered = InNetns(
+        netns.get(),
+        [&] {
+          // 127.0.0.1 exists only once lo is up, and the link may not have
+          // brought it up yet.
+          if (!BringUpLoopback(&sandbox_error)) return;
+          resolver::DnsServer::Options dns;
+          dns.address = asio::ip::make_address("127.0.0.1");
+          dns.port = 53;
+          dns.packet_size = cfg.options.dns_packet_size;
+          if (!stack->Listen(io, dns, &sandbox_error)) return;
+          netns::InterceptionSpec spec;
+          spec.network = cfg.options.private_addresses.address;
+          spec.prefix_length = cfg.options.private_addresses.length;
+          spec.listener_port = stack->engine().port();
+          spec.table_name = cfg.options.iptables_chain;
+          interception = netns::Interception::Create(spec, &sandbox_error);
+          listening = interception != nullptr;
+        },
+        &sandbox_error);
+  });
   netns::SandboxLinkSpec link_spec;
   link_spec.sandbox_netns_fd = netns.get();
   link_spec.name_prefix = "tnl" + std::to_string(::getpid());
@@ -481,32 +547,15 @@ int Run(const RunOptions& options) {
   link_spec.table_name = "tunnels_run_" + std::to_string(::getpid());
   link_spec.state_dir = options.state_dir;
   const auto link = netns::SandboxLink::Create(link_spec, &error);
+  log.Debug("RUN", "link ready after " + ms_since(started));
+  sandbox_side.join();
+  log.Debug("RUN", "sandbox side ready after " + ms_since(started));
   if (!link) {
     log.Error("RUN", error);
     return kSetupFailed;
   }
-
-  std::unique_ptr<netns::Interception> interception;
-  bool listening = false;
-  const bool entered = InNetns(
-      netns.get(),
-      [&] {
-        resolver::DnsServer::Options dns;
-        dns.address = asio::ip::make_address("127.0.0.1");
-        dns.port = 53;
-        dns.packet_size = cfg.options.dns_packet_size;
-        if (!stack->Listen(io, dns, &error)) return;
-        netns::InterceptionSpec spec;
-        spec.network = cfg.options.private_addresses.address;
-        spec.prefix_length = cfg.options.private_addresses.length;
-        spec.listener_port = stack->engine().port();
-        spec.table_name = cfg.options.iptables_chain;
-        interception = netns::Interception::Create(spec, &error);
-        listening = interception != nullptr;
-      },
-      &error);
   if (!entered || !listening) {
-    log.Error("RUN", error);
+    log.Error("RUN", sandbox_error);
     return kSetupFailed;
   }
   RaiseFileLimit(log);
@@ -560,6 +609,11 @@ int Run(const RunOptions& options) {
                  std::max<std::chrono::seconds>(std::chrono::seconds(1),
                                                 cfg.options.address_cleanup_time / 8));
   io.run();
+  log.Debug("RUN", "program ended after " + ms_since(started));
+  ended = std::chrono::steady_clock::now();
+  // The sandbox's namespace goes away with its last process and our last
+  // reference to it, and takes the route and table with it.
+  interception->Abandon();
   return exit_status;
 }
 

@@ -121,6 +121,8 @@ Interception::Interception(InterceptionSpec spec, std::unique_ptr<Kernel> kernel
 
 Interception::~Interception() { Remove(); }
 
+void Interception::Abandon() { undo_.clear(); }
+
 std::string Interception::Remove() {
   std::string errors;
   while (!undo_.empty()) {

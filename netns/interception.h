@@ -93,6 +93,11 @@ class Interception {
   // sentence per failure. Later calls do nothing.
   std::string Remove();
 
+  // Forgets the changes without undoing them, for a network namespace that
+  // is about to be destroyed with everything in it (the sandbox of
+  // `tunnels run`): undoing there would only make the kernel wait twice.
+  void Abandon();
+
   // The leftovers Create replaced, as sentences for the log ("removed a
   // leftover ..."). Empty after a clean start.
   const std::vector<std::string>& replaced() const { return replaced_; }
