@@ -131,23 +131,25 @@ asio::awaitable<void> Engine::Impl::Serve(std::shared_ptr<tcp::socket> client) {
   }
   const std::uint32_t address = local.address().to_v4().to_uint();
   const std::uint16_t port = local.port();
-  const std::string where = Text(local);
+  // Only refusals name the address: no formatting on the way of a relayed
+  // connection.
+  auto where = [&local] { return Text(local); };
   if (!pool.Contains(address)) {
     log.Limited("ENGINE", config::LogLevel::kInfo,
-                "refused a connection to " + where + ": not a fake address");
+                "refused a connection to " + where() + ": not a fake address");
     Reset(*client);
     co_return;
   }
   if (address == pool.blackhole()) {
     log.Limited("ENGINE", config::LogLevel::kDebug,
-                "refused a connection to the blackhole " + where);
+                "refused a connection to the blackhole " + where());
     Reset(*client);
     co_return;
   }
   const std::optional<std::string> name = pool.Hold(address);
   if (!name) {
     log.Limited("ENGINE", config::LogLevel::kInfo,
-                "refused a connection to " + where +
+                "refused a connection to " + where() +
                     ": no name is mapped to this address (it expired, or tunnels restarted)");
     Reset(*client);
     co_return;
@@ -191,8 +193,10 @@ asio::awaitable<void> Engine::Impl::Serve(std::shared_ptr<tcp::socket> client) {
       errors += (errors.empty() ? "" : "; ") + error;
       continue;
     }
-    log.Debug("ENGINE", what + " via " + proxy +
-                            (target.host != *name ? " to " + target.ToString() : std::string()));
+    if (log.Enabled("ENGINE", config::LogLevel::kDebug)) {
+      log.Debug("ENGINE", what + " via " + proxy +
+                              (target.host != *name ? " to " + target.ToString() : std::string()));
+    }
     auto server = std::make_shared<tcp::socket>(std::move(stream->socket));
     const RelayResult r = co_await Relay(client, server, std::move(stream->pending));
     if (!r.error.empty()) {
@@ -231,6 +235,10 @@ std::unique_ptr<Engine> Engine::Create(asio::io_context& io, Options options,
     }
   }
   if (!ec) impl->acceptor.set_option(tcp::acceptor::reuse_address(true), ec);
+  // Accepted sockets inherit TCP_NODELAY from the listener: whatever the
+  // server sends reaches the client at once, as it would without tunnels,
+  // and no setsockopt per connection is needed.
+  if (!ec) impl->acceptor.set_option(tcp::no_delay(true), ec);
   if (!ec) impl->acceptor.bind(at, ec);
   if (!ec) impl->acceptor.listen(asio::socket_base::max_listen_connections, ec);
   if (ec) {

@@ -12,6 +12,8 @@
 #include <boost/asio/write.hpp>
 #include <cerrno>
 #include <cstring>
+#include <utility>
+#include <vector>
 
 namespace tunnels::proxies {
 namespace {
@@ -19,38 +21,103 @@ namespace {
 namespace asio = boost::asio;
 using asio::ip::tcp;
 
-// A pipe whose two ends close with it.
+// A pipe whose two ends close with it; movable, so that empty pipes can be
+// kept for reuse.
 class Pipe {
  public:
-  Pipe() {
+  Pipe() = default;
+  // An open pipe, or a closed one with `*error` set to errno.
+  static Pipe Open(int* error) {
+    Pipe p;
     int fds[2];
     if (::pipe2(fds, O_CLOEXEC | O_NONBLOCK) == 0) {
-      read_ = fds[0];
-      write_ = fds[1];
+      p.read_ = fds[0];
+      p.write_ = fds[1];
     } else {
-      error_ = errno;
+      *error = errno;
     }
+    return p;
   }
-  ~Pipe() {
-    if (read_ >= 0) ::close(read_);
-    if (write_ >= 0) ::close(write_);
+  Pipe(Pipe&& other) noexcept
+      : read_(std::exchange(other.read_, -1)),
+        write_(std::exchange(other.write_, -1)),
+        grown_(other.grown_) {}
+  Pipe& operator=(Pipe&& other) noexcept {
+    if (this != &other) {
+      Close();
+      read_ = std::exchange(other.read_, -1);
+      write_ = std::exchange(other.write_, -1);
+      grown_ = other.grown_;
+    }
+    return *this;
   }
-  Pipe(const Pipe&) = delete;
-  Pipe& operator=(const Pipe&) = delete;
+  ~Pipe() { Close(); }
 
   bool ok() const { return read_ >= 0; }
-  int error() const { return error_; }
   int read_end() const { return read_; }
   int write_end() const { return write_; }
 
+  // Asks once for a pipe of kLargePipe bytes instead of the default 64 KiB,
+  // so that a bulk transfer moves up to that much per pair of splice calls
+  // (and the socket it reads from sends fewer window updates). It is only a
+  // wish: above the unprivileged limits (fs.pipe-max-size,
+  // fs.pipe-user-pages-soft) the kernel says no, and the pipe stays as it is.
+  void Grow() {
+    if (grown_) return;
+    grown_ = true;
+    (void)::fcntl(write_, F_SETPIPE_SZ, kLargePipe);
+  }
+
  private:
+  static constexpr int kLargePipe = 1 << 20;
+
+  void Close() {
+    if (read_ >= 0) ::close(read_);
+    if (write_ >= 0) ::close(write_);
+    read_ = write_ = -1;
+  }
+
   int read_ = -1;
   int write_ = -1;
-  int error_ = 0;
+  bool grown_ = false;
 };
 
-// At most this much is moved per splice call; a pipe holds 64 KiB by default.
+// Empty pipes for reuse by the relays of this thread. A direction of a relay
+// holds a pipe only while bytes are on their way through it and gives it
+// back before it waits for more, so an idle connection holds none: it costs
+// tunnels two descriptors (its sockets) instead of six, and a short
+// connection does not open and close two pipes.
+class PipePool {
+ public:
+  // A pipe from the pool, or a new one; a closed one with `*error` set when
+  // none can be opened (out of descriptors).
+  Pipe Acquire(int* error) {
+    if (free_.empty()) return Pipe::Open(error);
+    Pipe p = std::move(free_.back());
+    free_.pop_back();
+    return p;
+  }
+  // `pipe` must be empty (every byte spliced out of it); it is kept, or
+  // closed when the pool is full.
+  void Release(Pipe&& pipe) {
+    if (pipe.ok() && free_.size() < kMaxFree) free_.push_back(std::move(pipe));
+    pipe = Pipe();
+  }
+
+ private:
+  static constexpr std::size_t kMaxFree = 32;
+  std::vector<Pipe> free_;
+};
+
+PipePool& ThreadPipePool() {
+  thread_local PipePool pool;
+  return pool;
+}
+
+// At most this much is moved per splice call: whatever the pipe holds.
 constexpr std::size_t kChunk = 1 << 20;
+// A direction that has moved this much is a bulk transfer: its pipe grows.
+constexpr std::uint64_t kBulk = 256 * 1024;
 
 struct Direction {
   std::uint64_t bytes = 0;
@@ -58,24 +125,41 @@ struct Direction {
 };
 
 // Moves bytes from `from` to `to` until `from` reaches end of stream, then
-// shuts down `to`'s write side.
-asio::awaitable<Direction> Pump(tcp::socket& from, tcp::socket& to) {
+// shuts down `to`'s write side. With `wait_first`, waits for `from` to be
+// readable before the first read (for a side that is not expected to have
+// spoken yet: saves a read that would find nothing).
+asio::awaitable<Direction> Pump(tcp::socket& from, tcp::socket& to, bool wait_first) {
   Direction d;
-  Pipe pipe;
-  if (!pipe.ok()) {
-    d.error = std::string("pipe: ") + std::strerror(pipe.error());
-    co_return d;
-  }
+  PipePool& pool = ThreadPipePool();
+  Pipe pipe;  // held only while bytes are in it (and around the splice that fills it)
   const int in = from.native_handle();
   const int out = to.native_handle();
   boost::system::error_code ec;
+  if (wait_first) {
+    co_await from.async_wait(tcp::socket::wait_read, asio::redirect_error(asio::use_awaitable, ec));
+    if (ec) {
+      d.error = ec.message();
+      co_return d;
+    }
+  }
   for (;;) {
+    if (!pipe.ok()) {
+      int error = 0;
+      pipe = pool.Acquire(&error);
+      if (!pipe.ok()) {
+        d.error = std::string("pipe: ") + std::strerror(error);
+        co_return d;
+      }
+    }
     const ssize_t n =
         ::splice(in, nullptr, pipe.write_end(), nullptr, kChunk, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
     if (n == 0) break;  // end of stream
     if (n < 0) {
       if (errno == EINTR) continue;
       if (errno == EAGAIN) {
+        // Nothing to read (the pipe is empty: every splice in is followed by
+        // splices out until it is): give the pipe back while waiting.
+        pool.Release(std::move(pipe));
         co_await from.async_wait(tcp::socket::wait_read,
                                  asio::redirect_error(asio::use_awaitable, ec));
         if (ec) {
@@ -98,7 +182,7 @@ asio::awaitable<Direction> Pump(tcp::socket& from, tcp::socket& to) {
                                  asio::redirect_error(asio::use_awaitable, ec));
           if (ec) {
             d.error = ec.message();
-            co_return d;
+            co_return d;  // the pipe, not empty, is closed with this frame
           }
           continue;
         }
@@ -108,7 +192,9 @@ asio::awaitable<Direction> Pump(tcp::socket& from, tcp::socket& to) {
       in_pipe -= static_cast<std::size_t>(m);
       d.bytes += static_cast<std::uint64_t>(m);
     }
+    if (d.bytes >= kBulk) pipe.Grow();
   }
+  pool.Release(std::move(pipe));
   to.shutdown(tcp::socket::shutdown_send, ec);
   co_return d;
 }
@@ -153,7 +239,7 @@ asio::awaitable<RelayResult> Relay(std::shared_ptr<tcp::socket> client,
   asio::co_spawn(
       executor,
       [client, server, down, done]() -> asio::awaitable<void> {
-        *down = co_await Pump(*server, *client);
+        *down = co_await Pump(*server, *client, /*wait_first=*/true);
         if (!(*down)->error.empty()) Abort(*client, *server);
         done->cancel();
       },
@@ -163,7 +249,7 @@ asio::awaitable<RelayResult> Relay(std::shared_ptr<tcp::socket> client,
         if (e && !*down) *down = Direction{0, "internal error in relay"};
         done->cancel();
       });
-  Direction up = co_await Pump(*client, *server);
+  Direction up = co_await Pump(*client, *server, /*wait_first=*/false);
   if (!up.error.empty()) Abort(*client, *server);
   if (!*down) {
     co_await done->async_wait(asio::redirect_error(asio::use_awaitable, ec));

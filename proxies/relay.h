@@ -15,7 +15,10 @@ struct RelayResult {
 };
 
 // `pending` is sent to the client first. The bytes move with splice(2)
-// through a pipe per direction, so they never enter user space.
+// through a pipe per direction, so they never enter user space. A direction
+// holds its pipe only while bytes are in it (empty pipes go back to a
+// per-thread pool), so an idle connection costs its two sockets and no pipe;
+// a direction that carries a bulk transfer asks for a 1 MiB pipe.
 boost::asio::awaitable<RelayResult> Relay(std::shared_ptr<boost::asio::ip::tcp::socket> client,
                                           std::shared_ptr<boost::asio::ip::tcp::socket> server,
                                           std::vector<std::uint8_t> pending);

@@ -1,0 +1,968 @@
+#!/usr/bin/python3
+"""The proxy engine of tunnels against redsocks, curl's own SOCKS5 and no
+proxy at all: bulk throughput, new connections per second, CPU time per
+connection and per gigabyte, memory per idle connection.
+
+Run it through bench/run-engine-bench.sh, which builds a Release tunnels,
+installs the peers and enters a private world (user + network + mount + PID
+namespaces); inside, this script builds the topology with
+tests/integration/world.py:
+
+  host "tun"   (10.1.1.2)  tunnels system -q, its own resolver 127.0.0.1:53;  ┐
+                           curl / wrk / Python clients by name                 │ veth
+  host "red"   (10.1.2.2)  redsocks (type socks5 -> dante), nft `redirect`     │ each
+                           of TCP to 10.0.0.1 (but :1080) to redsocks; curl / wrk ├──► host "srv"
+  host "plain" (10.1.3.2)  curl --socks5-hostname to dante; curl to nginx      │
+                           (no proxy, no transparent hop)                      ┘
+  host "srv"   10.0.0.1 (on lo, reached through each veth):
+                 dnsmasq :53 (every *.test name is 10.0.0.1, no query log),
+                 nginx :80 (big.bin, small.html; one worker, sendfile),
+                 dante :1080 (no auth, errors-only log),
+                 a Python asyncio server :9000 that accepts and holds connections.
+
+Every client namespace gets an identical veth to srv, so each contender has
+the same path; the only difference is what sits on the client side.
+
+Contenders:
+  tunnels          `.bench.test: dante`: curl/wrk ask for NAME.bench.test, get a
+                   fake address, the engine relays through dante by name.
+  redsocks         Debian's redsocks 0.5 (`type = socks5`, to the same dante),
+                   clients connect to 10.0.0.1, nft redirects them.
+  curl-socks5      curl --socks5-hostname 10.0.0.1:1080: the client speaks SOCKS5
+                   itself, no extra hop (the limit for a transparent relay).
+  tunnels-direct   `.direct.test: direct`: the engine connects to nginx itself.
+  no-proxy         curl straight to nginx.
+
+Phases, each with every contender interleaved run by run (the order rotates
+from run to run), medians over the runs:
+  throughput   curl -o /dev/null of a 1 GiB file, speed_download;
+               CPU of the relay process (tunnels / redsocks) per GiB.
+  conns/s      wrk -t1 -c50 -d8s -H 'Connection: close' on a small file;
+               CPU of the relay process per 1000 connections.
+  memory       N idle connections held open through tunnels (direct rule, to the
+               holding server), VmRSS of tunnels before and after.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import re
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+from typing import NamedTuple
+
+ROOT = Path(os.environ.get("TUNNELS_BENCH_ROOT") or Path(__file__).resolve().parent.parent)
+sys.path.insert(0, str(ROOT / "tests" / "integration"))
+
+import world as w  # noqa: E402  (tests/integration/world.py)
+
+BEGIN = "<!-- engine-bench:begin -->"
+END = "<!-- engine-bench:end -->"
+DOC_INTRO = """# Benchmarks
+
+Measured numbers for the parts of tunnels that have performance goals. Each section is written by the benchmark named in it, between its markers; rerun the command shown to refresh it, and keep the markers so that other sections can be added beside it.
+"""
+
+SRV_IP = "10.0.0.1"
+DANTE_PORT = 1080
+HOLD_PORT = 9000
+REDSOCKS_PORT = 12345
+CLIENTS = {"tun": 1, "red": 2, "plain": 3}   # host -> third octet of its link
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+GIB = 1 << 30
+DNSMASQ = "/usr/sbin/dnsmasq"
+
+THROUGHPUT = ("tunnels", "redsocks", "curl-socks5", "tunnels-direct", "no-proxy")
+CONNS = ("tunnels", "redsocks", "tunnels-direct", "no-proxy")
+
+TUNNELS_CONFIG = f"""\
+upstreamDns: {SRV_IP}
+dnsBindAddress: 127.0.0.1
+dnsPort: 53
+overwriteResolvconf: false
+proxies:
+  dante: {{type: socks5, address: {SRV_IP}:{DANTE_PORT}}}
+rules:
+  .bench.test: dante
+  .direct.test: direct
+"""
+
+REDSOCKS_CONFIG = f"""\
+base {{
+  log_debug = off;
+  log_info = off;
+  log = stderr;
+  daemon = off;
+  redirector = iptables;
+}}
+redsocks {{
+  local_ip = 127.0.0.1;
+  local_port = {REDSOCKS_PORT};
+  ip = {SRV_IP};
+  port = {DANTE_PORT};
+  type = socks5;
+}}
+"""
+
+# As users set redsocks up: locally generated TCP to the target is redirected
+# to redsocks's port, except redsocks's own connections to the proxy.
+REDSOCKS_NFT = f"""\
+table ip redsocks {{
+  chain output {{
+    type nat hook output priority -100; policy accept;
+    ip daddr {SRV_IP} tcp dport != {DANTE_PORT} redirect to :{REDSOCKS_PORT}
+  }}
+}}
+"""
+
+DANTE_CONFIG = f"""\
+logoutput: stderr
+internal: {SRV_IP} port = {DANTE_PORT}
+external: {SRV_IP}
+socksmethod: none
+clientmethod: none
+user.privileged: root
+user.unprivileged: root
+client pass {{ from: 0.0.0.0/0 to: 0.0.0.0/0 log: error }}
+socks pass {{ from: 0.0.0.0/0 to: 0.0.0.0/0 log: error }}
+"""
+
+NGINX_CONFIG = """\
+daemon off;
+user root root;
+master_process off;
+worker_processes 1;
+worker_rlimit_nofile 20000;
+pid {prefix}/nginx.pid;
+error_log stderr warn;
+events {{ worker_connections 8192; }}
+http {{
+  access_log off;
+  sendfile on;
+  tcp_nopush on;
+  keepalive_timeout 65;
+  client_body_temp_path {prefix};
+  proxy_temp_path {prefix};
+  fastcgi_temp_path {prefix};
+  uwsgi_temp_path {prefix};
+  scgi_temp_path {prefix};
+  server {{
+    listen {address}:80 backlog=4096 reuseport;
+    root {root};
+    location / {{ }}
+  }}
+}}
+"""
+
+# Accepts connections and holds them open (reads and drops whatever comes).
+HOLD_SERVER = r"""
+import asyncio, resource, sys
+_, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+async def handle(r, w):
+    while await r.read(65536):
+        pass
+    w.close()
+async def main():
+    server = await asyncio.start_server(handle, sys.argv[1], int(sys.argv[2]), backlog=4096)
+    print("holding", flush=True)
+    await server.serve_forever()
+asyncio.run(main())
+"""
+
+# Opens N idle connections to ADDRESS:PORT, prints "opened N", holds them
+# until its standard input closes or it is killed.
+HOLD_CLIENT = r"""
+import resource, socket, sys, time
+_, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+address, port, n = socket.gethostbyname(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+held, errors = [], {}
+for i in range(n):
+    try:
+        held.append(socket.create_connection((address, port), timeout=10))
+    except OSError as e:
+        errors[repr(e)] = errors.get(repr(e), 0) + 1
+print(f"opened {len(held)} errors {errors}", flush=True)
+while True:
+    time.sleep(3600)
+"""
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process `pid` (all its threads) so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def world_cpu() -> dict[str, float]:
+    """CPU seconds so far of every process of the world (its own PID
+    namespace: /proc shows nothing else), summed by program name, plus
+    "client": the reaped children of this script (curl, wrk)."""
+    out: dict[str, float] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            text = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        name = text[text.index("(") + 1:text.rindex(")")]
+        fields = text.rsplit(")", 1)[1].split()
+        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / CLK_TCK
+    t = os.times()
+    out["client"] = t.children_user + t.children_system
+    return out
+
+
+def cpu_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    return {k: v - before.get(k, 0.0) for k, v in after.items() if v - before.get(k, 0.0) > 0}
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no VmRSS for {pid}")
+
+
+def open_fds(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def fd_limit(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
+        if line.startswith("Max open files"):
+            return int(line.split()[3])
+    raise AssertionError(f"no open-files limit for {pid}")
+
+
+# --------------------------------------------------------------------------
+# The world
+# --------------------------------------------------------------------------
+
+
+class Bench:
+    def __init__(self, world: w.World, tunnels: Path, tmp: Path, big_size: int):
+        self.world = world
+        self.tmp = tmp
+        self.srv = world.host("srv")
+        self.srv.run(["ip", "addr", "add", f"{SRV_IP}/32", "dev", "lo"])
+        self.hosts: dict[str, w.Host] = {}
+        for name, octet in CLIENTS.items():
+            h = world.host(name)
+            world.link(h, self.srv, f"10.1.{octet}.2/24", f"10.1.{octet}.1/24")
+            h.run(["ip", "route", "add", f"{SRV_IP}/32", "via", f"10.1.{octet}.1"])
+            self.hosts[name] = h
+        # The same settings in every namespace: enough ephemeral ports for
+        # wrk's stream of short connections.
+        for h in [self.srv, *self.hosts.values()]:
+            h.run(["sysctl", "-q", "-w", "net.ipv4.ip_local_port_range=1024 65535"])
+
+        # srv: dnsmasq, nginx, dante, the holding server.
+        self.dnsmasq = self.srv.spawn(
+            [DNSMASQ, "--keep-in-foreground", "--user=root", "--group=",
+             f"--pid-file={tmp}/dnsmasq.pid", "--no-resolv", "--no-hosts", "--no-poll",
+             "--log-facility=-", f"--listen-address={SRV_IP}", "--bind-interfaces",
+             "--port=53", f"--address=/test/{SRV_IP}", "--local=/test/", "--cache-size=1000"],
+            name="dnsmasq", line_buffered=False)
+        w.wait_until(lambda: w.dig(self.srv, SRV_IP, "probe.bench.test", timeout=1).addresses
+                     == [SRV_IP], timeout=15, what="dnsmasq to answer")
+        self.srv.use_nameserver(SRV_IP)
+
+        www = tmp / "www"
+        www.mkdir(exist_ok=True)
+        (www / "small.html").write_text("x" * 1000 + "\n")
+        big = www / "big.bin"
+        log(f"writing a {big_size / GIB:g} GiB file to the world's tmpfs")
+        with open("/dev/urandom", "rb") as src, open(big, "wb") as dst:
+            left = big_size
+            while left:
+                chunk = src.read(min(left, 16 << 20))
+                dst.write(chunk)
+                left -= len(chunk)
+        self.big_size = big_size
+        prefix = tmp / "nginx"
+        prefix.mkdir(exist_ok=True)
+        (prefix / "nginx.conf").write_text(
+            NGINX_CONFIG.format(prefix=prefix, address=SRV_IP, root=www))
+        self.nginx = self.srv.spawn(["/usr/sbin/nginx", "-p", str(prefix), "-c",
+                                     str(prefix / "nginx.conf")], name="nginx")
+        (tmp / "danted.conf").write_text(DANTE_CONFIG)
+        self.dante = self.srv.spawn(["danted", "-f", str(tmp / "danted.conf"),
+                                     "-p", str(tmp / "danted.pid")], name="danted")
+        self.holder = self.srv.spawn(["python3", "-c", HOLD_SERVER, SRV_IP, str(HOLD_PORT)],
+                                     name="holder")
+        for port, what, proc in ((80, "nginx", self.nginx), (DANTE_PORT, "danted", self.dante),
+                                 (HOLD_PORT, "holder", self.holder)):
+            wait_for_port(self.srv, SRV_IP, port, what, proc)
+
+        # tun: tunnels, and its DNS server as the namespace's resolver.
+        tun = self.hosts["tun"]
+        conf = tmp / "tunnels.yml"
+        conf.write_text(TUNNELS_CONFIG)
+        self.tunnels = tun.spawn([str(tunnels), "system", "-q", str(conf)], name="tunnels",
+                                 line_buffered=False)
+        # -q prints nothing when all is well: wait for the fake answers.
+        fake = re.compile(r"198\.1[89]\.\d+\.\d+$")
+        w.wait_until(lambda: self._fake_answer(tun, fake), timeout=15,
+                     what="tunnels to answer with a fake address")
+        tun.use_nameserver("127.0.0.1")
+        check_comm(self.tunnels, "tunnels")
+
+        # red: redsocks and its nft redirect.
+        red = self.hosts["red"]
+        (tmp / "redsocks.conf").write_text(REDSOCKS_CONFIG)
+        (tmp / "redsocks.nft").write_text(REDSOCKS_NFT)
+        red.run(["nft", "-f", str(tmp / "redsocks.nft")])
+        self.redsocks = red.spawn(["redsocks", "-c", str(tmp / "redsocks.conf")],
+                                  name="redsocks", line_buffered=False)
+        wait_for_port(red, "127.0.0.1", REDSOCKS_PORT, "redsocks", self.redsocks)
+        check_comm(self.redsocks, "redsocks")
+        self.hosts["plain"].use_nameserver(SRV_IP)
+
+        # Every path carries the small file before anything is measured.
+        for who in THROUGHPUT:
+            r = self.curl(who, "small.html", out="-")
+            if r.stdout.strip() != "x" * 1000:
+                raise AssertionError(f"{who}: wrong answer {r.stdout[:200]!r}\n{r.stderr}")
+
+    def _fake_answer(self, host: w.Host, fake: re.Pattern) -> bool:
+        if not self.tunnels.alive():
+            raise AssertionError(f"tunnels exited:\n{self.tunnels.tail()}")
+        r = w.dig(host, "127.0.0.1", "probe.bench.test", timeout=1)
+        return bool(r.addresses) and bool(fake.match(r.addresses[0]))
+
+    def relay_pid(self, who: str) -> int | None:
+        if who.startswith("tunnels"):
+            return self.tunnels.pid
+        if who == "redsocks":
+            return self.redsocks.pid
+        return None
+
+    def where(self, who: str) -> tuple[w.Host, str, list[str]]:
+        """(host, base URL, extra curl args) of a contender."""
+        if who == "tunnels":
+            return self.hosts["tun"], "http://big.bench.test/", []
+        if who == "tunnels-direct":
+            return self.hosts["tun"], "http://big.direct.test/", []
+        if who == "redsocks":
+            return self.hosts["red"], f"http://{SRV_IP}/", []
+        if who == "curl-socks5":
+            return self.hosts["plain"], "http://big.bench.test/", [
+                "--socks5-hostname", f"{SRV_IP}:{DANTE_PORT}"]
+        if who == "no-proxy":
+            return self.hosts["plain"], f"http://{SRV_IP}/", []
+        raise ValueError(who)
+
+    def curl_argv(self, who: str, path: str, out: str = "/dev/null") -> tuple[w.Host, list[str]]:
+        host, base, extra = self.where(who)
+        return host, ["curl", "-sS", "--fail", "--max-time", "300", *extra, "-o", out,
+                      *(["-w", "%{speed_download} %{size_download}"] if out != "-" else []),
+                      base + path]
+
+    def curl(self, who: str, path: str, out: str = "/dev/null") -> subprocess.CompletedProcess:
+        host, argv = self.curl_argv(who, path, out)
+        return host.run(argv, timeout=330)
+
+    def check_alive(self) -> None:
+        for p in (self.tunnels, self.redsocks, self.dante, self.nginx, self.dnsmasq, self.holder):
+            if not p.alive():
+                raise AssertionError(f"{p!r} died:\n{p.tail()}")
+
+
+def wait_for_port(host: w.Host, address: str, port: int, what: str, proc) -> None:
+    probe = (f"import socket; socket.create_connection(('{address}', {port}), timeout=1)"
+             ".close()")
+
+    def ready():
+        if not proc.alive():
+            raise AssertionError(f"{what} exited {proc.returncode}:\n{proc.tail()}")
+        return host.run(["python3", "-c", probe], check=False, timeout=5).returncode == 0
+
+    w.wait_until(ready, timeout=15, what=f"{what} on {address}:{port} to accept")
+
+
+def check_comm(proc: w.Proc, expected: str) -> None:
+    """The spawned pid must be the program itself (the wrappers exec it), since
+    its CPU time and memory are read from /proc/PID."""
+    comm = Path(f"/proc/{proc.pid}/comm").read_text().strip()
+    if comm != expected:
+        raise AssertionError(f"pid {proc.pid} is {comm!r}, not {expected!r}")
+
+
+# --------------------------------------------------------------------------
+# Phases
+# --------------------------------------------------------------------------
+
+
+class Download(NamedTuple):
+    speed: float      # bytes per second, curl's speed_download
+    size: int
+    relay_cpu: float  # CPU seconds of the relay process during it (0 without one)
+    procs: dict       # CPU seconds by program during it (see world_cpu)
+
+
+class WrkRun(NamedTuple):
+    rps: float
+    requests: int
+    errors: int       # socket errors + non-2xx
+    seconds: float
+    relay_cpu: float
+    procs: dict
+
+
+def rotate(items: tuple[str, ...], run: int) -> list[str]:
+    k = run % len(items)
+    return list(items[k:] + items[:k])
+
+
+def download(bench: Bench, who: str) -> Download:
+    pid = bench.relay_pid(who)
+    all0 = world_cpu()
+    cpu0 = cpu_seconds(pid) if pid else 0.0
+    r = bench.curl(who, "big.bin")
+    cpu = (cpu_seconds(pid) - cpu0) if pid else 0.0
+    procs = cpu_delta(all0, world_cpu())
+    speed, size = r.stdout.split()
+    if int(size) != bench.big_size:
+        raise AssertionError(f"{who}: got {size} bytes of {bench.big_size}")
+    return Download(float(speed), int(size), cpu, procs)
+
+
+_WRK_REQUESTS = re.compile(r"(\d+) requests in ([\d.]+)(\w+)")
+_WRK_RPS = re.compile(r"Requests/sec:\s*([\d.]+)")
+_WRK_ERRORS = re.compile(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)")
+_WRK_NON2XX = re.compile(r"Non-2xx or 3xx responses: (\d+)")
+
+
+def wrk_argv(bench: Bench, who: str, args: argparse.Namespace, seconds: float) -> tuple[w.Host, list[str]]:
+    host, base, _ = bench.where(who)
+    base = base.replace("//big.", "//small.")
+    return host, ["wrk", f"-t{args.wrk_threads}", f"-c{args.wrk_connections}", f"-d{seconds:g}s",
+                  "-H", "Connection: close", base + "small.html"]
+
+
+def run_wrk(bench: Bench, who: str, args: argparse.Namespace, seconds: float) -> WrkRun:
+    host, argv = wrk_argv(bench, who, args, seconds)
+    pid = bench.relay_pid(who)
+    all0 = world_cpu()
+    cpu0 = cpu_seconds(pid) if pid else 0.0
+    r = host.run(argv, timeout=seconds + 60)
+    cpu = (cpu_seconds(pid) - cpu0) if pid else 0.0
+    procs = cpu_delta(all0, world_cpu())
+    out = r.stdout
+    m = _WRK_REQUESTS.search(out)
+    rps = _WRK_RPS.search(out)
+    if not m or not rps:
+        raise AssertionError(f"{who}: cannot read wrk's output:\n{out}\n{r.stderr}")
+    unit = {"ms": 1e-3, "s": 1.0, "m": 60.0}.get(m.group(3), 1.0)
+    errors = 0
+    e = _WRK_ERRORS.search(out)
+    if e:
+        errors += sum(int(x) for x in e.groups())
+    n = _WRK_NON2XX.search(out)
+    if n:
+        errors += int(n.group(1))
+    return WrkRun(float(rps.group(1)), int(m.group(1)), errors, float(m.group(2)) * unit, cpu,
+                  procs)
+
+
+class Memory(NamedTuple):
+    target: int
+    opened: int
+    established: int        # connections the holding server saw
+    fds_per_conn: float
+    fd_limit: int
+    rss_before: int         # KiB
+    rss_after: int          # KiB
+    rss_closed: int         # KiB, after the clients closed
+    via: str
+
+    @property
+    def per_conn_kib(self) -> float:
+        return (self.rss_after - self.rss_before) / max(1, self.opened)
+
+
+def established(host: w.Host, port: int) -> int:
+    r = host.run(["ss", "-Htn", "state", "established", f"( sport = :{port} )"], timeout=60)
+    return len(r.stdout.splitlines())
+
+
+def settle_rss(pid: int) -> int:
+    """VmRSS once it stops moving (three equal readings 0.5 s apart)."""
+    readings: list[int] = []
+    for _ in range(40):
+        readings.append(rss_kib(pid))
+        if len(readings) >= 3 and len(set(readings[-3:])) == 1:
+            break
+        time.sleep(0.5)
+    return readings[-1]
+
+
+def hold_connections(bench: Bench, n: int, name: str) -> tuple[w.Proc, int]:
+    tun = bench.hosts["tun"]
+    before = established(bench.srv, HOLD_PORT)
+    client = tun.spawn(["python3", "-c", HOLD_CLIENT, name, str(HOLD_PORT), str(n)],
+                       name=f"hold-client-{n}")
+    m = w.wait_for_log(client, r"opened (\d+) errors (.*)$", timeout=600)
+    opened = int(m.group(1))
+    if m.group(2) != "{}":
+        log(f"  holding client: {m.group(2)}")
+    # Relayed = what reached the holding server through tunnels; wait until
+    # all did, or the count stops growing for 10 s.
+    relayed, last_change = 0, time.monotonic()
+    while True:
+        now = established(bench.srv, HOLD_PORT) - before
+        if now != relayed:
+            relayed, last_change = now, time.monotonic()
+        if relayed >= opened or time.monotonic() - last_change > 10:
+            break
+        time.sleep(0.5)
+    if relayed < opened:
+        log(f"  only {relayed} of {opened} connections reached the holding server; "
+            f"tunnels says:\n{bench.tunnels.tail(10)}")
+    return client, min(opened, relayed)
+
+
+def measure_memory(bench: Bench, target: int, via: str) -> Memory:
+    pid = bench.tunnels.pid
+    name = f"hold.{'direct' if via == 'direct' else 'bench'}.test"
+    # A small probe first: how many descriptors an idle relayed connection
+    # costs tunnels, so that the real count stays inside its limit.
+    fds0 = open_fds(pid)
+    probe, probe_n = hold_connections(bench, 100, name)
+    fds_per_conn = (open_fds(pid) - fds0) / max(1, probe_n)
+    probe.stop()
+    w.wait_until(lambda: open_fds(pid) <= fds0 + 2, timeout=60,
+                 what="tunnels to close the probe's connections")
+    limit = fd_limit(pid)
+    # Room for tunnels' other descriptors: the DNS server's, the resolver's
+    # sockets for the direct rule's lookups, pooled pipes.
+    room = (limit - open_fds(pid) - 150) // max(1.0, fds_per_conn)
+    n = int(min(target, room))
+    if n < target:
+        log(f"  memory: {target} idle connections need {target * fds_per_conn:.0f} descriptors "
+            f"in tunnels ({fds_per_conn:g} each); its limit is {limit}: holding {n}")
+    rss_before = settle_rss(pid)
+    client, opened = hold_connections(bench, n, name)
+    rss_after = settle_rss(pid)
+    est = established(bench.srv, HOLD_PORT)
+    client.stop()
+    w.wait_until(lambda: open_fds(pid) <= fds0 + 2, timeout=120,
+                 what="tunnels to close the held connections")
+    rss_closed = settle_rss(pid)
+    return Memory(target, opened, est, fds_per_conn, limit, rss_before, rss_after, rss_closed,
+                  via)
+
+
+# --------------------------------------------------------------------------
+# Report
+# --------------------------------------------------------------------------
+
+
+def first_line(cmd: list[str]) -> str:
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=10)
+        text = (out.stdout + out.stderr).strip().splitlines()
+        return text[0] if text else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def dpkg_version(package: str) -> str:
+    out = subprocess.run(["dpkg-query", "-W", "-f", "${Version}", package], capture_output=True,
+                         text=True)
+    return out.stdout.strip() or "unknown"
+
+
+def machine() -> dict[str, str]:
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    commit = first_line(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"])
+    dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no",
+                            "--", "proxies", "launcher", "netns", "resolver", "config"],
+                           capture_output=True, text=True).stdout.strip()
+    return {
+        "nproc": str(os.cpu_count()),
+        "cpu": cpu,
+        "kernel": platform.release(),
+        "versions": ", ".join(f"{p} {dpkg_version(p)}" for p in
+                              ("redsocks", "dante-server", "nginx-light", "curl", "wrk",
+                               "dnsmasq-base")),
+        "commit": commit + (" (with uncommitted changes in the tree)" if dirty else ""),
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    }
+
+
+BREAKDOWN = (("client", "client (curl / wrk)"), ("relay", "relay"), ("danted", "dante"),
+             ("dnsmasq", "dnsmasq"), ("nginx", "nginx"), ("other", "other"), ("total", "total"))
+
+
+def breakdown(procs: dict[str, float], who: str) -> dict[str, float]:
+    """CPU seconds of one run by role (see BREAKDOWN)."""
+    relay = "tunnels" if who.startswith("tunnels") else "redsocks" if who == "redsocks" else None
+    out = {"client": procs.get("client", 0.0), "relay": procs.get(relay, 0.0) if relay else 0.0,
+           "danted": procs.get("danted", 0.0), "dnsmasq": procs.get("dnsmasq", 0.0),
+           "nginx": procs.get("nginx", 0.0)}
+    total = sum(procs.values())
+    out["other"] = max(0.0, total - sum(out.values()))
+    out["total"] = total
+    return out
+
+
+def breakdown_rows(runs: dict[str, list], scale) -> list[str]:
+    """One table row per contender: median CPU by role, each run's CPU
+    divided by scale(run)."""
+    rows = []
+    for who, samples in runs.items():
+        cells = []
+        for key, _ in BREAKDOWN:
+            value = median([breakdown(x.procs, who)[key] / scale(x) for x in samples])
+            cells.append(f"{value:.3f}")
+        rows.append(f"| {who} | " + " | ".join(cells) + " |")
+    return rows
+
+
+def mib_s(bps: float) -> str:
+    return f"{bps / (1 << 20):,.0f} MiB/s"
+
+
+def verdict(ok: bool) -> str:
+    return "**met**" if ok else "**NOT met**"
+
+
+def report(tp: dict[str, list[Download]], wrk: dict[str, list[WrkRun]], mem: Memory | None,
+           args: argparse.Namespace, info: dict[str, str]) -> str:
+    speed = {who: median([d.speed for d in runs]) for who, runs in tp.items()}
+    gib_cpu = {who: median([d.relay_cpu / (d.size / GIB) for d in runs])
+               for who, runs in tp.items() if who in ("tunnels", "redsocks", "tunnels-direct")}
+    rps = {who: median([r.rps for r in runs]) for who, runs in wrk.items()}
+    kconn_cpu = {who: median([r.relay_cpu / max(1, r.requests) * 1000 for r in runs])
+                 for who, runs in wrk.items() if who in ("tunnels", "redsocks", "tunnels-direct")}
+
+    def ratio(a: float, b: float) -> float:
+        return a / b if b else float("nan")
+
+    goals = []
+    rows = []
+    r1 = ratio(speed["tunnels"], speed["redsocks"])
+    goals.append(("bulk throughput, tunnels / redsocks", "≥ 1.10×", f"{r1:.2f}×", r1 >= 1.1))
+    r2 = ratio(speed["tunnels"], speed["curl-socks5"])
+    goals.append(("bulk throughput, tunnels / curl --socks5-hostname", "≥ 0.90×", f"{r2:.2f}×",
+                  r2 >= 0.9))
+    r3 = ratio(rps["tunnels"], rps["redsocks"])
+    goals.append(("new connections per second, tunnels / redsocks", "≥ 1.50×", f"{r3:.2f}×",
+                  r3 >= 1.5))
+    r4 = ratio(kconn_cpu["tunnels"], kconn_cpu["redsocks"])
+    goals.append(("relay CPU per 1000 connections, tunnels / redsocks", "≤ 0.30×", f"{r4:.2f}×",
+                  r4 <= 0.3))
+    r5 = ratio(gib_cpu["tunnels"], gib_cpu["redsocks"])
+    goals.append(("relay CPU per GiB, tunnels / redsocks", "≤ 1.00×", f"{r5:.2f}×", r5 <= 1.0))
+    r6 = ratio(speed["tunnels-direct"], speed["no-proxy"])
+    goals.append(("throughput, tunnels `direct` / no proxy", "≥ 0.90×", f"{r6:.2f}×", r6 >= 0.9))
+    if mem:
+        per = mem.per_conn_kib
+        full = mem.opened >= mem.target
+        goals.append((f"VmRSS per idle relayed connection ({mem.opened:,} open"
+                      f"{'' if full else f', not {mem.target:,}: see below'})",
+                      "≤ 16 KiB", f"{per:.1f} KiB", per <= 16))
+    for what, goal, got, ok in goals:
+        rows.append(f"| {what} | {goal} | {got} | {verdict(ok)} |")
+
+    tp_rows = []
+    for who in THROUGHPUT:
+        runs = tp[who]
+        cpu = f"{gib_cpu[who]:.3f} s" if who in gib_cpu else "—"
+        per_run = ", ".join(f"{d.speed / (1 << 20):,.0f}" for d in runs)
+        tp_rows.append(f"| {who} | {mib_s(speed[who])} | {cpu} | {per_run} |")
+    wrk_rows = []
+    for who in CONNS:
+        runs = wrk[who]
+        cpu = f"{kconn_cpu[who]:.3f} s" if who in kconn_cpu else "—"
+        per_run = ", ".join(f"{r.rps:,.0f}" for r in runs)
+        errors = sum(r.errors for r in runs)
+        total = sum(r.requests for r in runs)
+        wrk_rows.append(f"| {who} | {rps[who]:,.0f} | {cpu} | {total:,} | {errors:,} "
+                        f"| {per_run} |")
+
+    header = "| contender | " + " | ".join(label for _, label in BREAKDOWN) + " |"
+    rule = "| --- | " + " | ".join("---:" for _ in BREAKDOWN) + " |"
+    cpu_lines = [
+        "### Where the CPU time goes",
+        "",
+        "CPU seconds by program during the runs above (medians), user + system time from "
+        "/proc/PID/stat of every process in the benchmark's namespaces (the client's from its "
+        "rusage); the kernel's network work is charged to whichever process was running when "
+        "it happened (on veth and loopback, mostly the sender), and work done in ksoftirqd is "
+        "not counted.",
+        "",
+        "Per 1000 connections (wrk):",
+        "",
+        header,
+        rule,
+        *breakdown_rows(wrk, lambda r: max(1, r.requests) / 1000),
+        "",
+        "Per GiB downloaded:",
+        "",
+        header,
+        rule,
+        *breakdown_rows(tp, lambda d: d.size / GIB),
+        "",
+    ]
+
+    mem_lines: list[str] = []
+    if mem:
+        mem_lines = [
+            "### Memory",
+            "",
+            f"| idle connections held | tunnels VmRSS before | with them open | after they closed "
+            f"| per connection | descriptors per connection |",
+            "| ---: | ---: | ---: | ---: | ---: | ---: |",
+            f"| {mem.opened:,} (holding server saw {mem.established:,}) | "
+            f"{mem.rss_before:,} KiB | {mem.rss_after:,} KiB | {mem.rss_closed:,} KiB | "
+            f"**{mem.per_conn_kib:.1f} KiB** | {mem.fds_per_conn:g} |",
+            "",
+            f"A Python client in `tun` opens the connections one after another to "
+            f"`hold.{'direct' if mem.via == 'direct' else 'bench'}.test:{HOLD_PORT}` and sends "
+            f"nothing; they go through tunnels' "
+            f"{'`direct` rule' if mem.via == 'direct' else 'dante rule'} to an asyncio server on "
+            "srv that accepts and holds them. VmRSS (from /proc/PID/status) is read once it "
+            "stopped moving, after the other phases (a warm process); per connection = "
+            "(with them open − before) / connections. "
+            + ("The `direct` rule is used because dante forks helper processes per batch of "
+               "clients, and thousands of idle clients would measure dante, not tunnels; the "
+               "relay (coroutines, sockets, pipes) is the same code for every connector. "
+               if mem.via == "direct" else "")
+            + (f"**{mem.target:,} connections cannot be held here:** tunnels needs "
+               f"{mem.fds_per_conn:g} descriptors per relayed connection (its client socket and "
+               f"its upstream socket) and the hard RLIMIT_NOFILE of every process on this "
+               f"machine is {mem.fd_limit:,}, which cannot be raised (the sandbox withholds "
+               f"CAP_SYS_RESOURCE); {mem.opened:,} is the most that fits beside tunnels' own "
+               f"descriptors."
+               if mem.opened < mem.target else ""),
+            "",
+        ]
+
+    command = os.environ.get("TUNNELS_BENCH_COMMAND") or "bench/run-engine-bench.sh"
+    curl_cmd = ("curl -sS --fail -o /dev/null -w '%{speed_download} %{size_download}' URL")
+    wrk_cmd = (f"wrk -t{args.wrk_threads} -c{args.wrk_connections} -d{args.seconds:g}s "
+               "-H 'Connection: close' URL")
+    lines = [
+        BEGIN,
+        "## Proxy engine: tunnels against redsocks, curl's SOCKS5 and no proxy",
+        "",
+        "Goals (from the project's issue), measured with the same dante upstream for every "
+        "contender:",
+        "",
+        "| goal | target | measured | |",
+        "| --- | ---: | ---: | --- |",
+        *rows,
+        "",
+        f"### Bulk throughput ({args.big_mib:,} MiB file, median of {args.runs} downloads each)",
+        "",
+        "| contender | median speed | relay CPU per GiB | per run (MiB/s) |",
+        "| --- | ---: | ---: | --- |",
+        *tp_rows,
+        "",
+        f"### New connections per second (wrk, `Connection: close`, median of {args.runs} "
+        f"runs of {args.seconds:g} s)",
+        "",
+        "| contender | median requests/s | relay CPU per 1000 connections | requests, all runs "
+        "| errors, all runs | per run (requests/s) |",
+        "| --- | ---: | ---: | ---: | ---: | --- |",
+        *wrk_rows,
+        "",
+        "Every request is a new connection (`Connection: close`). Relay CPU is the user + "
+        "system time of the relay process (tunnels or redsocks, all threads) from "
+        "/proc/PID/stat, read before and after each download or wrk run; per GiB and per 1000 "
+        "connections are medians of the per-run quotients (a tick is "
+        f"{1000 // CLK_TCK} ms).",
+        "",
+        *cpu_lines,
+        *mem_lines,
+        "### Setup",
+        "",
+        "`bench/engine_bench.py`, in a private world of namespaces (nothing leaves the "
+        "machine, nothing is changed outside the world):",
+        "",
+        f"- host `srv`, {SRV_IP} (on lo, reached through a veth pair from each client host): "
+        f"dnsmasq (every `*.test` name is {SRV_IP}), nginx 1 worker with sendfile serving "
+        f"`big.bin` ({args.big_mib:,} MiB of random bytes on tmpfs) and `small.html` "
+        f"(1001 bytes), dante on :{DANTE_PORT} (no authentication, errors-only log).",
+        "- host `tun`: `tunnels system -q` with rules `.bench.test: dante` and "
+        "`.direct.test: direct`, and its DNS server as the host's resolver; clients ask for "
+        "`big.bench.test` / `small.bench.test` (a fake address; tunnels hands dante the name) "
+        "or `*.direct.test`.",
+        f"- host `red`: redsocks (`type = socks5` to {SRV_IP}:{DANTE_PORT}, `log_info = off`, "
+        f"foreground) and the nft rule `ip daddr {SRV_IP} tcp dport != {DANTE_PORT} redirect "
+        f"to :{REDSOCKS_PORT}` in a `nat` `output` chain; clients connect to {SRV_IP}.",
+        f"- host `plain`: `curl --socks5-hostname {SRV_IP}:{DANTE_PORT}` (the client speaks "
+        "SOCKS5 itself: no transparent hop) and curl straight to nginx (no proxy).",
+        "- Every client host has the same veth to srv and `ip_local_port_range = 1024 65535`.",
+        f"- Throughput: `{curl_cmd}`; connections: `{wrk_cmd}`; one warm-up download and one "
+        "2 s wrk run per contender first. Each run measures every contender once, the order "
+        "rotating from run to run.",
+        f"- **The machine's {info['nproc']} cores are shared** by the client (curl or wrk), "
+        "the relay (tunnels or redsocks), dante, nginx and the kernel's veth and loopback "
+        "work; nothing is pinned. Absolute numbers say more about this machine than about "
+        "tunnels; the ratios, measured side by side, are the figures that count.",
+        "",
+        f"Machine: {info['nproc']} cores ({info['cpu']}), Linux {info['kernel']}. "
+        f"{info['versions']}. tunnels at {info['commit']}, Release build. Date: {info['date']}.",
+        "",
+        "Produced by (as root, from the top of the tree):",
+        "",
+        "```sh",
+        command,
+        "```",
+        END,
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def update_doc(path: Path, section: str) -> None:
+    """Replace the engine-bench section of `path` (or append it), keeping every
+    other byte; create the file with a short intro if it does not exist."""
+    text = path.read_text() if path.exists() else DOC_INTRO
+    start, stop = text.find(BEGIN), text.find(END)
+    if start != -1 and stop != -1 and stop > start:
+        text = text[:start] + section.rstrip("\n") + text[stop + len(END):]
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    if not text.endswith("\n"):
+        text += "\n"
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".BENCHMARKS.")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+
+
+# --------------------------------------------------------------------------
+# Main
+# --------------------------------------------------------------------------
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--tunnels", type=Path, default=ROOT / "build-bench/launcher/tunnels",
+                   help="the tunnels binary (run-engine-bench.sh passes build-bench's)")
+    p.add_argument("--runs", type=int, default=5, help="runs per contender and phase (default 5)")
+    p.add_argument("--seconds", type=float, default=8, help="wrk -d per run (default 8)")
+    p.add_argument("--big-mib", type=int, default=1024,
+                   help="size of the downloaded file in MiB (default 1024)")
+    p.add_argument("--wrk-connections", type=int, default=50, help="wrk -c (default 50)")
+    p.add_argument("--wrk-threads", type=int, default=1, help="wrk -t (default 1)")
+    p.add_argument("--idle-connections", type=int, default=10000,
+                   help="idle connections for the memory phase (default 10000)")
+    p.add_argument("--memory-via", choices=["direct", "dante"], default="direct",
+                   help="rule the idle connections use (default direct)")
+    p.add_argument("--phase", action="append", choices=["throughput", "conns", "memory"],
+                   help="only this phase (repeatable; default all)")
+    p.add_argument("--update-doc", action="store_true",
+                   help="write the results into docs/BENCHMARKS.md (engine-bench section)")
+    p.add_argument("--doc", type=Path, default=ROOT / "docs/BENCHMARKS.md",
+                   help="the file --update-doc writes (default docs/BENCHMARKS.md)")
+    p.add_argument("--keep-logs", type=Path, help="copy the processes' logs here at the end")
+    args = p.parse_args()
+    phases = args.phase or ["throughput", "conns", "memory"]
+
+    if not w.in_world():
+        log("engine_bench.py: run me through bench/run-engine-bench.sh (I need a private world)")
+        return 2
+    for tool in ("curl", "wrk", "redsocks", "danted", "nft", "dig", "ss", DNSMASQ,
+                 "/usr/sbin/nginx"):
+        if not (Path(tool).exists() or subprocess.run(["sh", "-c", f"command -v {tool}"],
+                                                       capture_output=True).returncode == 0):
+            log(f"engine_bench.py: {tool} not found")
+            return 2
+    if not os.access(args.tunnels, os.X_OK):
+        log(f"engine_bench.py: {args.tunnels} is not an executable")
+        return 2
+    full = set(phases) == {"throughput", "conns", "memory"}
+    if args.update_doc and not full:
+        log("engine_bench.py: --update-doc needs every phase")
+        return 2
+
+    tmp = Path("/run/tunnels-world/tmp/engine-bench")
+    tmp.mkdir(parents=True, exist_ok=True)
+    world = w.World(tmp)
+    tp: dict[str, list[Download]] = {who: [] for who in THROUGHPUT}
+    wrk: dict[str, list[WrkRun]] = {who: [] for who in CONNS}
+    mem = None
+    try:
+        bench = Bench(world, args.tunnels, tmp, args.big_mib << 20)
+        if "throughput" in phases:
+            for who in THROUGHPUT:
+                d = download(bench, who)
+                log(f"warm-up  {who:15} {mib_s(d.speed):>12}")
+            for run in range(args.runs):
+                for who in rotate(THROUGHPUT, run):
+                    d = download(bench, who)
+                    tp[who].append(d)
+                    log(f"run {run + 1}/{args.runs} {who:15} {mib_s(d.speed):>12}  relay CPU "
+                        f"{d.relay_cpu:.2f} s")
+                bench.check_alive()
+        if "conns" in phases:
+            for who in CONNS:
+                r = run_wrk(bench, who, args, 2)
+                log(f"warm-up  {who:15} {r.rps:>9,.0f} req/s")
+            for run in range(args.runs):
+                for who in rotate(CONNS, run):
+                    r = run_wrk(bench, who, args, args.seconds)
+                    wrk[who].append(r)
+                    log(f"run {run + 1}/{args.runs} {who:15} {r.rps:>9,.0f} req/s, "
+                        f"{r.requests} requests, {r.errors} errors, relay CPU {r.relay_cpu:.2f} s")
+                bench.check_alive()
+        if "memory" in phases:
+            mem = measure_memory(bench, args.idle_connections, args.memory_via)
+            log(f"memory: {mem}")
+            log(f"memory: {mem.per_conn_kib:.2f} KiB per idle connection")
+        bench.check_alive()
+    except BaseException:
+        log(world.logs())
+        raise
+    finally:
+        if args.keep_logs:
+            args.keep_logs.mkdir(parents=True, exist_ok=True)
+            for proc in world.procs:
+                (args.keep_logs / proc.log_path.name).write_text(proc.output())
+        world.close()
+
+    if full:
+        section = report(tp, wrk, mem, args, machine())
+        print(section)
+        if args.update_doc:
+            update_doc(args.doc, section)
+            log(f"engine_bench.py: wrote the engine-bench section of {args.doc}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
