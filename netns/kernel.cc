@@ -8,11 +8,15 @@ namespace tunnels::netns {
 
 Status Status::Errno(int error) { return {error, std::strerror(error)}; }
 
-std::string Ipv4Network::ToString() const {
+std::string Ipv4AddressString(std::uint32_t address) {
   char text[INET_ADDRSTRLEN] = {};
   const in_addr a{htonl(address)};
   inet_ntop(AF_INET, &a, text, sizeof text);
-  return std::string(text) + "/" + std::to_string(prefix_length);
+  return text;
+}
+
+std::string Ipv4Network::ToString() const {
+  return Ipv4AddressString(address) + "/" + std::to_string(prefix_length);
 }
 
 }  // namespace tunnels::netns

@@ -1,14 +1,16 @@
 // The kernel-facing operations of netns, behind an interface.
 //
-// Interception decides what to change and in which order; a Kernel carries
-// out one change at a time. The real one (LinuxKernel, kernel_linux.cc)
-// talks netlink through libnl-route-3 and libnftables; unit tests use a
-// recording fake to check ordering and rollback without privileges.
+// Interception and SandboxLink decide what to change and in which order; a
+// Kernel carries out one change at a time, in one network namespace. The
+// real one (LinuxKernel, kernel_linux.cc) talks netlink through
+// libnl-route-3 and libnftables; unit tests use a recording fake to check
+// ordering and rollback without privileges.
 #pragma once
 
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 namespace tunnels::netns {
 
@@ -41,6 +43,13 @@ struct NftTable {
   std::string owner;  // that process's name as nft reports it ("tunnels"), if known
 };
 
+// What FindLink found.
+struct LinkInfo {
+  bool exists = false;
+  std::string kind;         // "veth", "dummy", ...; empty for a plain device
+  std::uint32_t group = 0;  // IFLA_GROUP, 0 ("default") unless someone set it
+};
+
 class Kernel {
  public:
   virtual ~Kernel() = default;
@@ -63,6 +72,48 @@ class Kernel {
 
   // Looks up nftables table `ip NAME`. A missing table is not an error.
   virtual Status FindNftTable(const std::string& name, NftTable* table) = 0;
+
+  // `ip link add NAME group GROUP type veth peer name PEER netns FD`: a veth
+  // pair whose end PEER is created directly in the network namespace that
+  // `peer_netns_fd` refers to, so it never exists here. EEXIST when either
+  // name is taken (in its namespace).
+  virtual Status AddVethPair(const std::string& name, const std::string& peer, int peer_netns_fd,
+                             std::uint32_t group) = 0;
+
+  // `ip link del NAME`; a veth's peer goes with it, wherever it is. ENODEV
+  // when there is no such interface.
+  virtual Status DeleteLink(const std::string& name) = 0;
+
+  // Looks up interface NAME. A missing interface is not an error.
+  virtual Status FindLink(const std::string& name, LinkInfo* link) = 0;
+
+  // `ip link set NAME up`. ENODEV when there is no such interface.
+  virtual Status SetLinkUp(const std::string& name) = 0;
+
+  // `ip addr add ADDRESS/LEN dev NAME` (`address` has its host bits: the
+  // interface's own address); the kernel adds the connected route for the
+  // network once the interface is up. EEXIST when NAME has it already.
+  virtual Status AddAddress(const std::string& name, const Ipv4Network& address) = 0;
+
+  // `ip route add default via GATEWAY dev NAME proto static` (table main).
+  virtual Status AddDefaultRoute(std::uint32_t gateway, const std::string& name) = 0;
+
+  // The destination of every IPv4 route in every routing table (main,
+  // local, and those of policy routing), the default route as 0.0.0.0/0.
+  virtual Status ListRoutes(std::vector<Ipv4Network>* routes) = 0;
+
+  // Every IPv4 address on every interface, with its prefix length.
+  virtual Status ListAddresses(std::vector<Ipv4Network>* addresses) = 0;
+
+  // Writes a kernel parameter of this Kernel's network namespace, given as
+  // a path below /proc/sys ("net/ipv6/conf/tnl1s/disable_ipv6"). Not an RAII
+  // Sysctl: used for parameters of interfaces this code creates, which go
+  // away with them.
+  virtual Status WriteSysctl(const std::string& path, const std::string& value) = 0;
+
+  // Identifies this Kernel's network namespace ("DEV:INODE" of its nsfs
+  // file): state recorded in one namespace must not be acted on in another.
+  virtual std::string NetnsId() = 0;
 };
 
 // The real kernel: opens a NETLINK_ROUTE socket (libnl) and a libnftables
@@ -70,5 +121,17 @@ class Kernel {
 // socket owns the tables created with `flags owner`). Null, with a sentence
 // in `*error`, when they cannot be opened.
 std::unique_ptr<Kernel> LinuxKernel(std::string* error);
+
+// The same for the network namespace that `netns_fd` refers to, while the
+// calling thread stays where it is: a short-lived thread setns()es there and
+// opens the sockets, which keep the namespace they were opened in.
+// WriteSysctl runs in such a thread too, since /proc/sys/net shows the
+// namespace of the thread that opens a file there. The Kernel holds a
+// duplicate of the fd and its sockets, both of which keep the namespace
+// alive: destroy it as soon as it is no longer needed.
+std::unique_ptr<Kernel> LinuxKernelIn(int netns_fd, std::string* error);
+
+// "100.64.0.1"
+std::string Ipv4AddressString(std::uint32_t address);
 
 }  // namespace tunnels::netns

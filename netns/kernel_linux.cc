@@ -9,10 +9,15 @@
 #include <netlink/errno.h>
 #include <netlink/handlers.h>
 #include <netlink/netlink.h>
+#include <netlink/route/addr.h>
+#include <netlink/route/link.h>
+#include <netlink/route/link/veth.h>
 #include <netlink/route/route.h>
 #include <netlink/socket.h>
 #include <nftables/libnftables.h>
+#include <sched.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -21,8 +26,10 @@
 #include <cstdlib>
 #include <cstring>
 #include <string_view>
+#include <thread>
 
 #include "netns/kernel.h"
+#include "netns/unique_fd.h"
 
 namespace tunnels::netns {
 namespace {
@@ -39,10 +46,49 @@ struct AddrFree {
 struct NftFree {
   void operator()(nft_ctx* c) const { nft_ctx_free(c); }
 };
+struct LinkFree {
+  void operator()(rtnl_link* l) const { rtnl_link_put(l); }  // a veth's peer with it
+};
+struct IfAddrFree {
+  void operator()(rtnl_addr* a) const { rtnl_addr_put(a); }
+};
+struct CacheFree {
+  void operator()(nl_cache* c) const { nl_cache_free(c); }
+};
 using NlSock = std::unique_ptr<nl_sock, NlSockFree>;
 using Route = std::unique_ptr<rtnl_route, RouteFree>;
 using Addr = std::unique_ptr<nl_addr, AddrFree>;
 using NftCtx = std::unique_ptr<nft_ctx, NftFree>;
+using Link = std::unique_ptr<rtnl_link, LinkFree>;
+using IfAddr = std::unique_ptr<rtnl_addr, IfAddrFree>;
+using Cache = std::unique_ptr<nl_cache, CacheFree>;
+
+// An IPv4 address as libnl wants it, with a prefix length.
+Addr Ipv4Addr(std::uint32_t address, int prefix_length) {
+  const std::uint32_t be = htonl(address);
+  Addr a(nl_addr_build(AF_INET, &be, sizeof be));
+  if (a) nl_addr_set_prefixlen(a.get(), prefix_length);
+  return a;
+}
+
+// An IPv4 nl_addr (null or empty: 0.0.0.0/0, as libnl gives the default
+// route's destination) as an Ipv4Network.
+Ipv4Network ToNetwork(nl_addr* a) {
+  Ipv4Network n;
+  if (a == nullptr) return n;
+  if (nl_addr_get_len(a) == sizeof(std::uint32_t)) {
+    std::uint32_t be = 0;
+    std::memcpy(&be, nl_addr_get_binary_addr(a), sizeof be);
+    n.address = ntohl(be);
+  }
+  n.prefix_length = static_cast<int>(nl_addr_get_prefixlen(a));
+  return n;
+}
+
+// "DEV:INODE" of an nsfs file, or "" when it cannot be read.
+std::string NsId(const struct stat& st) {
+  return std::to_string(st.st_dev) + ":" + std::to_string(st.st_ino);
+}
 
 // libnftables opens its netlink socket without SOCK_CLOEXEC and does not
 // hand it out. A child that inherited it would keep tunnels' `flags owner`
@@ -91,10 +137,33 @@ Status NftStatus(std::string_view text) {
   return s;
 }
 
+// Runs `f` in the network namespace `netns_fd` refers to (-1: here), in a
+// short-lived thread, since setns() would move the calling thread for good.
+// The thread is joined before this returns, so `f` may use the caller's
+// variables.
+template <typename F>
+Status InNetns(int netns_fd, F f) {
+  if (netns_fd < 0) return f();
+  Status result;
+  std::thread thread([&] {
+    if (setns(netns_fd, CLONE_NEWNET) != 0) {
+      const int e = errno;
+      result = {e, std::string("cannot enter the network namespace: ") + std::strerror(e)};
+      return;
+    }
+    result = f();
+  });
+  thread.join();
+  return result;
+}
+
 class LinuxKernelImpl final : public Kernel {
  public:
-  LinuxKernelImpl(NlSock route_socket, NftCtx nft)
-      : route_socket_(std::move(route_socket)), nft_(std::move(nft)) {
+  LinuxKernelImpl(NlSock route_socket, NftCtx nft, UniqueFd netns, std::string netns_id)
+      : route_socket_(std::move(route_socket)),
+        nft_(std::move(nft)),
+        netns_(std::move(netns)),
+        netns_id_(std::move(netns_id)) {
     // libnl turns the kernel's errno into its own, coarser codes (ESRCH and
     // ENOENT both become "object not found"); this keeps the kernel's errno
     // and its extended-ack text ("Invalid prefsrc address") instead.
@@ -102,27 +171,203 @@ class LinuxKernelImpl final : public Kernel {
   }
 
   Status AddLocalRoute(const Ipv4Network& network) override {
-    Route route;
-    if (Status s = MakeRoute(network, /*exact=*/true, &route); !s.ok()) return s;
-    return RouteStatus(rtnl_route_add(route_socket_.get(), route.get(), NLM_F_EXCL));
+    return In([&] {
+      Route route;
+      if (Status s = MakeRoute(network, /*exact=*/true, &route); !s.ok()) return s;
+      return RouteStatus(rtnl_route_add(route_socket_.get(), route.get(), NLM_F_EXCL));
+    });
   }
 
   Status DeleteLocalRoute(const Ipv4Network& network, bool exact) override {
-    Route route;
-    if (Status s = MakeRoute(network, exact, &route); !s.ok()) return s;
-    return RouteStatus(rtnl_route_delete(route_socket_.get(), route.get(), 0));
+    return In([&] {
+      Route route;
+      if (Status s = MakeRoute(network, exact, &route); !s.ok()) return s;
+      return RouteStatus(rtnl_route_delete(route_socket_.get(), route.get(), 0));
+    });
   }
 
+  // In the Kernel's namespace, in case a libnftables opens its socket only
+  // when it first needs it.
   Status RunNft(const std::string& script) override {
-    const int rc = nft_run_cmd_from_buffer(nft_.get(), script.c_str());
-    MarkNetfilterSocketsCloseOnExec();      // in case a libnftables opens sockets lazily
-    nft_ctx_get_output_buffer(nft_.get());  // reading resets the buffers
-    const std::string errors = nft_ctx_get_error_buffer(nft_.get());
-    if (rc == 0) return Status::Ok();
-    return NftStatus(errors);
+    return In([&] {
+      const int rc = nft_run_cmd_from_buffer(nft_.get(), script.c_str());
+      MarkNetfilterSocketsCloseOnExec();      // in case a libnftables opens sockets lazily
+      nft_ctx_get_output_buffer(nft_.get());  // reading resets the buffers
+      const std::string errors = nft_ctx_get_error_buffer(nft_.get());
+      if (rc == 0) return Status::Ok();
+      return NftStatus(errors);
+    });
   }
 
   Status FindNftTable(const std::string& name, NftTable* table) override {
+    return In([&] { return FindNftTableHere(name, table); });
+  }
+
+  Status AddVethPair(const std::string& name, const std::string& peer_name, int peer_netns_fd,
+                     std::uint32_t group) override {
+    return In([&] {
+      Link link(rtnl_link_veth_alloc());
+      if (!link) return Status::Errno(ENOMEM);
+      rtnl_link_set_name(link.get(), name.c_str());
+      rtnl_link_set_group(link.get(), group);
+      // The peer belongs to `link` (freed with it); get_peer adds a reference.
+      rtnl_link* peer = rtnl_link_veth_get_peer(link.get());
+      rtnl_link_set_name(peer, peer_name.c_str());
+      rtnl_link_set_ns_fd(peer, peer_netns_fd);
+      rtnl_link_put(peer);
+      return RouteStatus(rtnl_link_add(route_socket_.get(), link.get(), NLM_F_CREATE | NLM_F_EXCL));
+    });
+  }
+
+  Status DeleteLink(const std::string& name) override {
+    return In([&] {
+      Link link(rtnl_link_alloc());
+      if (!link) return Status::Errno(ENOMEM);
+      rtnl_link_set_name(link.get(), name.c_str());
+      return RouteStatus(rtnl_link_delete(route_socket_.get(), link.get()));
+    });
+  }
+
+  Status FindLink(const std::string& name, LinkInfo* info) override {
+    *info = {};
+    return In([&] {
+      Link link;
+      Status s = GetLink(name, &link);
+      if (s.error == ENODEV) return Status::Ok();
+      if (!s.ok()) return s;
+      info->exists = true;
+      if (const char* kind = rtnl_link_get_type(link.get())) info->kind = kind;
+      info->group = rtnl_link_get_group(link.get());
+      return Status::Ok();
+    });
+  }
+
+  Status SetLinkUp(const std::string& name) override {
+    return In([&] {
+      Link link;
+      if (Status s = GetLink(name, &link); !s.ok()) return s;
+      Link change(rtnl_link_alloc());
+      if (!change) return Status::Errno(ENOMEM);
+      rtnl_link_set_flags(change.get(), IFF_UP);
+      return RouteStatus(rtnl_link_change(route_socket_.get(), link.get(), change.get(), 0));
+    });
+  }
+
+  Status AddAddress(const std::string& name, const Ipv4Network& address) override {
+    return In([&] {
+      Link link;
+      if (Status s = GetLink(name, &link); !s.ok()) return s;
+      IfAddr addr(rtnl_addr_alloc());
+      Addr local = Ipv4Addr(address.address, address.prefix_length);
+      if (!addr || !local) return Status::Errno(ENOMEM);
+      rtnl_addr_set_ifindex(addr.get(), rtnl_link_get_ifindex(link.get()));
+      if (int rc = rtnl_addr_set_local(addr.get(), local.get()); rc < 0) {
+        return Status{0, nl_geterror(rc)};
+      }
+      rtnl_addr_set_prefixlen(addr.get(), address.prefix_length);
+      return RouteStatus(rtnl_addr_add(route_socket_.get(), addr.get(), NLM_F_EXCL));
+    });
+  }
+
+  Status AddDefaultRoute(std::uint32_t gateway, const std::string& name) override {
+    return In([&] {
+      Link link;
+      if (Status s = GetLink(name, &link); !s.ok()) return s;
+      Route route(rtnl_route_alloc());
+      Addr dst = Ipv4Addr(0, 0);
+      Addr via = Ipv4Addr(gateway, 32);
+      if (!route || !dst || !via) return Status::Errno(ENOMEM);
+      rtnl_route_set_family(route.get(), AF_INET);
+      rtnl_route_set_table(route.get(), RT_TABLE_MAIN);
+      rtnl_route_set_type(route.get(), RTN_UNICAST);
+      rtnl_route_set_protocol(route.get(), RTPROT_STATIC);
+      rtnl_route_set_scope(route.get(), RT_SCOPE_UNIVERSE);
+      if (int rc = rtnl_route_set_dst(route.get(), dst.get()); rc < 0) {
+        return Status{0, nl_geterror(rc)};
+      }
+      rtnl_nexthop* hop = rtnl_route_nh_alloc();
+      if (hop == nullptr) return Status::Errno(ENOMEM);
+      rtnl_route_nh_set_ifindex(hop, rtnl_link_get_ifindex(link.get()));
+      rtnl_route_nh_set_gateway(hop, via.get());  // takes its own reference
+      rtnl_route_add_nexthop(route.get(), hop);   // the route owns it now
+      return RouteStatus(rtnl_route_add(route_socket_.get(), route.get(), NLM_F_EXCL));
+    });
+  }
+
+  Status ListRoutes(std::vector<Ipv4Network>* routes) override {
+    routes->clear();
+    return In([&] {
+      nl_cache* raw = nullptr;
+      if (int rc = rtnl_route_alloc_cache(route_socket_.get(), AF_INET, 0, &raw); rc < 0) {
+        return RouteStatus(rc);
+      }
+      Cache cache(raw);
+      for (nl_object* o = nl_cache_get_first(cache.get()); o != nullptr; o = nl_cache_get_next(o)) {
+        auto* route = reinterpret_cast<rtnl_route*>(o);
+        if (rtnl_route_get_family(route) != AF_INET) continue;
+        routes->push_back(ToNetwork(rtnl_route_get_dst(route)));
+      }
+      return Status::Ok();
+    });
+  }
+
+  Status ListAddresses(std::vector<Ipv4Network>* addresses) override {
+    addresses->clear();
+    return In([&] {
+      nl_cache* raw = nullptr;
+      if (int rc = rtnl_addr_alloc_cache(route_socket_.get(), &raw); rc < 0) {
+        return RouteStatus(rc);
+      }
+      Cache cache(raw);
+      for (nl_object* o = nl_cache_get_first(cache.get()); o != nullptr; o = nl_cache_get_next(o)) {
+        auto* addr = reinterpret_cast<rtnl_addr*>(o);
+        if (rtnl_addr_get_family(addr) != AF_INET) continue;
+        Ipv4Network n = ToNetwork(rtnl_addr_get_local(addr));
+        n.prefix_length = rtnl_addr_get_prefixlen(addr);
+        addresses->push_back(n);
+      }
+      return Status::Ok();
+    });
+  }
+
+  Status WriteSysctl(const std::string& path, const std::string& value) override {
+    if (path.empty() || path.front() == '/' || path.find("..") != std::string::npos) {
+      return Status{EINVAL, "not a path below /proc/sys: " + path};
+    }
+    return In([&] {
+      const std::string full = "/proc/sys/" + path;
+      const std::string line = value + "\n";
+      UniqueFd fd(::open(full.c_str(), O_WRONLY | O_CLOEXEC));
+      if (!fd) return Status::Errno(errno);
+      ssize_t n;
+      do {
+        n = ::write(fd.get(), line.data(), line.size());
+      } while (n < 0 && errno == EINTR);
+      if (n < 0) return Status::Errno(errno);
+      if (static_cast<std::size_t>(n) != line.size()) return Status::Errno(EIO);
+      return Status::Ok();
+    });
+  }
+
+  std::string NetnsId() override { return netns_id_; }
+
+ private:
+  template <typename F>
+  Status In(F f) {
+    return InNetns(netns_.get(), f);
+  }
+
+  // ENODEV (with the kernel's text) when there is no such interface.
+  Status GetLink(const std::string& name, Link* out) {
+    rtnl_link* raw = nullptr;
+    if (int rc = rtnl_link_get_kernel(route_socket_.get(), 0, name.c_str(), &raw); rc < 0) {
+      return RouteStatus(rc);
+    }
+    out->reset(raw);
+    return Status::Ok();
+  }
+
+  Status FindNftTableHere(const std::string& name, NftTable* table) {
     *table = {};
     const int rc = nft_run_cmd_from_buffer(nft_.get(), ("list table ip " + name).c_str());
     MarkNetfilterSocketsCloseOnExec();
@@ -191,7 +436,17 @@ class LinuxKernelImpl final : public Kernel {
       s = Status::Errno(last_errno_);
       if (!last_extack_.empty()) s.message += " (" + last_extack_ + ")";
     } else {
+      // Some libnl calls (rtnl_link_get_kernel) put their own error
+      // callback in place of OnError; their code is mapped back to the
+      // errno where that is unambiguous, with libnl's text.
       s.message = nl_geterror(rc);
+      static constexpr std::pair<int, int> kErrnos[] = {
+          {NLE_NODEV, ENODEV},         {NLE_EXIST, EEXIST}, {NLE_PERM, EPERM},
+          {NLE_NOACCESS, EACCES},      {NLE_BUSY, EBUSY},   {NLE_INVAL, EINVAL},
+          {NLE_OPNOTSUPP, EOPNOTSUPP}, {NLE_NOMEM, ENOMEM}};
+      for (const auto& [code, e] : kErrnos) {
+        if (-rc == code) s.error = e;
+      }
     }
     last_errno_ = 0;
     last_extack_.clear();
@@ -240,6 +495,8 @@ class LinuxKernelImpl final : public Kernel {
 
   NlSock route_socket_;
   NftCtx nft_;
+  UniqueFd netns_;  // the namespace's fd, or none: the caller's
+  std::string netns_id_;
   int last_errno_ = 0;
   std::string last_extack_;
 };
@@ -251,25 +508,17 @@ bool HasNetAdmin() {
   return (data[CAP_NET_ADMIN / 32].effective & (1u << (CAP_NET_ADMIN % 32))) != 0;
 }
 
-}  // namespace
-
-std::unique_ptr<Kernel> LinuxKernel(std::string* error) {
-  // Checked first because libnftables, refused by the kernel, also prints
-  // "Operation not permitted (you must be root)" to stderr by itself.
-  if (!HasNetAdmin()) {
-    *error =
-        "cannot change routes and nftables in this network namespace: the process lacks "
-        "CAP_NET_ADMIN (run tunnels as root, or give it that capability)";
-    return nullptr;
-  }
+// Opens the netlink socket for routes and the libnftables context in the
+// calling thread's network namespace.
+bool OpenSockets(NlSock* route_socket_out, NftCtx* nft_out, std::string* error) {
   NlSock route_socket(nl_socket_alloc());
   if (!route_socket) {
     *error = "cannot allocate a netlink socket: out of memory";
-    return nullptr;
+    return false;
   }
   if (int rc = nl_connect(route_socket.get(), NETLINK_ROUTE); rc < 0) {
     *error = std::string("cannot open a netlink socket for routes: ") + nl_geterror(rc);
-    return nullptr;
+    return false;
   }
   const int fd = nl_socket_get_fd(route_socket.get());
   if (const int flags = fcntl(fd, F_GETFD); flags >= 0 && (flags & FD_CLOEXEC) == 0) {
@@ -284,13 +533,73 @@ std::unique_ptr<Kernel> LinuxKernel(std::string* error) {
   MarkNetfilterSocketsCloseOnExec();
   if (!nft) {
     *error = "cannot create an nftables context (libnftables): out of memory";
-    return nullptr;
+    return false;
   }
   if (nft_ctx_buffer_output(nft.get()) != 0 || nft_ctx_buffer_error(nft.get()) != 0) {
     *error = "cannot set up the output buffers of libnftables";
+    return false;
+  }
+  *route_socket_out = std::move(route_socket);
+  *nft_out = std::move(nft);
+  return true;
+}
+
+const char kNoNetAdmin[] =
+    "cannot change routes and nftables in this network namespace: the process lacks "
+    "CAP_NET_ADMIN (run tunnels as root, or give it that capability)";
+
+}  // namespace
+
+std::unique_ptr<Kernel> LinuxKernel(std::string* error) {
+  // Checked first because libnftables, refused by the kernel, also prints
+  // "Operation not permitted (you must be root)" to stderr by itself.
+  if (!HasNetAdmin()) {
+    *error = kNoNetAdmin;
     return nullptr;
   }
-  return std::make_unique<LinuxKernelImpl>(std::move(route_socket), std::move(nft));
+  // The namespace of this thread, which is where the sockets live.
+  struct stat st {};
+  std::string id;
+  if (stat("/proc/thread-self/ns/net", &st) == 0) id = NsId(st);
+  NlSock route_socket;
+  NftCtx nft;
+  if (!OpenSockets(&route_socket, &nft, error)) return nullptr;
+  return std::make_unique<LinuxKernelImpl>(std::move(route_socket), std::move(nft), UniqueFd(),
+                                           std::move(id));
+}
+
+std::unique_ptr<Kernel> LinuxKernelIn(int netns_fd, std::string* error) {
+  if (!HasNetAdmin()) {
+    *error = kNoNetAdmin;
+    return nullptr;
+  }
+  struct stat st {};
+  if (netns_fd < 0 || fstat(netns_fd, &st) != 0) {
+    *error = "cannot use the network namespace file descriptor " + std::to_string(netns_fd) + ": " +
+             std::strerror(netns_fd < 0 ? EBADF : errno);
+    return nullptr;
+  }
+  // Our own duplicate: the caller may close theirs.
+  UniqueFd netns(fcntl(netns_fd, F_DUPFD_CLOEXEC, 0));
+  if (!netns) {
+    *error = std::string("cannot duplicate the network namespace file descriptor: ") +
+             std::strerror(errno);
+    return nullptr;
+  }
+  NlSock route_socket;
+  NftCtx nft;
+  const Status entered = InNetns(netns.get(), [&] {
+    return OpenSockets(&route_socket, &nft, error) ? Status::Ok() : Status{EIO, *error};
+  });
+  if (!entered.ok()) {
+    // setns() refuses a file that is not a network namespace with EINVAL.
+    *error = entered.message + (entered.error == EINVAL
+                                    ? " (the file descriptor does not refer to a network namespace)"
+                                    : "");
+    return nullptr;
+  }
+  return std::make_unique<LinuxKernelImpl>(std::move(route_socket), std::move(nft),
+                                           std::move(netns), NsId(st));
 }
 
 }  // namespace tunnels::netns

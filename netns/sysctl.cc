@@ -158,6 +158,37 @@ std::unique_ptr<Sysctl> Sysctl::Set(std::string_view key, std::string_view value
       new Sysctl(name, path, std::string(value), std::move(previous), change));
 }
 
+bool Sysctl::Get(std::string_view key, std::string* value, std::string* error,
+                 const std::string& root) {
+  const std::string relative = KeyPath(key);
+  if (relative.empty()) {
+    *error =
+        "'" + std::string(key) + "' is not a kernel parameter name such as net.ipv4.ip_forward";
+    return false;
+  }
+  const std::string path = root + "/" + relative;
+  int e = 0;
+  if (!Read(path, value, &e)) {
+    *error = "cannot read the kernel parameter " + std::string(key) + " (" + path +
+             "): " + std::strerror(e) + Hint(e);
+    return false;
+  }
+  return true;
+}
+
+std::unique_ptr<Sysctl> Sysctl::Adopt(std::string_view key, std::string_view value,
+                                      std::string_view previous, std::string* error,
+                                      std::string root) {
+  const std::string relative = KeyPath(key);
+  if (relative.empty()) {
+    *error =
+        "'" + std::string(key) + "' is not a kernel parameter name such as net.ipv4.ip_forward";
+    return nullptr;
+  }
+  return std::unique_ptr<Sysctl>(new Sysctl(std::string(key), root + "/" + relative,
+                                            std::string(value), std::string(previous), true));
+}
+
 std::string Sysctl::Restore() {
   if (!changed_) return "";
   changed_ = false;

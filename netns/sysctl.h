@@ -23,6 +23,20 @@ class Sysctl {
   static std::unique_ptr<Sysctl> Set(std::string_view key, std::string_view value,
                                      std::string* error, std::string root = "/proc/sys");
 
+  // Reads a parameter (as Set would, without the trailing newline). False,
+  // with a sentence in `*error`, when it cannot be read.
+  static bool Get(std::string_view key, std::string* value, std::string* error,
+                  const std::string& root = "/proc/sys");
+
+  // Takes over a change made earlier by someone who is gone (a killed
+  // process, as recorded in a state file): an object as if Set had just
+  // changed `key` from `previous` to `value`, so that Restore() writes
+  // `previous` back if the parameter still is `value`. Writes nothing now.
+  // Null, with a sentence in `*error`, when `key` is malformed.
+  static std::unique_ptr<Sysctl> Adopt(std::string_view key, std::string_view value,
+                                       std::string_view previous, std::string* error,
+                                       std::string root = "/proc/sys");
+
   Sysctl(const Sysctl&) = delete;
   Sysctl& operator=(const Sysctl&) = delete;
   ~Sysctl();  // Restore(); its error is lost
@@ -30,6 +44,11 @@ class Sysctl {
   // Writes the old value back now (see above); "" or why that failed. Later
   // calls do nothing.
   std::string Restore();
+
+  // Leaves the parameter as it is: neither the destructor nor Restore()
+  // writes anything any more (someone else still needs the value and takes
+  // over the duty to restore it).
+  void Release() { changed_ = false; }
 
   const std::string& key() const { return key_; }
   const std::string& previous() const { return previous_; }  // as read, without the newline

@@ -118,6 +118,52 @@ TEST_CASE("Sysctl names the parameter, the path and the errno text") {
                      "parameter, or not in this network namespace)");
 }
 
+TEST_CASE("Sysctl::Get reads a value without its newline") {
+  Root root;
+  root.Put("net/ipv4/ip_forward", "1\n");
+  std::string value, error;
+  CHECK(Sysctl::Get("net.ipv4.ip_forward", &value, &error, root.dir.string()));
+  CHECK(value == "1");
+  CHECK_FALSE(Sysctl::Get("net.ipv4.nope", &value, &error, root.dir.string()));
+  CHECK_THAT(error, Catch::StartsWith("cannot read the kernel parameter net.ipv4.nope ("));
+  CHECK_FALSE(Sysctl::Get("a b", &value, &error, root.dir.string()));
+  CHECK_THAT(error, Catch::Contains("is not a kernel parameter name"));
+}
+
+TEST_CASE("Sysctl::Adopt restores someone else's change, only if it is still there") {
+  Root root;
+  root.Put("net/ipv4/ip_forward", "1\n");
+  std::string error;
+  auto adopted = Sysctl::Adopt("net.ipv4.ip_forward", "1", "0", &error, root.dir.string());
+  REQUIRE(adopted != nullptr);
+  CHECK(adopted->changed());
+  CHECK(adopted->previous() == "0");
+  CHECK(root.Get("net/ipv4/ip_forward") == "1\n");  // nothing written yet
+  adopted.reset();
+  CHECK(root.Get("net/ipv4/ip_forward") == "0\n");
+
+  root.Put("net/ipv4/ip_forward", "0\n");  // turned off by someone meanwhile
+  adopted = Sysctl::Adopt("net.ipv4.ip_forward", "1", "0", &error, root.dir.string());
+  root.Put("net/ipv4/ip_forward", "1\n");
+  root.Put("net/ipv4/ip_forward", "2\n");
+  CHECK(adopted->Restore().empty());
+  CHECK(root.Get("net/ipv4/ip_forward") == "2\n");
+  CHECK(Sysctl::Adopt("..", "1", "0", &error, root.dir.string()) == nullptr);
+}
+
+TEST_CASE("Sysctl::Release leaves the value for someone else to restore") {
+  Root root;
+  root.Put("net/ipv4/ip_forward", "0\n");
+  std::string error;
+  auto setting = Sysctl::Set("net.ipv4.ip_forward", "1", &error, root.dir.string());
+  REQUIRE(setting != nullptr);
+  setting->Release();
+  CHECK_FALSE(setting->changed());
+  CHECK(setting->Restore().empty());
+  setting.reset();
+  CHECK(root.Get("net/ipv4/ip_forward") == "1\n");
+}
+
 TEST_CASE("Sysctl reports a refused write of the real /proc/sys") {
   // Read-only for everyone, root included.
   std::string error;
