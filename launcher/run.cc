@@ -356,14 +356,17 @@ std::string ReadFile(const std::string& path) {
   return s.str();
 }
 
-// A directory removed with everything in it.
+// The sandbox's files, in `run-<pid>` under the state directory, removed
+// with everything in it; the pid in the name lets a later run or cleanup
+// remove the directories of instances that were killed.
 class TempDir {
  public:
   explicit TempDir(const std::string& parent) {
     std::error_code ec;
     fs::create_directories(parent, ec);
-    std::string tmpl = (fs::path(parent) / "run-XXXXXX").string();
-    if (::mkdtemp(tmpl.data()) != nullptr) path_ = tmpl;
+    const fs::path path = fs::path(parent) / ("run-" + std::to_string(::getpid()));
+    fs::remove_all(path, ec);  // a dead instance's, with the same pid
+    if (::mkdir(path.c_str(), 0700) == 0) path_ = path.string();
   }
   ~TempDir() {
     std::error_code ec;
@@ -393,11 +396,25 @@ class InitGuard {
   pid_t pid_;
 };
 
+// Removes the `run-<pid>` directories of instances no longer running.
+void RemoveStaleFiles(const std::string& state_dir) {
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(state_dir, ec)) {
+    const std::string name = entry.path().filename().string();
+    if (!name.starts_with("run-") || !entry.is_directory(ec)) continue;
+    const std::string pid = name.substr(4);
+    if (pid.empty() || pid.find_first_not_of("0123456789") != std::string::npos) continue;
+    if (::kill(std::stoi(pid), 0) == 0 || errno == EPERM) continue;  // still running
+    fs::remove_all(entry.path(), ec);
+  }
+}
+
 }  // namespace
 
 int Cleanup(const std::string& state_dir) {
   const std::string report = netns::SandboxLink::CleanupStale(state_dir);
   if (!report.empty()) std::cerr << "tunnels cleanup: " << report << "\n";
+  RemoveStaleFiles(state_dir);
   return 0;
 }
 
@@ -457,6 +474,7 @@ int Run(const RunOptions& options) {
   log.Debug("RUN", "configuration loaded after " + ms_since(started));
   const std::string report = netns::SandboxLink::CleanupStale(options.state_dir);
   if (!report.empty()) log.Info("RUN", report);
+  RemoveStaleFiles(options.state_dir);
   log.Debug("RUN", "stale state checked after " + ms_since(started));
 
   TempDir files(options.state_dir);

@@ -147,6 +147,8 @@ def test_nothing_remains_after_exit_sigterm_and_sigkill(rw):
     wait_until(lambda: not rw.leftovers()["veth"], what="the veth to go with the sandbox")
     rw.outer.run([rw.bin, "cleanup"])
     assert rw.leftovers() == {"veth": [], "nft": [], "ip_forward": forward_before}
+    state = rw.outer.run(["sh", "-c", "ls -A /run/tunnels 2>/dev/null"]).stdout.split()
+    assert [f for f in state if f != ".lock"] == []
 
 
 def test_two_sandboxes_at_once(rw):
