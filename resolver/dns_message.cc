@@ -118,6 +118,7 @@ std::optional<Error> ScanUncompressedName(std::span<const std::uint8_t> b, std::
 // Presentation form of a valid uncompressed wire name.
 std::string WireToText(std::span<const std::uint8_t> wire) {
   std::string out;
+  out.reserve(wire.size());  // enough unless there are escapes: one allocation, not several
   std::size_t p = 0;
   while (p < wire.size() && wire[p] != 0) {
     const std::size_t len = wire[p];
@@ -289,6 +290,7 @@ class Parser {
 
   bool ParseQuestion(Question* q) {
     std::vector<std::uint8_t> wire;
+    wire.reserve(kMaxNameWireLength);  // one allocation per name, not one per label
     const std::size_t start = pos_;
     if (!ParseName(&pos_, bytes_.size(), ErrorCode::kTruncatedQuestion, &wire)) return false;
     if (bytes_.size() - pos_ < 4) {

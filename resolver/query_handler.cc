@@ -2,6 +2,8 @@
 
 #include <arpa/inet.h>
 
+#include <cstring>
+
 #include "resolver/dns_message.h"
 
 namespace tunnels::resolver {
@@ -13,6 +15,86 @@ std::string Ipv4Text(std::uint32_t host_order) {
   char buf[INET_ADDRSTRLEN] = {};
   inet_ntop(AF_INET, &a, buf, sizeof buf);
   return buf;
+}
+
+// Writes big-endian values at `*at`, advancing it.
+void Put16(std::uint8_t*& at, std::uint16_t v) {
+  *at++ = static_cast<std::uint8_t>(v >> 8);
+  *at++ = static_cast<std::uint8_t>(v);
+}
+
+void Put32(std::uint8_t*& at, std::uint32_t v) {
+  Put16(at, static_cast<std::uint16_t>(v >> 16));
+  Put16(at, static_cast<std::uint16_t>(v));
+}
+
+// The bytes that BuildAddressReply() encodes, written straight from the
+// query's own: the hot path of the server, without a Message, the text
+// names and the compression table in between. The question is echoed as
+// received (a valid query's first name cannot hold a compression pointer,
+// and names read and written back are byte-identical), each answer's name is
+// a pointer to it, and an OPT record follows when the query had one.
+// nullopt when the reply would not fit in `options.max_size`: the codec then
+// decides what to leave out.
+std::optional<std::vector<std::uint8_t>> WriteAddressReply(std::span<const std::uint8_t> bytes,
+                                                           const Query& q,
+                                                           std::span<const std::uint32_t> addresses,
+                                                           std::uint32_t ttl,
+                                                           const ReplyOptions& options) {
+  std::size_t p = kHeaderSize;
+  while (p < bytes.size() && bytes[p] != 0) {
+    if (bytes[p] > 63) return std::nullopt;  // a pointer: not from ParseQuery
+    p += 1 + std::size_t{bytes[p]};
+  }
+  const std::size_t name_end = p + 1;
+  if (name_end > bytes.size()) return std::nullopt;
+  constexpr std::size_t kOptSize = 11;     // root name, type, class, TTL, RDLENGTH
+  constexpr std::size_t kAnswerSize = 16;  // pointer, type, class, TTL, RDLENGTH, address
+  const std::size_t opt_size = q.edns ? kOptSize : 0;
+  const std::size_t size = name_end + 4 + addresses.size() * kAnswerSize + opt_size;
+  if (size > std::clamp(options.max_size, kHeaderSize + opt_size, kMaxMessageSize) ||
+      addresses.size() > 0xFFFF) {
+    return std::nullopt;
+  }
+  const Header& h = q.header;
+  std::vector<std::uint8_t> out(size);
+  std::uint8_t* at = out.data();
+  Put16(at, h.id);
+  // QR and RA set; opcode, RD and CD as asked; NOERROR.
+  Put16(at, static_cast<std::uint16_t>(0x8080 | ((h.opcode & 0xF) << 11) | (h.rd ? 0x0100 : 0) |
+                                       (h.cd ? 0x0010 : 0)));
+  Put16(at, 1);
+  Put16(at, static_cast<std::uint16_t>(addresses.size()));
+  Put16(at, 0);
+  Put16(at, q.edns ? 1 : 0);
+  std::memcpy(at, bytes.data() + kHeaderSize, name_end - kHeaderSize);
+  at += name_end - kHeaderSize;
+  Put16(at, q.question.type);
+  Put16(at, q.question.klass);
+  for (const std::uint32_t address : addresses) {
+    Put16(at, static_cast<std::uint16_t>(0xC000 | kHeaderSize));
+    Put16(at, dns_type::kA);
+    Put16(at, dns_class::kIn);
+    Put32(at, ttl);
+    Put16(at, 4);
+    Put32(at, address);
+  }
+  if (q.edns) {
+    *at++ = 0;
+    Put16(at, dns_type::kOpt);
+    Put16(at, options.edns_payload_size);
+    // Extended rcode 0, version 0, the query's DO bit; no options.
+    Put32(at, q.edns->dnssec_ok ? 0x8000u : 0u);
+    Put16(at, 0);
+  }
+  return out;
+}
+
+Result<std::vector<std::uint8_t>> AddressReply(std::span<const std::uint8_t> bytes, const Query& q,
+                                               std::span<const std::uint32_t> addresses,
+                                               std::uint32_t ttl, const ReplyOptions& options) {
+  if (auto out = WriteAddressReply(bytes, q, addresses, ttl, options)) return {std::move(*out), {}};
+  return BuildAddressReply(q, addresses, ttl, options);
 }
 
 }  // namespace
@@ -87,7 +169,7 @@ QueryHandler::Outcome QueryHandler::Handle(std::span<const std::uint8_t> bytes,
       log_.Debug("DNS", "blocked " + std::string(name));
       const std::uint32_t blackhole = pool_.blackhole();
       auto reply =
-          BuildAddressReply(q, std::span(&blackhole, 1), options_.block_ttl, reply_options);
+          AddressReply(bytes, q, std::span(&blackhole, 1), options_.block_ttl, reply_options);
       return reply ? Reply(std::move(*reply), std::string(name)) : Outcome{};
     }
     case config::DnsAction::kFake:
@@ -109,7 +191,7 @@ QueryHandler::Outcome QueryHandler::Handle(std::span<const std::uint8_t> bytes,
                              (a.evicted ? " (recycled from " + *a.evicted + ")" : ""));
   }
   const std::uint32_t address = *a.address;
-  auto reply = BuildAddressReply(q, std::span(&address, 1), options_.fake_ttl, reply_options);
+  auto reply = AddressReply(bytes, q, std::span(&address, 1), options_.fake_ttl, reply_options);
   return reply ? Reply(std::move(*reply), std::string(name)) : Outcome{};
 }
 

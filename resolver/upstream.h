@@ -44,6 +44,9 @@ class Upstream {
   const config::Log& log_;
   // Used from the server's one thread only.
   std::mt19937_64 random_;
+  // Where UDP replies land before they are checked and copied out at their
+  // size (dnsPacketSize bytes, allocated once rather than per query).
+  std::vector<std::uint8_t> receive_buffer_;
 };
 
 }  // namespace tunnels::resolver

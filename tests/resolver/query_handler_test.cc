@@ -182,4 +182,53 @@ TEST_CASE("UDP replies respect the client's EDNS size; TCP ones dnsPacketSize", 
   CHECK(f.Reply(Fixture::Query("e.onion"), Transport::kTcp).answers.size() == 1);
 }
 
+// The server writes address replies straight from the query's bytes; they
+// must be exactly what the codec encodes.
+TEST_CASE("address replies are byte for byte what BuildAddressReply encodes", "[handler]") {
+  Fixture f;
+  const auto check = [&f](const std::string& name, std::uint16_t type, std::uint16_t klass, bool cd,
+                          const std::optional<Edns>& edns, std::uint32_t ttl) {
+    for (const Transport t : {Transport::kUdp, Transport::kTcp}) {
+      Message m;
+      m.header.id = 0xbeef;
+      m.header.rd = !cd;
+      m.header.cd = cd;
+      m.questions.push_back(Question{name, type, klass});
+      m.edns = edns;
+      const auto wire = Encode(m);
+      REQUIRE(wire.ok());
+      const auto outcome = f.Handle(*wire, t);
+      INFO(name);
+      REQUIRE(outcome.kind == QueryHandler::Kind::kReply);
+      const auto reply = ParseMessage(outcome.reply);
+      REQUIRE(reply.ok());
+      REQUIRE(reply->answers.size() == 1);
+      const std::uint32_t address = *reply->answers[0].Ipv4();
+      const auto parsed = ParseQuery(*wire);
+      REQUIRE(parsed.ok());
+      ReplyOptions options;
+      options.max_size = t == Transport::kUdp ? MaxUdpReplySize(*parsed.query, 4096) : 4096;
+      options.edns_payload_size = 4096;
+      const auto expected = BuildAddressReply(*parsed.query, std::span(&address, 1), ttl, options);
+      REQUIRE(expected.ok());
+      CHECK(outcome.reply == *expected);
+    }
+  };
+  Edns dnssec;
+  dnssec.dnssec_ok = true;
+  dnssec.udp_payload_size = 4000;
+  dnssec.options = {0, 10, 0, 8, 1, 2, 3, 4, 5, 6, 7, 8};  // a client cookie
+  const std::uint16_t a = dns_type::kA;
+  const std::uint16_t in = dns_class::kIn;
+  check("a.onion", a, in, false, std::nullopt, 25);
+  check("MiXeD.CaSe.Onion", a, in, true, std::nullopt, 25);
+  check("any.onion", dns_type::kAny, in, false, std::nullopt, 25);
+  check("chaos.onion", a, dns_class::kAny, false, std::nullopt, 25);
+  check("edns.onion", a, in, false, Edns{}, 25);
+  check("do.onion", a, in, true, dnssec, 25);
+  check(R"(esc\.aped\\.n\200me.onion)", a, in, false, std::nullopt, 25);
+  check(std::string(60, 'x') + "." + std::string(63, 'y') + "." + std::string(63, 'z') + ".onion",
+        a, in, false, dnssec, 25);
+  check("ads.test", a, in, false, dnssec, 60);  // the blackhole
+}
 }  // namespace tunnels::resolver
