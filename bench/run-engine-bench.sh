@@ -79,16 +79,24 @@ if ((${#need[@]})); then
   apt_install || { apt-get update >&2 && apt_install; } || rc=$?
   ((made_policy)) && rm -f "$policy"
   [[ ${rc-0} == 0 ]] || die "installing ${need[*]} failed"
+  # The daemons just installed stay off on the real host (the bench runs its
+  # own copies inside the world); services that were there before are left
+  # as they were.
+  for package in "${need[@]}"; do
+    case $package in
+      redsocks) service=redsocks ;;
+      dante-server) service=danted ;;
+      nginx-light) service=nginx ;;
+      *) continue ;;
+    esac
+    if command -v systemctl >/dev/null && [[ -d /run/systemd/system ]]; then
+      systemctl disable --now "$service" >/dev/null 2>&1 || true
+    elif [[ -x /etc/init.d/$service ]]; then
+      "/etc/init.d/$service" stop >/dev/null 2>&1 || true
+      command -v update-rc.d >/dev/null && update-rc.d "$service" disable >/dev/null 2>&1 || true
+    fi
+  done
 fi
-# Whatever the packages enabled stays off on the real host: the bench runs
-# its own copies inside the world.
-for service in redsocks danted nginx; do
-  if command -v systemctl >/dev/null && [[ -d /run/systemd/system ]]; then
-    systemctl disable --now "$service" >/dev/null 2>&1 || true
-  elif [[ -x /etc/init.d/$service ]] && command -v update-rc.d >/dev/null; then
-    update-rc.d "$service" disable >/dev/null 2>&1 || true
-  fi
-done
 for tool in unshare ip mount; do
   command -v "$tool" >/dev/null || die "'$tool' not found (packages util-linux, iproute2)"
 done
