@@ -227,9 +227,10 @@ struct Checker {
     }
     const auto took = std::chrono::steady_clock::now() - start;
     slowest = std::max(slowest, took);
-    // Far more than any input here needs; a case this slow is a hang or a
-    // quadratic blow-up, not a slow machine.
-    if (violation.empty() && took > std::chrono::seconds(2)) {
+    // A guard against hangs and blow-ups, not a performance goal (those live
+    // in bench/): inputs here take milliseconds, also under ASan on a busy
+    // machine; one that takes this long is broken.
+    if (violation.empty() && took > std::chrono::seconds(30)) {
       violation =
           "took " +
           std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(took).count()) +
@@ -774,5 +775,6 @@ TEST_CASE("regressions: places, encodings and costs of bad input", "[robustness]
   const auto start = std::chrono::steady_clock::now();
   CHECK_THAT(errors("ports:\n  x: t1 + " + std::string(500000, 'w') + "\n"),
              Catch::Contains("unknown port alias"));
-  CHECK(std::chrono::steady_clock::now() - start < std::chrono::seconds(1));
+  // A hang guard (the old code took minutes here), not a performance goal.
+  CHECK(std::chrono::steady_clock::now() - start < std::chrono::seconds(30));
 }
