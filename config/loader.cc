@@ -127,20 +127,57 @@ struct RawAlias {
   bool builtin = false;
 };
 
+// A 1-based line and column in the document being read: a SourceLocation
+// without the file name, whose copy is an allocation too many to make for
+// every item of 100,000 rules.
+struct Pos {
+  int line = 0;
+  int column = 0;
+};
+
+// What a diagnostic is about, such as "the proxy list of rule 'x'", put into
+// words only when there is something to report.
+struct Subject {
+  Subject(const char* t) : text(t) {}         // NOLINT: implicit on purpose
+  Subject(const std::string& t) : text(t) {}  // NOLINT
+  Subject(std::string_view t, std::string_view n) : text(t), name(n) {}
+  std::string str() const {
+    std::string s(text);
+    if (!name.empty()) s.append(" '").append(name).append("'");
+    return s;
+  }
+  std::string_view text;
+  std::string_view name;
+};
+
+struct ListItem {
+  std::string text;
+  Pos at;
+};
+
+// One spelling of a pattern per set of names it matches (lowercase, no
+// trailing dot), to find the same pattern written twice.
+std::string PatternKey(const Pattern& p) {
+  std::string s = p.subtree ? "." : "";
+  for (std::size_t i = 0; i < p.labels.size(); ++i) {
+    if (i) s.push_back('.');
+    s += p.labels[i];
+  }
+  return s;
+}
+
 struct RawRule {
   Rule rule;
-  Pattern pattern;
+  std::string key;                      // PatternKey of the pattern
   std::vector<std::string> port_items;  // empty: every TCP port
   std::vector<SourceLocation> port_where;
-  SourceLocation proxies_where;
-  std::vector<SourceLocation> proxy_where;
+  std::vector<Pos> proxy_at;  // of each of rule.proxies, in rule.where.file
 };
 
 class Loader {
  public:
-  explicit Loader(const LoadOptions& options) : load_options_(options) {
-    aliases_ = BuiltinAliases();
-  }
+  explicit Loader(const LoadOptions& options)
+      : load_options_(options), builtins_(&BuiltinAliases()) {}
 
   void AddDocument(const Document& doc, bool builtin = false);
   void FileError(const std::string& file, const std::string& message) {
@@ -151,11 +188,17 @@ class Loader {
  private:
   struct NoBuiltins {};
   Loader(const LoadOptions& options, NoBuiltins) : load_options_(options) {}
-  // The aliases of the built-in port files, read once: they never change,
-  // and parsing them was most of the time of loading a small configuration.
-  // Only the raw items are kept, so that a user's alias still replaces a
-  // built-in one that other built-in aliases refer to.
-  static const std::map<std::string, RawAlias>& BuiltinAliases();
+  // The aliases of the built-in port files, read and resolved once: they
+  // never change, and reading them was most of the time of loading a small
+  // configuration. The raw items are kept too, for the rare file that
+  // redefines a built-in alias that other built-in aliases refer to.
+  struct Builtins {
+    std::map<std::string, RawAlias> raw;
+    std::map<std::string, std::vector<PortRange>> resolved;
+  };
+  static const Builtins& BuiltinAliases();
+  // An alias of the files, or else a built-in one; null if neither.
+  const RawAlias* FindAlias(const std::string& name) const;
 
   void Error(const SourceLocation& where, std::string message) {
     diagnostics_.push_back({Severity::kError, where, std::move(message)});
@@ -163,28 +206,35 @@ class Loader {
   void Warning(const SourceLocation& where, std::string message) {
     diagnostics_.push_back({Severity::kWarning, where, std::move(message)});
   }
-  SourceLocation Where(const YAML::Node& node, int offset = 0) const;
+  SourceLocation At(Pos p) const { return SourceLocation{file_, p.line, p.column}; }
+  Pos PosOf(const YAML::Node& node, int offset = 0) const;
+  Pos PosIn(const YAML::Node& node, std::size_t offset) const;
+  // The 1-based place in the document as written of a 0-based line and
+  // column of the text yaml-cpp parsed.
+  Pos PosOf(int line, int column) const;
+  SourceLocation Where(const YAML::Node& node, int offset = 0) const {
+    return At(PosOf(node, offset));
+  }
   // Where the text at `offset` inside a scalar node is, when the scalar is
   // written as it reads on one line; otherwise (escapes, block and multi-line
   // scalars) where the node starts.
-  SourceLocation WhereIn(const YAML::Node& node, std::size_t offset) const;
-  // The place in the document as written of a 0-based line and column of
-  // the text yaml-cpp parsed.
-  SourceLocation Locate(int line, int column) const;
+  SourceLocation WhereIn(const YAML::Node& node, std::size_t offset) const {
+    return At(PosIn(node, offset));
+  }
+  SourceLocation Locate(int line, int column) const { return At(PosOf(line, column)); }
   // The same for a mark of yaml-cpp's own (an error), which may point past
   // the text; kept inside the document.
   SourceLocation LocateClamped(const YAML::Mark& mark) const;
 
   void ReadRoot(const YAML::Node& root, bool builtin);
 
-  bool ExpectScalar(const YAML::Node& node, const std::string& what);
+  bool ExpectScalar(const YAML::Node& node, const Subject& what);
   // Iterates a mapping, reporting duplicate keys and non-scalar keys.
   void ForEachEntry(
       const YAML::Node& map, const std::string& what,
       const std::function<void(const std::string&, const YAML::Node&, const YAML::Node&)>& fn);
   // A scalar "a, b, c" or a YAML list; items with their locations.
-  std::vector<std::pair<std::string, SourceLocation>> ReadList(const YAML::Node& node,
-                                                               const std::string& what);
+  std::vector<ListItem> ReadList(const YAML::Node& node, const Subject& what);
 
   void ReadMainOption(const std::string& key, const YAML::Node& key_node, const YAML::Node& value);
   void ReadPortAlias(const std::string& name, const YAML::Node& key_node, const YAML::Node& value,
@@ -211,7 +261,11 @@ class Loader {
   int bom_ = 0;  // bytes of a UTF-8 byte order mark before the first line
 
   Options options_;
-  std::map<std::string, RawAlias> aliases_;
+  const Builtins* builtins_ = nullptr;  // null while reading the built-in files
+  // Whether a file redefines a built-in alias: then every alias is
+  // resolved afresh, since built-in ones may refer to it.
+  bool shadowed_ = false;
+  std::map<std::string, RawAlias> aliases_;  // of the files
   std::map<std::string, std::vector<PortRange>> resolved_aliases_;
   std::set<std::string> resolving_;
   std::set<std::string> failed_aliases_;
@@ -220,20 +274,33 @@ class Loader {
   std::vector<std::string> files_;
 };
 
-const std::map<std::string, RawAlias>& Loader::BuiltinAliases() {
-  static const std::map<std::string, RawAlias> aliases = [] {
+const Loader::Builtins& Loader::BuiltinAliases() {
+  static const Builtins builtins = [] {
     const LoadOptions options;
     Loader loader(options, NoBuiltins{});
     for (const BuiltinPortFile& f : BuiltinPortFiles()) {
       loader.AddDocument(Document{std::string("<built-in>/") + f.name, f.text}, /*builtin=*/true);
     }
-    return std::move(loader.aliases_);
+    Builtins b;
+    for (const auto& [name, unused] : loader.aliases_) {
+      if (auto r = loader.ResolveAlias(name)) b.resolved.emplace(name, std::move(*r));
+    }
+    b.raw = std::move(loader.aliases_);
+    return b;
   }();
-  return aliases;
+  return builtins;
 }
 
-SourceLocation Loader::Locate(int line, int column) const {
-  if (const auto it = fixes_.find(line); it != fixes_.end()) {
+const RawAlias* Loader::FindAlias(const std::string& name) const {
+  if (const auto it = aliases_.find(name); it != aliases_.end()) return &it->second;
+  if (builtins_ != nullptr) {
+    if (const auto it = builtins_->raw.find(name); it != builtins_->raw.end()) return &it->second;
+  }
+  return nullptr;
+}
+
+Pos Loader::PosOf(int line, int column) const {
+  if (const auto it = fixes_.empty() ? fixes_.end() : fixes_.find(line); it != fixes_.end()) {
     const QuotedKey& q = it->second;
     if (column > q.start + q.length + 1) {
       column -= 2;
@@ -242,7 +309,7 @@ SourceLocation Loader::Locate(int line, int column) const {
     }
   }
   if (line == 0) column += bom_;
-  return SourceLocation{file_, line + 1, column + 1};
+  return Pos{line + 1, column + 1};
 }
 
 SourceLocation Loader::LocateClamped(const YAML::Mark& mark) const {
@@ -257,17 +324,17 @@ SourceLocation Loader::LocateClamped(const YAML::Mark& mark) const {
   return where;
 }
 
-SourceLocation Loader::Where(const YAML::Node& node, int offset) const {
+Pos Loader::PosOf(const YAML::Node& node, int offset) const {
   const YAML::Mark mark = node.Mark();
-  if (mark.is_null()) return SourceLocation{file_, 0, 0};
-  return Locate(mark.line, mark.column + offset);
+  if (mark.is_null()) return Pos{};
+  return PosOf(mark.line, mark.column + offset);
 }
 
-SourceLocation Loader::WhereIn(const YAML::Node& node, std::size_t offset) const {
+Pos Loader::PosIn(const YAML::Node& node, std::size_t offset) const {
   const YAML::Mark mark = node.Mark();
   if (mark.is_null() || mark.line < 0 || mark.column < 0 ||
       static_cast<std::size_t>(mark.line) >= parsed_lines_.size()) {
-    return Where(node);
+    return PosOf(node);
   }
   // yaml-cpp marks a quoted scalar at its quote and gives it the tag "!".
   const std::size_t quote = node.Tag() == "!" ? 1 : 0;
@@ -278,14 +345,14 @@ SourceLocation Loader::WhereIn(const YAML::Node& node, std::size_t offset) const
   // value does; a folded line break or an escape breaks that.
   if (offset > value.size() || start > line.size() ||
       !line.substr(start).starts_with(std::string_view(value).substr(0, offset))) {
-    return Where(node);
+    return PosOf(node);
   }
-  return Where(node, static_cast<int>(quote + offset));
+  return PosOf(node, static_cast<int>(quote + offset));
 }
 
-bool Loader::ExpectScalar(const YAML::Node& node, const std::string& what) {
+bool Loader::ExpectScalar(const YAML::Node& node, const Subject& what) {
   if (node.IsScalar()) return true;
-  Error(Where(node), what + (node.IsNull() ? " has no value" : " must be a single value"));
+  Error(Where(node), what.str() + (node.IsNull() ? " has no value" : " must be a single value"));
   return false;
 }
 
@@ -297,7 +364,10 @@ void Loader::ForEachEntry(
     Error(Where(map), what + " must be a mapping of 'name: value' entries");
     return;
   }
-  std::map<std::string, SourceLocation> seen;
+  // Keys by their text, which the document's nodes keep alive; a place is
+  // put into words only for a repeated key.
+  std::unordered_map<std::string_view, YAML::Mark> seen;
+  seen.reserve(map.size());
   for (const auto& entry : map) {
     const YAML::Node& key = entry.first;
     if (key.IsNull()) {
@@ -308,38 +378,36 @@ void Loader::ForEachEntry(
       Error(Where(key), "a key in " + what + " must be a plain name");
       continue;
     }
-    const std::string name = key.Scalar();
-    const SourceLocation here = Where(key);
-    if (const auto it = seen.find(name); it != seen.end()) {
-      Error(here, "'" + name + "' appears twice in " + what + "; the first is at " +
-                      it->second.ToString());
+    const std::string& name = key.Scalar();
+    if (const auto [it, added] = seen.emplace(name, key.Mark()); !added) {
+      Error(Where(key), "'" + name + "' appears twice in " + what + "; the first is at " +
+                            Locate(it->second.line, it->second.column).ToString());
       continue;
     }
-    seen.emplace(name, here);
     fn(name, key, entry.second);
   }
 }
 
-std::vector<std::pair<std::string, SourceLocation>> Loader::ReadList(const YAML::Node& node,
-                                                                     const std::string& what) {
-  std::vector<std::pair<std::string, SourceLocation>> out;
+std::vector<ListItem> Loader::ReadList(const YAML::Node& node, const Subject& what) {
+  std::vector<ListItem> out;
   if (node.IsSequence()) {
     for (const auto& item : node) {
       if (!item.IsScalar() || Trim(item.Scalar()).empty()) {
-        Error(Where(item), "each item of " + what + " must be a single non-empty value");
+        Error(Where(item), "each item of " + what.str() + " must be a single non-empty value");
         continue;
       }
-      out.emplace_back(std::string(Trim(item.Scalar())), Where(item));
+      out.push_back(ListItem{std::string(Trim(item.Scalar())), PosOf(item)});
     }
     return out;
   }
   if (!ExpectScalar(node, what)) return out;
-  for (const auto& [piece, offset] : SplitWithOffsets(node.Scalar(), ',')) {
-    const SourceLocation where = WhereIn(node, offset);
+  for (auto& [piece, offset] : SplitWithOffsets(node.Scalar(), ',')) {
+    const Pos at = PosIn(node, offset);
     if (piece.empty()) {
-      Error(where, "empty item in " + what + " (two commas in a row, or a comma at the end)");
+      Error(At(at),
+            "empty item in " + what.str() + " (two commas in a row, or a comma at the end)");
     } else {
-      out.emplace_back(piece, where);
+      out.push_back(ListItem{std::move(piece), at});
     }
   }
   return out;
@@ -521,15 +589,15 @@ void Loader::ReadMainOption(const std::string& key, const YAML::Node& key_node,
     if (items.empty() && (value.IsScalar() || (value.IsSequence() && value.size() == 0))) {
       Error(here, "upstreamDns names no server");
     }
-    for (const auto& [item, where] : items) {
+    for (const ListItem& item : items) {
       std::string error;
-      const auto hp = ParseHostPort(item, &error);
+      const auto hp = ParseHostPort(item.text, &error);
       if (!hp) {
-        Error(where, "upstreamDns: " + error);
+        Error(At(item.at), "upstreamDns: " + error);
       } else if (!IsIpv4Literal(hp->host) && !IsIpv6Literal(hp->host)) {
-        Error(where, "upstreamDns: '" + hp->host +
-                         "' is a name; an upstream DNS server must be an IP address (nothing "
-                         "could resolve its name)");
+        Error(At(item.at), "upstreamDns: '" + hp->host +
+                               "' is a name; an upstream DNS server must be an IP address (nothing "
+                               "could resolve its name)");
       } else {
         o.upstream_dns.push_back(Endpoint{hp->host, hp->port.value_or(53)});
       }
@@ -539,8 +607,8 @@ void Loader::ReadMainOption(const std::string& key, const YAML::Node& key_node,
   if (key == "silentLog") {
     o.silent_log.clear();
     if (value.IsScalar() && Trim(value.Scalar()).empty()) return;
-    for (const auto& item : ReadList(value, "silentLog")) {
-      o.silent_log.push_back(item.first);
+    for (ListItem& item : ReadList(value, "silentLog")) {
+      o.silent_log.push_back(std::move(item.text));
     }
     return;
   }
@@ -751,9 +819,14 @@ std::optional<std::vector<PortRange>> Loader::ResolvePortItems(
       }
       continue;
     }
-    if (!aliases_.contains(item)) {
-      std::vector<std::string> names;
-      for (const auto& [n, unused] : aliases_) names.push_back(n);
+    if (FindAlias(item) == nullptr) {
+      // In name order, which the hint's tie-break depends on.
+      std::set<std::string> all;
+      for (const auto& [n, unused] : aliases_) all.insert(n);
+      if (builtins_ != nullptr) {
+        for (const auto& [n, unused] : builtins_->raw) all.insert(n);
+      }
+      const std::vector<std::string> names(all.begin(), all.end());
       std::string message = "unknown port alias '" + item + "'";
       if (auto hint = Closest(item, names)) message += "; did you mean '" + *hint + "'?";
       Error(where[i], message);
@@ -794,7 +867,12 @@ std::optional<std::vector<PortRange>> Loader::ResolveAlias(const std::string& na
     return it->second;
   }
   if (failed_aliases_.contains(name)) return std::nullopt;  // reported once already
-  const RawAlias& alias = aliases_.at(name);
+  if (builtins_ != nullptr && !shadowed_ && !aliases_.contains(name)) {
+    if (const auto it = builtins_->resolved.find(name); it != builtins_->resolved.end()) {
+      return it->second;
+    }
+  }
+  const RawAlias& alias = *FindAlias(name);
   resolving_.insert(name);
   auto result = ResolvePortItems(alias.items, alias.item_where);
   resolving_.erase(name);
@@ -1082,8 +1160,7 @@ void Loader::ReadProxy(const std::string& name, const YAML::Node& key_node,
 void Loader::ReadRule(const std::string& key, const YAML::Node& key_node, const YAML::Node& value) {
   // The action, shared by every pattern of the key.
   Rule base;
-  SourceLocation proxies_where = Where(value);
-  std::vector<SourceLocation> proxy_where;
+  std::vector<Pos> proxy_at;
   if (value.IsNull()) {
     Error(Where(key_node), "rule '" + key + "' has no proxy");
     return;
@@ -1098,12 +1175,12 @@ void Loader::ReadRule(const std::string& key, const YAML::Node& key_node, const 
                    if (k == "proxy") {
                      proxy_node.emplace(v);
                    } else if (k == "forcedAddress") {
-                     for (const auto& [item, where] : ReadList(v, "forcedAddress")) {
+                     for (const ListItem& item : ReadList(v, "forcedAddress")) {
                        std::string error;
-                       if (auto hp = ParseHostPort(item, &error)) {
+                       if (auto hp = ParseHostPort(item.text, &error)) {
                          base.forced_addresses.push_back(Target{hp->host, hp->port});
                        } else {
-                         Error(where, "forcedAddress: " + error);
+                         Error(At(item.at), "forcedAddress: " + error);
                        }
                      }
                    } else {
@@ -1118,19 +1195,20 @@ void Loader::ReadRule(const std::string& key, const YAML::Node& key_node, const 
       Error(Where(key_node), "rule '" + key + "' has no 'proxy'");
       return;
     }
-    proxies_where = Where(*proxy_node);
   }
-  for (const auto& [item, where] : ReadList(*proxy_node, "the proxy list of rule '" + key + "'")) {
-    base.proxies.push_back(item);
-    proxy_where.push_back(where);
+  for (ListItem& item : ReadList(*proxy_node, Subject("the proxy list of rule", key))) {
+    base.proxies.push_back(std::move(item.text));
+    proxy_at.push_back(item.at);
   }
   if (base.proxies.empty()) return;
 
-  for (const auto& [piece_text, offset] : SplitWithOffsets(key_node.Scalar(), ',')) {
-    const std::string_view piece = piece_text;
-    const SourceLocation where = WhereIn(key_node, offset);
+  auto pieces = SplitWithOffsets(key_node.Scalar(), ',');
+  for (std::size_t k = 0; k < pieces.size(); ++k) {
+    const std::string_view piece = pieces[k].first;
+    const std::size_t offset = pieces[k].second;
+    const Pos at_piece = PosIn(key_node, offset);
     if (piece.empty()) {
-      Error(where, "empty pattern in rule '" + key + "'");
+      Error(At(at_piece), "empty pattern in rule '" + key + "'");
       continue;
     }
     const std::size_t at = piece.find('@');
@@ -1138,20 +1216,22 @@ void Loader::ReadRule(const std::string& key, const YAML::Node& key_node, const 
     std::string error;
     auto pattern = ParsePattern(pattern_text, &error);
     if (!pattern) {
-      Error(where, error + ": '" + std::string(pattern_text) + "'");
+      Error(At(at_piece), error + ": '" + std::string(pattern_text) + "'");
       continue;
     }
     RawRule raw;
-    raw.rule = base;
+    raw.key = PatternKey(*pattern);
+    // The last pattern of the key (nearly always the only one) takes the
+    // action instead of a copy.
+    const bool last = k + 1 == pieces.size();
+    raw.rule = last ? std::move(base) : base;
+    raw.proxy_at = last ? std::move(proxy_at) : proxy_at;
     raw.rule.pattern = std::string(pattern_text);
-    raw.rule.where = where;
-    raw.pattern = std::move(*pattern);
-    raw.proxies_where = proxies_where;
-    raw.proxy_where = proxy_where;
+    raw.rule.where = At(at_piece);
     if (at != std::string_view::npos) {
       const std::string ports(piece.substr(at + 1));
       if (Trim(ports).empty()) {
-        Error(where, "'@' must be followed by ports, such as '@web' or '@t8080'");
+        Error(raw.rule.where, "'@' must be followed by ports, such as '@web' or '@t8080'");
         continue;
       }
       const std::size_t ports_offset = offset + at + 1;
@@ -1183,15 +1263,6 @@ const std::vector<PortRange>& AllTcp() {
   return all;
 }
 
-std::string PatternKey(const Pattern& p) {
-  std::string s = p.subtree ? "." : "";
-  for (std::size_t i = 0; i < p.labels.size(); ++i) {
-    if (i) s.push_back('.');
-    s += p.labels[i];
-  }
-  return s;
-}
-
 bool SameAction(const Rule& a, const Rule& b) {
   if (a.proxies != b.proxies || a.forced_addresses.size() != b.forced_addresses.size()) {
     return false;
@@ -1211,7 +1282,14 @@ void Loader::CheckRules(Config* config) {
   std::vector<std::string> proxy_names = {"direct", "block"};
   for (const auto& [n, unused] : proxies_) proxy_names.push_back(n);
   std::set<std::string> used;
-  std::unordered_map<std::string, std::vector<std::size_t>> by_pattern;
+  // Rules with the same pattern, as chains through config->rules: the last
+  // one of each pattern, and for each rule the one before it.
+  constexpr std::size_t kNoRule = static_cast<std::size_t>(-1);
+  std::unordered_map<std::string_view, std::size_t> last_by_pattern;
+  last_by_pattern.reserve(rules_.size());
+  std::vector<std::size_t> previous_same;
+  previous_same.reserve(rules_.size());
+  config->rules.reserve(rules_.size());
 
   for (RawRule& raw : rules_) {
     bool ok = true;
@@ -1224,45 +1302,56 @@ void Loader::CheckRules(Config* config) {
       }
     }
     const auto& proxies = raw.rule.proxies;
+    auto proxy_where = [&](std::size_t i) {
+      return SourceLocation{raw.rule.where.file, raw.proxy_at[i].line, raw.proxy_at[i].column};
+    };
     for (std::size_t i = 0; i < proxies.size(); ++i) {
       const std::string& p = proxies[i];
       if (p == "block" && proxies.size() > 1) {
-        Error(raw.proxy_where[i], "'block' cannot be part of a failover list; use it alone");
+        Error(proxy_where(i), "'block' cannot be part of a failover list; use it alone");
         ok = false;
       } else if (std::find(proxy_names.begin(), proxy_names.end(), p) == proxy_names.end()) {
         std::string message = "rule '" + raw.rule.pattern + "' uses unknown proxy '" + p + "'";
         if (auto hint = Closest(p, proxy_names)) message += "; did you mean '" + *hint + "'?";
-        Error(raw.proxy_where[i], message);
+        Error(proxy_where(i), message);
         ok = false;
       }
       used.insert(p);
       if (std::count(proxies.begin(), proxies.end(), p) > 1 &&
           std::find(proxies.begin(), proxies.end(), p) != proxies.begin() + static_cast<long>(i)) {
-        Warning(raw.proxy_where[i], "proxy '" + p + "' is listed twice in the same rule");
+        Warning(proxy_where(i), "proxy '" + p + "' is listed twice in the same rule");
       }
     }
-    if (!raw.rule.forced_addresses.empty() && proxies == std::vector<std::string>{"block"}) {
+    if (!raw.rule.forced_addresses.empty() && proxies.size() == 1 && proxies[0] == "block") {
       Warning(raw.rule.where, "forcedAddress has no effect on a 'block' rule");
     }
     if (!ok) continue;
     const std::size_t index = config->rules.size();
-    auto& same = by_pattern[PatternKey(raw.pattern)];
-    for (std::size_t other : same) {
-      const Rule& a = config->rules[other];
-      const auto& pa = a.ports.empty() ? AllTcp() : a.ports;
-      const auto& pb = raw.rule.ports.empty() ? AllTcp() : raw.rule.ports;
-      if (!Overlap(pa, pb)) continue;
-      if (!SameAction(a, raw.rule)) {
-        Error(raw.rule.where, "pattern '" + raw.rule.pattern +
-                                  "' is bound to a different action for the same ports at " +
-                                  a.where.ToString());
-      } else {
-        Warning(raw.rule.where,
-                "rule '" + raw.rule.pattern + "' repeats the one at " + a.where.ToString());
+    const auto [last, first_of_pattern] = last_by_pattern.emplace(raw.key, index);
+    previous_same.push_back(first_of_pattern ? kNoRule : last->second);
+    if (!first_of_pattern) {
+      // Compared oldest first, so that diagnostics come in load order.
+      std::vector<std::size_t> same;
+      for (std::size_t other = last->second; other != kNoRule; other = previous_same[other]) {
+        same.push_back(other);
       }
+      for (auto it = same.rbegin(); it != same.rend(); ++it) {
+        const Rule& a = config->rules[*it];
+        const auto& pa = a.ports.empty() ? AllTcp() : a.ports;
+        const auto& pb = raw.rule.ports.empty() ? AllTcp() : raw.rule.ports;
+        if (!Overlap(pa, pb)) continue;
+        if (!SameAction(a, raw.rule)) {
+          Error(raw.rule.where, "pattern '" + raw.rule.pattern +
+                                    "' is bound to a different action for the same ports at " +
+                                    a.where.ToString());
+        } else {
+          Warning(raw.rule.where,
+                  "rule '" + raw.rule.pattern + "' repeats the one at " + a.where.ToString());
+        }
+      }
+      last->second = index;
     }
-    same.push_back(index);
-    config->rules.push_back(raw.rule);
+    config->rules.push_back(std::move(raw.rule));
   }
   for (const auto& [name, proxy] : proxies_) {
     if (!used.contains(name)) {
@@ -1274,9 +1363,21 @@ void Loader::CheckRules(Config* config) {
 LoadResult Loader::Finish() {
   LoadResult result;
   Config config;
+  if (builtins_ != nullptr) {
+    for (const auto& [name, unused] : aliases_) {
+      shadowed_ = shadowed_ || builtins_->raw.contains(name);
+    }
+  }
   // Report cycles and unknown names in aliases even when no rule uses them.
   for (const auto& [name, alias] : aliases_) {
     if (!alias.builtin) ResolveAlias(name);
+  }
+  if (builtins_ != nullptr && !shadowed_) {
+    config.port_aliases = builtins_->resolved;
+  } else if (builtins_ != nullptr) {
+    for (const auto& [name, unused] : builtins_->raw) {
+      if (auto r = ResolveAlias(name)) config.port_aliases[name] = *r;
+    }
   }
   for (const auto& [name, unused] : aliases_) {
     if (auto r = ResolveAlias(name)) config.port_aliases[name] = *r;
@@ -1321,9 +1422,19 @@ bool ReadWholeFile(const std::string& path, std::string* out, std::string* error
     *error = std::string("cannot read: ") + std::strerror(errno);
     return false;
   }
-  std::ostringstream s;
-  s << in.rdbuf();
-  *out = s.str();
+  // In one read when the size is known (a stream buffer copy costs more
+  // than the parse of a large file's worth of small ones); a file that
+  // grows meanwhile, or has no size (a pipe), is read to its end.
+  out->clear();
+  if (!ec) {
+    out->resize(static_cast<std::size_t>(size));
+    in.read(out->data(), static_cast<std::streamsize>(size));
+    out->resize(static_cast<std::size_t>(in.gcount()));
+    if (in.gcount() < static_cast<std::streamsize>(size)) return true;
+  }
+  std::ostringstream rest;
+  rest << in.rdbuf();
+  *out += rest.str();
   return true;
 }
 

@@ -6,14 +6,18 @@
 namespace tunnels::config {
 namespace {
 
+// ASCII only, as DNS names are compared; std::isalnum would ask the locale.
 bool ValidLabelChar(char c) {
-  return std::isalnum(static_cast<unsigned char>(c)) != 0 || c == '-' || c == '_';
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
+         c == '_';
 }
+
+char AsciiLower(char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c; }
 
 // Matches pattern labels [pb, pe) against name labels [nb, ne) exactly, one
 // label each, where a "*" matches any single label.
 bool MatchFixed(const std::vector<std::string>& p, std::size_t pb, std::size_t pe,
-                const std::vector<std::string_view>& n, std::size_t nb) {
+                std::span<const std::string_view> n, std::size_t nb) {
   for (std::size_t i = pb; i < pe; ++i) {
     const std::string_view label = n[nb + (i - pb)];
     if (p[i] != "*" && p[i] != label) return false;
@@ -57,7 +61,15 @@ std::optional<Pattern> ParsePattern(std::string_view text, std::string* error) {
     *error = "domain pattern is longer than 253 characters";
     return std::nullopt;
   }
-  for (std::string_view label : SplitLabels(text)) {
+  // One pass, without a string per label but the label itself: rule sets
+  // of 100,000 patterns are parsed twice each (by the loader and the engine).
+  std::string lowered(text);
+  for (char& c : lowered) c = AsciiLower(c);
+  p.labels.reserve(static_cast<std::size_t>(std::count(text.begin(), text.end(), '.')) + 1);
+  for (std::size_t start = 0;;) {
+    const std::size_t dot = text.find('.', start);
+    const std::size_t end = dot == std::string_view::npos ? text.size() : dot;
+    const std::string_view label = text.substr(start, end - start);
     if (label.empty()) {
       *error = "empty label (two dots in a row) in domain pattern";
       return std::nullopt;
@@ -66,17 +78,19 @@ std::optional<Pattern> ParsePattern(std::string_view text, std::string* error) {
       *error = "label longer than 63 characters in domain pattern";
       return std::nullopt;
     }
-    std::string lower;
-    for (char c : label) {
-      if (label != "*" && !ValidLabelChar(c)) {
-        *error = std::string("character '") + c +
-                 "' is not allowed in a domain pattern (letters, digits, '-', '_', and '*' as a "
-                 "whole label)";
-        return std::nullopt;
+    if (label != "*") {
+      for (char c : label) {
+        if (!ValidLabelChar(c)) {
+          *error = std::string("character '") + c +
+                   "' is not allowed in a domain pattern (letters, digits, '-', '_', and '*' as "
+                   "a whole label)";
+          return std::nullopt;
+        }
       }
-      lower.push_back(static_cast<char>(std::tolower(static_cast<unsigned char>(c))));
     }
-    p.labels.push_back(std::move(lower));
+    p.labels.emplace_back(lowered, start, end - start);
+    if (dot == std::string_view::npos) break;
+    start = dot + 1;
   }
 
   const std::size_t n = p.labels.size();
@@ -93,21 +107,14 @@ std::optional<Pattern> ParsePattern(std::string_view text, std::string* error) {
   const bool rest_literal =
       std::none_of(p.labels.begin() + static_cast<std::ptrdiff_t>(first_literal), p.labels.end(),
                    [](const std::string& l) { return l == "*"; });
-  auto join = [&](std::size_t from) {
-    std::string s;
-    for (std::size_t i = from; i < n; ++i) {
-      if (!s.empty()) s.push_back('.');
-      s += p.labels[i];
-    }
-    return s;
-  };
   if (rest_literal && !lead_star && !p.subtree) {
     p.kind = Pattern::Kind::kExact;
-    p.base = join(0);
+    p.base = std::move(lowered);
   } else if (rest_literal && (lead_star != p.subtree || (lead_star && n == 1))) {
     // ".a.b" (base matches too), "*.a.b" or "*" (one or more labels before).
     p.kind = Pattern::Kind::kSuffix;
-    p.base = join(first_literal);
+    // The labels after the star, "a.b" of "*.a.b": the text after "*.".
+    p.base = lead_star ? (n == 1 ? std::string() : lowered.substr(2)) : std::move(lowered);
     p.matches_base = !lead_star;
   } else {
     p.kind = Pattern::Kind::kGeneral;
@@ -128,7 +135,24 @@ bool Pattern::Matches(std::string_view name) const {
     case Kind::kGeneral:
       break;
   }
-  const std::vector<std::string_view> n = SplitLabels(name);
+  return MatchesLabels(SplitLabels(name));
+}
+
+bool Pattern::MatchesLabels(std::span<const std::string_view> n) const {
+  switch (kind) {
+    case Kind::kExact:
+    case Kind::kSuffix: {
+      // Rebuilt only for completeness; the rule engine looks these up by name.
+      std::string name;
+      for (std::size_t i = 0; i < n.size(); ++i) {
+        if (i) name.push_back('.');
+        name += n[i];
+      }
+      return Matches(name);
+    }
+    case Kind::kGeneral:
+      break;
+  }
   const std::size_t m = labels.size();
   const bool lead_star = labels.front() == "*";
   const bool trail_star = m > 1 && labels.back() == "*";

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -32,6 +33,9 @@ struct Pattern {
 
   // Whether the (normalised, lowercase, no trailing dot) `name` matches.
   bool Matches(std::string_view name) const;
+  // The same for a name already split into labels, which lets the rule
+  // engine split a name once for all its patterns, without allocating.
+  bool MatchesLabels(std::span<const std::string_view> name_labels) const;
   // A name this pattern matches, for finding overlaps between patterns.
   std::string Witness() const;
 };

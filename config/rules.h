@@ -1,5 +1,7 @@
 // The rule engine: answers "what happens to NAME:PORT/PROTO?" for a loaded
-// configuration. Compiled once into lookup tables; Decide() does not allocate.
+// configuration. Compiled once into lookup tables; Decide() does not allocate
+// (short of a name that both block and other rules match, with over 32 rules
+// or 64 port ranges among them).
 #pragma once
 
 #include <cstdint>
