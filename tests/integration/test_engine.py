@@ -43,6 +43,9 @@ rules:
     proxy: dante
     forcedAddress: real.forced.test
   .web-only.test@http: dante
+  many.micro.test:
+    proxy: micro
+    forcedAddress: 10.0.0.1
   ads.test: block
 """
 
@@ -259,6 +262,9 @@ def test_a_thousand_concurrent_connections(ew):
     wait_for_port(ew.srv, "10.0.0.1", 9000, "echo server", server)
     out = ew.python(ew.client, MANY_CLIENTS, "many.via-direct.test", 9000, 1000, timeout=120)
     assert out == "1000 []"
-    out = ew.python(ew.client, MANY_CLIENTS, "many.via-micro.test", 9000, 1000, timeout=120)
+    # Through microsocks by IP (forcedAddress): given the name, microsocks
+    # resolves each connection itself, and 1000 lookups at once overwhelm the
+    # cache-less dnsmasq of this world; that is the peers' limit, not tunnels'.
+    out = ew.python(ew.client, MANY_CLIENTS, "many.micro.test", 9000, 1000, timeout=120)
     assert out == "1000 []"
     assert ew.tunnels.alive()
