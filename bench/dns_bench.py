@@ -74,6 +74,12 @@ DNSMASQ = "/usr/sbin/dnsmasq"
 CONTENDERS = ("tunnels", "dnsmasq")
 GOALS = {"fake": 1.2, "forward": 1.0}
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+# How dnsperf is scheduled. "batch" (SCHED_BATCH) keeps its wake-ups from
+# preempting the server under test: each reply wakes one of dnsperf's
+# receiving threads, and on a 2-core machine that thread would otherwise
+# often take the server's CPU at once, after every single reply, which a
+# client elsewhere would not do. "normal" is plain co-location.
+SCHED = {"batch": ["chrt", "--batch", "0"], "normal": []}
 
 
 def log(msg: str) -> None:
@@ -219,8 +225,10 @@ def parse_dnsperf(out: str) -> Sample:
 
 
 def run_dnsperf(host: w.Host, server: Server, datafile: Path, args: list[str],
-                seconds: float | None, passes: int | None = None) -> Sample:
-    argv = ["dnsperf", "-s", "127.0.0.1", "-p", str(server.port), "-d", str(datafile), *args]
+                seconds: float | None, passes: int | None = None,
+                sched: str = "normal") -> Sample:
+    argv = [*SCHED[sched], "dnsperf", "-s", "127.0.0.1", "-p", str(server.port), "-d",
+            str(datafile), *args]
     if seconds is not None:
         argv += ["-l", f"{seconds:g}"]
     if passes is not None:
@@ -308,62 +316,89 @@ def paired_ratio(a: list[Sample], b: list[Sample]) -> float:
     return median([x.qps / y.qps for x, y in zip(a, b) if y.qps])
 
 
-def report(results: dict[tuple[str, str], list[Sample]], scenarios: list[str],
+def report(results: dict[tuple[str, str, str], list[Sample]], scenarios: list[str],
            args: argparse.Namespace, info: dict[str, str]) -> str:
-    rows, cpu_rows, verdicts, details, before_rows = [], [], [], [], []
-    for scenario in scenarios:
-        t = results[(scenario, "tunnels")]
-        d = results[(scenario, "dnsmasq")]
-        ratio = paired_ratio(t, d)
-        tl, dl = sum(s.lost for s in t), sum(s.lost for s in d)
-        ts, ds = sum(s.sent for s in t), sum(s.sent for s in d)
-        rows.append(f"| {scenario} | {fmt_qps(median([s.qps for s in t]))} "
-                    f"| {fmt_qps(median([s.qps for s in d]))} | **{ratio:.2f}×** "
-                    f"| {tl:,} of {ts:,} | {dl:,} of {ds:,} "
-                    f"| {fmt_ms(median([s.latency for s in t]))} "
-                    f"| {fmt_ms(median([s.latency for s in d]))} |")
-        cpu_rows.append(f"| {scenario} | {per_query_us(t, 'server_cpu')} "
-                        f"| {per_query_us(d, 'server_cpu')} | {per_query_us(t, 'client_cpu')} "
-                        f"| {per_query_us(d, 'client_cpu')} |")
-        goal = GOALS[scenario]
-        met = ratio >= goal and (scenario != "fake" or tl == 0)
-        verdicts.append(f"- **{scenario}**: goal ≥ {goal:.1f}×"
-                        f"{' with no lost queries' if scenario == 'fake' else ''}; "
-                        f"measured **{ratio:.2f}×**, {tl:,} lost: "
-                        f"{'met' if met else '**not met**'}.")
-        others = [("tunnels", t), ("dnsmasq", d)]
-        if (scenario, "baseline") in results:
-            b = results[(scenario, "baseline")]
-            others.append((f"tunnels at {args.baseline_label}", b))
-            before_rows.append(
-                f"| {scenario} | {fmt_qps(median([s.qps for s in b]))} "
-                f"| {fmt_qps(median([s.qps for s in t]))} | **{paired_ratio(t, b):.2f}×** "
-                f"| {paired_ratio(b, d):.2f}× | {sum(s.lost for s in b):,} | {tl:,} "
-                f"| {per_query_us(b, 'server_cpu')} | {per_query_us(t, 'server_cpu')} |")
-        for who, samples in others:
-            codes = sorted({re.sub(r" \d+ \(", " (", s.rcodes) for s in samples})
-            details.append(f"- {scenario}, {who}: "
-                           + ", ".join(fmt_qps(s.qps) for s in samples)
-                           + f" qps; lost {', '.join(str(s.lost) for s in samples)}; "
-                           + f"response codes {'; '.join(codes)}")
-        details.append(f"- {scenario}, tunnels / dnsmasq: "
-                       + ", ".join(f"{x.qps / y.qps:.2f}" for x, y in zip(t, d) if y.qps))
     dnsperf_args = " ".join(args.dnsperf_args)
     command = os.environ.get("TUNNELS_BENCH_COMMAND") or "bench/run-dns-bench.sh"
-    before = []
-    if before_rows:
-        before = [
-            f"Before and after the optimisations below: tunnels at {args.baseline_label} "
-            "measured in the same runs, as a third contender (ratios are medians of the "
-            "per-run ratios):",
+    sched_text = {
+        "batch": "dnsperf as a `SCHED_BATCH` task (`chrt --batch 0`), so that its wake-ups "
+                 "do not preempt the server",
+        "normal": "dnsperf as a normal task",
+    }
+    verdicts, blocks = [], []
+    for mode in args.sched:
+        rows, cpu_rows, details, before_rows = [], [], [], []
+        for scenario in scenarios:
+            t = results[(mode, scenario, "tunnels")]
+            d = results[(mode, scenario, "dnsmasq")]
+            ratio = paired_ratio(t, d)
+            tl, dl = sum(s.lost for s in t), sum(s.lost for s in d)
+            ts, ds = sum(s.sent for s in t), sum(s.sent for s in d)
+            rows.append(f"| {scenario} | {fmt_qps(median([s.qps for s in t]))} "
+                        f"| {fmt_qps(median([s.qps for s in d]))} | **{ratio:.2f}×** "
+                        f"| {tl:,} of {ts:,} | {dl:,} of {ds:,} "
+                        f"| {fmt_ms(median([s.latency for s in t]))} "
+                        f"| {fmt_ms(median([s.latency for s in d]))} |")
+            cpu_rows.append(f"| {scenario} | {per_query_us(t, 'server_cpu')} "
+                            f"| {per_query_us(d, 'server_cpu')} "
+                            f"| {per_query_us(t, 'client_cpu')} "
+                            f"| {per_query_us(d, 'client_cpu')} |")
+            goal = GOALS[scenario]
+            met = ratio >= goal and (scenario != "fake" or tl == 0)
+            verdicts.append(f"- **{scenario}**, {sched_text[mode]}: goal ≥ {goal:.1f}×"
+                            f"{' with no lost queries' if scenario == 'fake' else ''}; "
+                            f"measured **{ratio:.2f}×**, {tl:,} lost: "
+                            f"{'met' if met else '**not met**'}.")
+            others = [("tunnels", t), ("dnsmasq", d)]
+            if (mode, scenario, "baseline") in results:
+                b = results[(mode, scenario, "baseline")]
+                others.append((f"tunnels at {args.baseline_label}", b))
+                before_rows.append(
+                    f"| {scenario} | {fmt_qps(median([s.qps for s in b]))} "
+                    f"| {fmt_qps(median([s.qps for s in t]))} | **{paired_ratio(t, b):.2f}×** "
+                    f"| {paired_ratio(b, d):.2f}× | {sum(s.lost for s in b):,} | {tl:,} "
+                    f"| {per_query_us(b, 'server_cpu')} | {per_query_us(t, 'server_cpu')} |")
+            for who, samples in others:
+                codes = sorted({re.sub(r" \d+ \(", " (", s.rcodes) for s in samples})
+                details.append(f"- {scenario}, {who}: "
+                               + ", ".join(fmt_qps(s.qps) for s in samples)
+                               + f" qps; lost {', '.join(str(s.lost) for s in samples)}; "
+                               + f"response codes {'; '.join(codes)}")
+            details.append(f"- {scenario}, tunnels / dnsmasq: "
+                           + ", ".join(f"{x.qps / y.qps:.2f}" for x, y in zip(t, d) if y.qps))
+        heading = {"batch": "dnsperf under `SCHED_BATCH`", "normal": "dnsperf as a normal task"}
+        block = [
+            f"### {heading[mode]}",
             "",
-            f"| scenario | {args.baseline_label} qps | now qps | now / before "
-            f"| {args.baseline_label} / dnsmasq | lost before | lost now "
-            "| server CPU/query before | now |",
-            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
-            *before_rows,
+            "| scenario | tunnels qps | dnsmasq qps | ratio | tunnels lost | dnsmasq lost "
+            "| tunnels latency | dnsmasq latency |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+            *rows,
+            "",
+            "CPU time per answered query: the server process's user + system time (which "
+            "includes the kernel's loopback delivery of its replies, and waking dnsperf), and "
+            "dnsperf's own:",
+            "",
+            "| scenario | tunnels | dnsmasq | dnsperf against tunnels "
+            "| dnsperf against dnsmasq |",
+            "| --- | ---: | ---: | ---: | ---: |",
+            *cpu_rows,
             "",
         ]
+        if before_rows:
+            block += [
+                f"Before and after the optimisations below: tunnels at {args.baseline_label}, "
+                "measured in the same runs as a third contender:",
+                "",
+                f"| scenario | {args.baseline_label} qps | now qps | now / before "
+                f"| {args.baseline_label} / dnsmasq | lost before | lost now "
+                "| server CPU/query before | now |",
+                "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+                *before_rows,
+                "",
+            ]
+        block += ["Per run (qps, lost queries, and the run's ratio):", "", *details, ""]
+        blocks += block
     lines = [
         BEGIN,
         "## DNS: tunnels against dnsmasq",
@@ -375,28 +410,22 @@ def report(results: dict[tuple[str, str], list[Sample]], scenarios: list[str],
         "",
         *verdicts,
         "",
-        "| scenario | tunnels qps | dnsmasq qps | ratio | tunnels lost | dnsmasq lost "
-        "| tunnels latency | dnsmasq latency |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
-        *rows,
+        f"{args.runs} runs of {args.seconds:g} s per contender, scenario and way of "
+        "scheduling dnsperf; within a run the contenders are measured back to back, in "
+        "alternating order from run to run. qps and latency (dnsperf's average latency) "
+        "are medians over the runs, CPU per query too; the ratio is the median of the runs' "
+        "tunnels / dnsmasq ratios, so that the machine's drift between runs cancels out. "
+        "Lost queries are summed over all runs.",
         "",
-        f"{args.runs} runs of {args.seconds:g} s per contender and scenario; within a run the "
-        "contenders are measured back to back, in alternating order from run to run. qps and "
-        "latency (dnsperf's average latency) are medians over the runs; the ratio is the "
-        "median of the runs' tunnels / dnsmasq ratios, so that the machine's drift between "
-        "runs cancels out. Lost queries are summed over all runs. Per run:",
+        "Why two ways of scheduling dnsperf: on 2 cores, every reply wakes one of dnsperf's "
+        "receiving threads, which the scheduler mostly puts on the server's core and runs "
+        "at once, so the server is switched out after each reply it sends, also in the "
+        "middle of a `sendmmsg` batch. A client on other cores, as in any throughput test "
+        "of a server, would not do that; `SCHED_BATCH` (no preemption on wake-up, no "
+        "pinning, the same for both servers) comes closest to it on this machine. The plain "
+        "run shows what co-location with default scheduling gives. Both are reported.",
         "",
-        *details,
-        "",
-        "CPU time per answered query (medians over the runs): the server process's user + "
-        "system time, which includes the kernel's loopback delivery of its replies, and "
-        "dnsperf's own:",
-        "",
-        "| scenario | tunnels | dnsmasq | dnsperf against tunnels | dnsperf against dnsmasq |",
-        "| --- | ---: | ---: | ---: | ---: |",
-        *cpu_rows,
-        "",
-        *before,
+        *blocks,
         "What makes tunnels fast here (`resolver/`): UDP queries are read with `recvmmsg` and "
         "answered with `sendmmsg`, up to 64 per system call, and forwarded replies that are "
         "ready together leave in one `sendmmsg`; the replies reach dnsperf in bursts, so it "
@@ -404,16 +433,17 @@ def report(results: dict[tuple[str, str], list[Sample]], scenarios: list[str],
         "from the query's bytes. The UDP socket asks for a 1 MiB receive buffer, so the "
         "opening burst of dnsperf's queries is not dropped. A forwarded query still gets a "
         "fresh socket (fresh source port) and a random ID, and its reply is checked against "
-        "it, but no longer a zeroed 64 KiB buffer of its own.",
+        "it, but no longer a zeroed 64 KiB buffer of its own. What is left is mostly the "
+        "kernel's: sending a reply over loopback (including its delivery and the wake-up of "
+        "dnsperf) is about three quarters of tunnels' CPU per fake answer.",
         "",
         "Setup (`bench/dns_bench.py`): one private network namespace holds dnsperf and "
         "every server under test on 127.0.0.1 (one tunnels process serves both scenarios, "
         "as on a real machine; its nftables table, which every packet in the namespace "
         "passes, is there for dnsmasq's packets too"
         + (", and so is the baseline's" if args.baseline else "")
-        + "); the upstream dnsmasq (cache off, "
-        "answering `fwd.test` from `address=` data, no query log) sits in a second namespace "
-        "behind a veth pair.",
+        + "); the upstream dnsmasq (cache off, answering `fwd.test` from `address=` data, no "
+        "query log) sits in a second namespace behind a veth pair.",
         "",
         f"- **fake**: {args.names:,} distinct names `hNNNNN.bench.test` (type A). tunnels: "
         "rule `.bench.test: tor` (a socks5 proxy, never contacted), `tunnels system -q`. "
@@ -429,16 +459,14 @@ def report(results: dict[tuple[str, str], list[Sample]], scenarios: list[str],
         "is the bottleneck whenever the machine is otherwise idle: both servers then answer "
         "about as fast as it sends (with `-T 1` we saw fake ratios of 1.0–1.1 on a quiet "
         "machine, 1.15–1.3 under load from other jobs), which measures dnsperf rather than "
-        "the servers. dnsmasq's lost queries are "
-        "the opening burst of each run overflowing its socket's default receive buffer; each "
-        "holds one of dnsperf's query slots until the 2 s timeout, a few per cent of its "
-        "window for the first seconds of a run.",
-        "- Nothing is pinned: dnsperf, the server under test and, for "
-        f"forward, the upstream share the machine's {info['nproc']} cores, and the machine is "
-        "shared with other work (load average "
-        f"{info['load_before']} before the runs, {info['load_after']} after), so every "
-        "absolute number is capped and coloured by dnsperf's own CPU use and by the "
-        "neighbours; the ratio, measured side by side, is the meaningful figure.",
+        "the servers. dnsmasq's lost queries are the opening burst of each run overflowing "
+        "its socket's default receive buffer; each holds one of dnsperf's query slots until "
+        "the 2 s timeout, a few per cent of its window for the first seconds of a run.",
+        "- Nothing is pinned: dnsperf, the server under test and, for forward, the upstream "
+        f"share the machine's {info['nproc']} cores, and the machine is shared with other "
+        f"work (load average {info['load_before']} before the runs, {info['load_after']} "
+        "after), so every absolute number is capped and coloured by dnsperf's own CPU use "
+        "and by the neighbours; the ratio, measured side by side, is the meaningful figure.",
         "",
         f"Machine: {info['nproc']} cores ({info['cpu']}), Linux {info['kernel']}. "
         f"dnsperf {info['dnsperf']}, dnsmasq {info['dnsmasq']}, tunnels at "
@@ -493,6 +521,9 @@ def main() -> int:
                    help="--cache-size of the fake dnsmasq (default 10000)")
     p.add_argument("--forward-max", type=int, default=4096,
                    help="--dns-forward-max of the dnsmasqs (default 4096)")
+    p.add_argument("--sched", default="batch,normal",
+                   help="how dnsperf is scheduled, comma-separated: batch (SCHED_BATCH), "
+                        "normal (default: %(default)s)")
     p.add_argument("--update-doc", action="store_true",
                    help="write the results into docs/BENCHMARKS.md (dns-bench section)")
     p.add_argument("--doc", type=Path, default=ROOT / "docs/BENCHMARKS.md",
@@ -505,6 +536,9 @@ def main() -> int:
     p.add_argument("--keep-logs", type=Path, help="copy the servers' logs here at the end")
     args = p.parse_args()
     args.dnsperf_args = args.dnsperf_args.split()
+    args.sched = [m.strip() for m in args.sched.split(",") if m.strip()]
+    if not args.sched or any(m not in SCHED for m in args.sched):
+        p.error(f"--sched: choose from {', '.join(SCHED)}")
     scenarios = args.scenario or ["fake", "forward"]
     scenarios = [s for s in ("fake", "forward") if s in scenarios]
 
@@ -538,23 +572,25 @@ def main() -> int:
         for scenario in scenarios:
             for who in contenders:
                 s = run_dnsperf(bench, servers[(scenario, who)], files[scenario],
-                                args.dnsperf_args, None, passes=1)
+                                args.dnsperf_args, None, passes=1, sched=args.sched[0])
                 log(f"warm-up {scenario:7} {who:8}: {fmt_qps(s.qps):>9} qps, lost {s.lost}")
-        results: dict[tuple[str, str], list[Sample]] = {
-            (sc, who): [] for sc in scenarios for who in contenders}
+        results: dict[tuple[str, str, str], list[Sample]] = {
+            (mode, sc, who): [] for mode in args.sched for sc in scenarios for who in contenders}
         for run in range(args.runs):
             order = contenders if run % 2 == 0 else tuple(reversed(contenders))
-            for scenario in scenarios:
-                for who in order:
-                    server = servers[(scenario, who)]
-                    if not server.proc.alive():
-                        raise AssertionError(f"{who} ({scenario}) died:\n{server.proc.tail()}")
-                    s = run_dnsperf(bench, server, files[scenario], args.dnsperf_args,
-                                    args.seconds)
-                    results[(scenario, who)].append(s)
-                    log(f"run {run + 1}/{args.runs} {scenario:7} {who:8}: {fmt_qps(s.qps):>9} qps, "
-                        f"lost {s.lost}, latency {fmt_ms(s.latency)}, "
-                        f"server CPU {s.server_cpu / s.runtime * 100:.0f}%, {s.rcodes}")
+            for mode in args.sched:
+                for scenario in scenarios:
+                    for who in order:
+                        server = servers[(scenario, who)]
+                        if not server.proc.alive():
+                            raise AssertionError(f"{who} ({scenario}) died:\n{server.proc.tail()}")
+                        s = run_dnsperf(bench, server, files[scenario], args.dnsperf_args,
+                                        args.seconds, sched=mode)
+                        results[(mode, scenario, who)].append(s)
+                        log(f"run {run + 1}/{args.runs} {mode:6} {scenario:7} {who:8}: "
+                            f"{fmt_qps(s.qps):>9} qps, lost {s.lost}, latency "
+                            f"{fmt_ms(s.latency)}, server CPU "
+                            f"{s.server_cpu / s.runtime * 100:.0f}%, {s.rcodes}")
         for (scenario, who), s in servers.items():
             if not s.proc.alive():
                 raise AssertionError(f"{who} ({scenario}) died:\n{s.proc.tail()}")

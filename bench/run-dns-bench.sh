@@ -69,7 +69,7 @@ if ((${#need[@]})); then
     || { apt-get update >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y \
            --no-install-recommends "${need[@]}" >&2; }
 fi
-for tool in unshare ip mount; do
+for tool in unshare ip mount chrt; do
   command -v "$tool" >/dev/null || die "'$tool' not found (packages util-linux, iproute2)"
 done
 
