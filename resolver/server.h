@@ -3,10 +3,6 @@
 // io_context's); one coroutine per TCP client and per forwarded query.
 #pragma once
 
-// clang-format off
-// Boost 1.74's awaitable.hpp uses std::exchange without including <utility>.
-#include <utility>
-// clang-format on
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/ip/udp.hpp>
