@@ -66,6 +66,7 @@ struct Target {
   std::optional<std::uint16_t> port;
 
   std::string ToString() const;
+  friend bool operator==(const Target&, const Target&) = default;
 };
 
 // Username and password of a SOCKS5 or HTTP proxy. A field equal to
@@ -117,6 +118,11 @@ struct Rule {
   std::vector<std::string> proxies;
   std::vector<Target> forced_addresses;
   SourceLocation where;
+
+  // Whether two rules do the same with a connection.
+  bool SameAction(const Rule& other) const {
+    return proxies == other.proxies && forced_addresses == other.forced_addresses;
+  }
 };
 
 struct Ipv4Prefix {

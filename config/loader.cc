@@ -1263,19 +1263,6 @@ const std::vector<PortRange>& AllTcp() {
   return all;
 }
 
-bool SameAction(const Rule& a, const Rule& b) {
-  if (a.proxies != b.proxies || a.forced_addresses.size() != b.forced_addresses.size()) {
-    return false;
-  }
-  for (std::size_t i = 0; i < a.forced_addresses.size(); ++i) {
-    if (a.forced_addresses[i].host != b.forced_addresses[i].host ||
-        a.forced_addresses[i].port != b.forced_addresses[i].port) {
-      return false;
-    }
-  }
-  return true;
-}
-
 }  // namespace
 
 void Loader::CheckRules(Config* config) {
@@ -1340,7 +1327,7 @@ void Loader::CheckRules(Config* config) {
         const auto& pa = a.ports.empty() ? AllTcp() : a.ports;
         const auto& pb = raw.rule.ports.empty() ? AllTcp() : raw.rule.ports;
         if (!Overlap(pa, pb)) continue;
-        if (!SameAction(a, raw.rule)) {
+        if (!a.SameAction(raw.rule)) {
           Error(raw.rule.where, "pattern '" + raw.rule.pattern +
                                     "' is bound to a different action for the same ports at " +
                                     a.where.ToString());

@@ -76,19 +76,6 @@ Action ActionOf(const Rule& r) {
   return Action::kProxy;
 }
 
-bool SameAction(const Rule& a, const Rule& b) {
-  if (a.proxies != b.proxies || a.forced_addresses.size() != b.forced_addresses.size()) {
-    return false;
-  }
-  for (std::size_t i = 0; i < a.forced_addresses.size(); ++i) {
-    if (a.forced_addresses[i].host != b.forced_addresses[i].host ||
-        a.forced_addresses[i].port != b.forced_addresses[i].port) {
-      return false;
-    }
-  }
-  return true;
-}
-
 bool PortsOverlap(const Rule& a, const Rule& b) {
   const auto& pa = a.ports.empty() ? AllTcp() : a.ports;
   const auto& pb = b.ports.empty() ? AllTcp() : b.ports;
@@ -451,7 +438,7 @@ std::vector<RuleSet::Tie> RuleSet::FindTies() const {
     const std::string witness = m.patterns[r].Witness();
     m.ForEachMatch(witness, [&](std::uint32_t c) {
       if (c == r || !m.SameSpecificity(c, r)) return;
-      if (!PortsOverlap(m.rules[c], m.rules[r]) || SameAction(m.rules[c], m.rules[r])) return;
+      if (!PortsOverlap(m.rules[c], m.rules[r]) || m.rules[c].SameAction(m.rules[r])) return;
       pairs.emplace(std::min(c, r), std::max(c, r));
     });
   }
