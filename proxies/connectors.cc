@@ -46,29 +46,53 @@ asio::awaitable<ParseResult> ReadReply(tcp::socket& socket, Bytes& buffer, std::
   }
 }
 
-class Socks5Connector : public Connector {
+// What the socks5 and http connectors share: the proxy, reaching it, and
+// naming it in every error.
+class ProxyConnector : public Connector {
  public:
-  Socks5Connector(const config::Proxy& proxy, ConnectorContext& context)
+  ProxyConnector(const config::Proxy& proxy, ConnectorContext& context)
       : proxy_(proxy), context_(context) {}
 
-  asio::awaitable<std::optional<Stream>> Connect(const Target& target, Clock::time_point deadline,
-                                                 std::string* error) override {
-    auto prefix = [&] {
-      return "socks5 proxy '" + proxy_.name + "' (" + proxy_.address.ToString() + "): ";
-    };
+  const std::string& name() const override { return proxy_.name; }
+
+ protected:
+  // "socks5 proxy 'tor' (127.0.0.1:9050): ", the start of every error.
+  std::string Prefix() const {
+    return std::string(config::ToString(proxy_.type)) + " proxy '" + proxy_.name + "' (" +
+           proxy_.address.ToString() + "): ";
+  }
+
+  // A connection to the proxy itself (its name resolved through
+  // upstreamDns); null with `error` set.
+  asio::awaitable<std::shared_ptr<tcp::socket>> ConnectToProxy(Clock::time_point deadline,
+                                                               std::string* error) {
     std::string connect_error;
     auto socket = co_await ConnectTcp(context_.resolver, proxy_.address.host, proxy_.address.port,
                                       deadline, &connect_error);
     if (!socket) {
-      *error = prefix() + connect_error;
-      co_return std::nullopt;
+      *error = Prefix() + connect_error;
+      co_return nullptr;
     }
-    auto shared = std::make_shared<tcp::socket>(std::move(*socket));
+    co_return std::make_shared<tcp::socket>(std::move(*socket));
+  }
+
+  config::Proxy proxy_;
+  ConnectorContext& context_;
+};
+
+class Socks5Connector : public ProxyConnector {
+ public:
+  using ProxyConnector::ProxyConnector;
+
+  asio::awaitable<std::optional<Stream>> Connect(const Target& target, Clock::time_point deadline,
+                                                 std::string* error) override {
+    auto shared = co_await ConnectToProxy(deadline, error);
+    if (!shared) co_return std::nullopt;
     resolver::Deadline<tcp::socket> guard(shared, deadline);
     boost::system::error_code ec;
     Bytes buffer;
     auto fail = [&](const std::string& what) {
-      *error = prefix() + (guard.expired() ? "no answer in time during the handshake" : what);
+      *error = Prefix() + (guard.expired() ? "no answer in time during the handshake" : what);
       return std::nullopt;
     };
 
@@ -118,36 +142,20 @@ class Socks5Connector : public Connector {
     buffer.erase(buffer.begin(), buffer.begin() + static_cast<std::ptrdiff_t>(r.consumed));
     co_return Stream{std::move(*shared), std::move(buffer)};
   }
-
-  const std::string& name() const override { return proxy_.name; }
-
- private:
-  config::Proxy proxy_;
-  ConnectorContext& context_;
 };
 
-class HttpConnector : public Connector {
+class HttpConnector : public ProxyConnector {
  public:
-  HttpConnector(const config::Proxy& proxy, ConnectorContext& context)
-      : proxy_(proxy), context_(context) {}
+  using ProxyConnector::ProxyConnector;
 
   asio::awaitable<std::optional<Stream>> Connect(const Target& target, Clock::time_point deadline,
                                                  std::string* error) override {
-    auto prefix = [&] {
-      return "http proxy '" + proxy_.name + "' (" + proxy_.address.ToString() + "): ";
-    };
-    std::string connect_error;
-    auto socket = co_await ConnectTcp(context_.resolver, proxy_.address.host, proxy_.address.port,
-                                      deadline, &connect_error);
-    if (!socket) {
-      *error = prefix() + connect_error;
-      co_return std::nullopt;
-    }
-    auto shared = std::make_shared<tcp::socket>(std::move(*socket));
+    auto shared = co_await ConnectToProxy(deadline, error);
+    if (!shared) co_return std::nullopt;
     resolver::Deadline<tcp::socket> guard(shared, deadline);
     boost::system::error_code ec;
     auto fail = [&](const std::string& what) {
-      *error = prefix() + (guard.expired() ? "no answer in time to CONNECT" : what);
+      *error = Prefix() + (guard.expired() ? "no answer in time to CONNECT" : what);
       return std::nullopt;
     };
     std::string credentials;
@@ -173,12 +181,6 @@ class HttpConnector : public Connector {
     buffer.erase(buffer.begin(), buffer.begin() + static_cast<std::ptrdiff_t>(r.consumed));
     co_return Stream{std::move(*shared), std::move(buffer)};
   }
-
-  const std::string& name() const override { return proxy_.name; }
-
- private:
-  config::Proxy proxy_;
-  ConnectorContext& context_;
 };
 
 class DirectConnector : public Connector {
