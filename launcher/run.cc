@@ -553,6 +553,7 @@ int Run(const RunOptions& options) {
           spec.prefix_length = cfg.options.private_addresses.length;
           spec.listener_port = stack->engine().port();
           spec.table_name = cfg.options.iptables_chain;
+          spec.owned = false;  // the sandbox's namespace dies with us; see InterceptionSpec
           interception = netns::Interception::Create(spec, &sandbox_error);
           listening = interception != nullptr;
         },

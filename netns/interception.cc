@@ -93,16 +93,15 @@ std::uint32_t BlackholeAddress(const InterceptionSpec& spec) {
   return spec.network | HostMask(spec.prefix_length);
 }
 
-std::string NftScript(const InterceptionSpec& spec) {
+std::string NftScript(const InterceptionSpec& spec, bool replace_leftover) {
   const std::string table = TableName(spec);
   const std::string range = Range(spec).ToString();
   const std::string syn = "tcp flags & (fin|syn|rst|ack) == syn";
   char mark[16];
   std::snprintf(mark, sizeof mark, "0x%08x", kMark);
-  return "add table " + table + "\n" +     //
-         "delete table " + table + "\n" +  //
-         "table " + table + " {\n" +       //
-         "  flags owner\n" +
+  return (replace_leftover ? "add table " + table + "\ndelete table " + table + "\n" : "") +
+         "table " + table + " {\n" +  //
+         (spec.owned ? "  flags owner\n" : "") +
          "  chain prerouting {\n"
          "    type filter hook prerouting priority mangle; policy accept;\n" +
          "    ip daddr " + Dotted(BlackholeAddress(spec)) + " " + syn +
@@ -184,7 +183,7 @@ std::unique_ptr<Interception> Interception::Create(const InterceptionSpec& spec,
   }
 
   // 1. The table; a leftover of the same name goes in the same transaction.
-  if (Status s = k.RunNft(NftScript(spec)); !s.ok()) {
+  if (Status s = k.RunNft(NftScript(spec, found.exists)); !s.ok()) {
     return fail(Failure("create the nftables table " + table, s, spec));
   }
   self->undo_.push_back({"delete the nftables table " + table,

@@ -64,6 +64,11 @@ struct InterceptionSpec {
   // digits, '_' and '-', starting with a letter or '_', and not a word of
   // nft's language such as "tcp" (nft reports those as a syntax error).
   std::string table_name = "tunnels_redirects";
+  // `flags owner` on the table (see 1. above). Off for a network namespace
+  // that dies with this process anyway (the sandbox of `tunnels run`): the
+  // kernel removes an owned table when its socket closes, synchronously,
+  // which costs a grace period (about 10 ms) on the way out, for nothing.
+  bool owned = true;
 };
 
 // The mark bit intercepted packets get (ORed in, other bits kept).
@@ -121,9 +126,11 @@ std::string CheckSpec(const InterceptionSpec& spec);
 // names, whose connections are refused.
 std::uint32_t BlackholeAddress(const InterceptionSpec& spec);
 
-// The nft script Create runs as one transaction: it removes a leftover table
-// of the same name (`add table` first, so that `delete table` cannot fail)
-// and creates the table described above.
-std::string NftScript(const InterceptionSpec& spec);
+// The nft script Create runs as one transaction: it creates the table
+// described above and, with `replace_leftover`, first removes a leftover
+// table of the same name (`add table` first, so that `delete table` cannot
+// fail). Only then: a transaction that deletes a table waits for a grace
+// period (over 10 ms) before it returns.
+std::string NftScript(const InterceptionSpec& spec, bool replace_leftover);
 
 }  // namespace tunnels::netns

@@ -414,14 +414,13 @@ bool ChooseLinkNetwork(const Ipv4Network& range, const std::vector<Ipv4Network>&
 }
 
 std::string SandboxLinkNftScript(const SandboxLinkSpec& spec, const Ipv4Network& network,
-                                 bool drop_other_forwarding) {
+                                 bool drop_other_forwarding, bool replace_leftover) {
   const std::string table = "ip " + spec.table_name;
   const std::string veth = Quoted(spec.name_prefix + "h");
   const std::string group = std::to_string(kSandboxLinkGroup);
   std::string script =
-      "add table " + table + "\n" +     //
-      "delete table " + table + "\n" +  //
-      "table " + table + " {\n" +       //
+      (replace_leftover ? "add table " + table + "\ndelete table " + table + "\n" : "") + "table " +
+      table + " {\n" +  //
       "  flags owner\n"
       "  chain postrouting {\n"
       "    type nat hook postrouting priority srcnat; policy accept;\n" +
@@ -713,7 +712,7 @@ std::unique_ptr<SandboxLink> SandboxLink::Create(const SandboxLinkSpec& spec,
 
   // 4. NAT and forwarding rules; a leftover table of the same name goes in
   // the same transaction.
-  if (Status st = k.RunNft(SandboxLinkNftScript(spec, net, was_off)); !st.ok()) {
+  if (Status st = k.RunNft(SandboxLinkNftScript(spec, net, was_off, found.exists)); !st.ok()) {
     return fail(Failure("create the nftables table " + table, st, What::kNft, spec));
   }
   // It also goes with its owner, this Kernel's socket.

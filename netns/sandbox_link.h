@@ -187,11 +187,12 @@ std::string CheckSandboxLinkSpec(const SandboxLinkSpec& spec);
 bool ChooseLinkNetwork(const Ipv4Network& range, const std::vector<Ipv4Network>& routes,
                        const std::vector<Ipv4Network>& addresses, Ipv4Network* chosen);
 
-// The nft script Create runs as one transaction: it removes a leftover
-// table of the same name (`add table` first, so that `delete table` cannot
-// fail) and creates the table described above for the caller's end
-// `<prefix>h` and the /30 `network`.
+// The nft script Create runs as one transaction: it creates the table
+// described above for the caller's end `<prefix>h` and the /30 `network`
+// and, with `replace_leftover`, first removes a leftover table of the same
+// name (`add table` first, so that `delete table` cannot fail). Only then: a
+// transaction that deletes a table waits for a grace period (over 10 ms).
 std::string SandboxLinkNftScript(const SandboxLinkSpec& spec, const Ipv4Network& network,
-                                 bool drop_other_forwarding);
+                                 bool drop_other_forwarding, bool replace_leftover);
 
 }  // namespace tunnels::netns

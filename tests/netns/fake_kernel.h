@@ -105,8 +105,11 @@ class FakeKernel final : public Kernel {
       mine_.erase(name);
       return Status::Ok();
     }
-    const std::string add = "add table ip ";
-    const std::string name = script.substr(add.size(), script.find('\n') - add.size());
+    // A creating script starts with "add table ip NAME" (replacing a
+    // leftover) or "table ip NAME {".
+    const std::string add = "add table ip ", table = "table ip ";
+    const std::size_t at = script.rfind(add, 0) == 0 ? add.size() : table.size();
+    const std::string name = script.substr(at, script.find_first_of(" \n", at) - at);
     if (auto s = Call("nft-create", name)) return *s;
     if (state_->owned.count(name) != 0) {
       return Status{EPERM, "Could not process rule: Operation not permitted"};

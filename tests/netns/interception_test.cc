@@ -53,6 +53,9 @@ TEST_CASE("Create adds the table, then the route; the destructor undoes them in 
   CHECK(f.state->tables == std::set<std::string>{"tunnels_redirects"});
   CHECK(f.state->local_routes == std::map<std::string, bool>{{"198.18.0.0/15", true}});
   CHECK(interception->replaced().empty());
+  // Nothing to replace, so nothing deleted: that would cost a grace period.
+  REQUIRE(f.state->scripts.size() == 1);
+  CHECK(f.state->scripts[0].find("delete") == std::string::npos);
 
   interception.reset();
   // Removed explicitly before the kernel's sockets close.
@@ -267,10 +270,14 @@ TEST_CASE("The nft script") {
   spec.listener_port = 31337;
   spec.network = 0x0A400000u;  // 10.64.0.0
   spec.prefix_length = 10;
-  const std::string script = NftScript(spec);
+  const std::string script = NftScript(spec, false);
   INFO(script);
-  CHECK_THAT(script, Catch::StartsWith("add table ip my-table\ndelete table ip my-table\n"
-                                       "table ip my-table {\n  flags owner\n"));
+  CHECK_THAT(script, Catch::StartsWith("table ip my-table {\n  flags owner\n"));
+  // Only a leftover is deleted first: a transaction that deletes waits for
+  // a grace period.
+  CHECK(NftScript(spec, true) == "add table ip my-table\ndelete table ip my-table\n" + script);
+  spec.owned = false;
+  CHECK_THAT(NftScript(spec, false), Catch::StartsWith("table ip my-table {\n  chain prerouting"));
   CHECK_THAT(script,
              Catch::Contains("type filter hook prerouting priority mangle; policy accept;"));
   const std::string blackhole =

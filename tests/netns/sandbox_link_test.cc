@@ -167,7 +167,8 @@ TEST_CASE("Create links the sandbox out in order; the destructor undoes it in re
   CHECK(sandbox.default_routes == std::vector<std::string>{"via 100.64.0.1 dev tnl1s"});
   CHECK(sandbox.sysctls.at("net/ipv6/conf/tnl1s/disable_ipv6") == "1");
   CHECK(f.caller->tables == std::set<std::string>{"tunnels_run_1"});
-  CHECK(f.caller->scripts.back() == SandboxLinkNftScript(link->spec(), link->network(), true));
+  CHECK(f.caller->scripts.back() ==
+        SandboxLinkNftScript(link->spec(), link->network(), true, false));
   CHECK(f.Forward() == "1\n");
 
   // The state file, locked while the instance lives.
@@ -197,8 +198,6 @@ TEST_CASE("The nft script: NAT for the /30, forwarding for the sandboxes only") 
   spec.name_prefix = "tnl42";
   spec.table_name = "tunnels_run_42";
   const std::string common =
-      "add table ip tunnels_run_42\n"
-      "delete table ip tunnels_run_42\n"
       "table ip tunnels_run_42 {\n"
       "  flags owner\n"
       "  chain postrouting {\n"
@@ -210,8 +209,11 @@ TEST_CASE("The nft script: NAT for the /30, forwarding for the sandboxes only") 
       "    iifgroup 7630444 oifgroup 7630444 drop\n"
       "    iifname \"tnl42h\" accept\n"
       "    oifname \"tnl42h\" ct state established,related accept\n";
-  CHECK(SandboxLinkNftScript(spec, Net("100.64.0.8/30"), false) == common + "  }\n}\n");
-  CHECK(SandboxLinkNftScript(spec, Net("100.64.0.8/30"), true) ==
+  CHECK(SandboxLinkNftScript(spec, Net("100.64.0.8/30"), false, false) == common + "  }\n}\n");
+  // A leftover table of the same name is deleted in the same transaction.
+  CHECK(SandboxLinkNftScript(spec, Net("100.64.0.8/30"), false, true) ==
+        "add table ip tunnels_run_42\ndelete table ip tunnels_run_42\n" + common + "  }\n}\n");
+  CHECK(SandboxLinkNftScript(spec, Net("100.64.0.8/30"), true, false) ==
         common +
             "    iifgroup 7630444 accept\n"
             "    oifgroup 7630444 ct state established,related accept\n"
@@ -328,7 +330,8 @@ TEST_CASE("Forwarding on before: left alone, and no drop rules") {
   auto link = f.Create(f.Spec());
   REQUIRE(link != nullptr);
   CHECK_FALSE(link->drops_other_forwarding());
-  CHECK(f.caller->scripts.back() == SandboxLinkNftScript(link->spec(), link->network(), false));
+  CHECK(f.caller->scripts.back() ==
+        SandboxLinkNftScript(link->spec(), link->network(), false, false));
   CHECK_THAT(ReadFile(link->state_file()), Catch::Contains("ip_forward_before=1\n"));
   link.reset();
   CHECK(f.Forward() == "1\n");
@@ -527,6 +530,8 @@ TEST_CASE("A table a running process owns is not taken over; a leftover one is r
     CHECK(link->notes() ==
           std::vector<std::string>{"replaced the leftover nftables table ip tunnels_run_1 of an "
                                    "earlier instance"});
+    CHECK_THAT(f.caller->scripts.back(),
+               Catch::StartsWith("add table ip tunnels_run_1\ndelete table ip tunnels_run_1\n"));
   }
 }
 
