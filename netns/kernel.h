@@ -68,6 +68,11 @@ class Kernel {
   // Runs an nft script (the text language of nft(8)) as one transaction:
   // either all of it takes effect or none of it does. Tables created with
   // `flags owner` belong to this Kernel object and vanish with it.
+  //
+  // RunNft uses a socket of its own: one RunNft may run on one thread while
+  // one of the link, address and route calls runs on another (SandboxLink
+  // overlaps the two slow deletions at teardown). Nothing else is
+  // thread-safe.
   virtual Status RunNft(const std::string& script) = 0;
 
   // Looks up nftables table `ip NAME`. A missing table is not an error.

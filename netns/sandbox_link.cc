@@ -11,6 +11,7 @@
 #include <cstring>
 #include <functional>
 #include <map>
+#include <thread>
 #include <utility>
 
 namespace tunnels::netns {
@@ -448,6 +449,9 @@ struct SandboxLink::Undo {
   std::function<Status()> run;
   int gone_error = 0;          // the errno that means "already gone"
   bool only_if_clean = false;  // skipped when an earlier undo failed (the state file)
+  // May run on another thread at the same time as the undo after it (in
+  // the order of undoing): an RunNft beside a link call; see Kernel::RunNft.
+  bool overlaps_next = false;
 };
 
 SandboxLink::SandboxLink(SandboxLinkSpec spec, std::unique_ptr<Kernel> caller)
@@ -474,13 +478,26 @@ std::string SandboxLink::Remove() {
   DirLock lock;
   if (!state_path_.empty()) DirLock::Take(spec_.state_dir, &lock);
   std::string errors;
+  auto note = [&](const Undo& undo, const Status& s) {
+    if (s.ok() || s.error == undo.gone_error) return;
+    errors = Join(errors, Failure(undo.what, s, undo.kind, spec_));
+  };
   while (!undo_.empty()) {
     const Undo undo = std::move(undo_.back());
     undo_.pop_back();
     if (undo.only_if_clean && !errors.empty()) continue;
-    const Status s = undo.run();
-    if (s.ok() || s.error == undo.gone_error) continue;
-    errors = Join(errors, Failure(undo.what, s, undo.kind, spec_));
+    if (undo.overlaps_next && spec_.overlap_teardown && !undo_.empty()) {
+      const Undo next = std::move(undo_.back());
+      undo_.pop_back();
+      Status first;
+      std::thread beside([&] { first = undo.run(); });
+      const Status second = next.run();
+      beside.join();
+      note(undo, first);
+      note(next, second);
+      continue;
+    }
+    note(undo, undo.run());
   }
   forwarding_.reset();
   if (!errors.empty() && !state_path_.empty()) {
@@ -717,7 +734,8 @@ std::unique_ptr<SandboxLink> SandboxLink::Create(const SandboxLinkSpec& spec,
   }
   // It also goes with its owner, this Kernel's socket.
   self->undo_.push_back({"delete the nftables table " + table, What::kNft,
-                         [&k, name = table] { return k.RunNft("delete table " + name); }, ENOENT});
+                         [&k, name = table] { return k.RunNft("delete table " + name); }, ENOENT,
+                         /*only_if_clean=*/false, /*overlaps_next=*/true});
   if (found.exists) {
     self->notes_.push_back("replaced the leftover nftables table " + table +
                            " of an earlier instance");

@@ -60,8 +60,12 @@
 // What goes by itself: the veth pair when the sandbox's namespace is
 // destroyed (its last process exits and no fd holds it), the table with its
 // owner. Undo still removes both explicitly, in reverse order: ip_forward
-// first, then the table, then the veth pair, then the state file; something
-// already gone counts as removed.
+// first, then the table and the veth pair, then the state file; something
+// already gone counts as removed. The table and the veth pair are deleted at
+// the same time, on two threads (with `overlap_teardown`): each deletion
+// waits for an RCU grace period in the kernel, over 10 ms, and neither
+// depends on the other (the table names the interface, it holds no
+// reference to it).
 //
 // Call Create, Remove and the destructor from a thread in the caller's
 // network namespace: /proc/sys/net shows the namespace of the thread that
@@ -98,6 +102,9 @@ struct SandboxLinkSpec {
   std::uint32_t link_range = 0x64400000u;
   int link_range_length = 10;
   bool outbound = true;  // false (--strict): no veth, no route out
+  // Delete the table and the veth pair at once (see above). Tests with
+  // recording fakes turn it off to see the calls in a fixed order.
+  bool overlap_teardown = true;
   // The nftables table for NAT and forwarding here, e.g. "tunnels_run_<pid>":
   // as InterceptionSpec::table_name.
   std::string table_name;

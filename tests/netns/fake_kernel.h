@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <set>
 #include <string>
@@ -62,6 +63,10 @@ struct FakeState {
   // instead of doing anything.
   std::map<std::string, Status> fail;
 
+  // Held by every call: SandboxLink may call RunNft and a link call from
+  // two threads at once.
+  std::recursive_mutex mutex;
+
   FakeState() { links["lo"] = FakeLink{"", 0, false, {"127.0.0.1/8"}, "", {}}; }
 };
 
@@ -69,6 +74,7 @@ class FakeKernel final : public Kernel {
  public:
   explicit FakeKernel(std::shared_ptr<FakeState> state) : state_(std::move(state)) {}
   ~FakeKernel() override {
+    const std::lock_guard lock(state_->mutex);
     state_->calls.push_back("destroyed");
     if (state_->journal) state_->journal->push_back(state_->label + ": destroyed");
     // Like the real kernel: tables with `flags owner` die with their socket.
@@ -76,6 +82,7 @@ class FakeKernel final : public Kernel {
   }
 
   Status AddLocalRoute(const Ipv4Network& network) override {
+    const std::lock_guard lock(state_->mutex);
     const std::string net = network.ToString();
     if (auto s = Call("add-route", net)) return *s;
     if (state_->local_routes.count(net) != 0 || state_->other_routes.count(net) != 0) {
@@ -86,6 +93,7 @@ class FakeKernel final : public Kernel {
   }
 
   Status DeleteLocalRoute(const Ipv4Network& network, bool exact) override {
+    const std::lock_guard lock(state_->mutex);
     const std::string net = network.ToString();
     if (auto s = Call("delete-route", net + (exact ? " exact" : " any"))) return *s;
     auto it = state_->local_routes.find(net);
@@ -95,6 +103,7 @@ class FakeKernel final : public Kernel {
   }
 
   Status RunNft(const std::string& script) override {
+    const std::lock_guard lock(state_->mutex);
     state_->scripts.push_back(script);
     const std::string del = "delete table ip ";
     if (script.rfind(del, 0) == 0) {
@@ -120,6 +129,7 @@ class FakeKernel final : public Kernel {
   }
 
   Status FindNftTable(const std::string& name, NftTable* table) override {
+    const std::lock_guard lock(state_->mutex);
     *table = {};
     if (auto s = Call("find-table", name)) return *s;
     table->exists = state_->tables.count(name) != 0;
@@ -132,6 +142,7 @@ class FakeKernel final : public Kernel {
 
   Status AddVethPair(const std::string& name, const std::string& peer, int peer_netns_fd,
                      std::uint32_t group) override {
+    const std::lock_guard lock(state_->mutex);
     if (auto s = Call("add-veth", name + " " + peer + " fd=" + std::to_string(peer_netns_fd) +
                                       " group=" + std::to_string(group))) {
       return *s;
@@ -148,6 +159,7 @@ class FakeKernel final : public Kernel {
   }
 
   Status DeleteLink(const std::string& name) override {
+    const std::lock_guard lock(state_->mutex);
     if (auto s = Call("delete-link", name)) return *s;
     auto it = state_->links.find(name);
     if (it == state_->links.end()) return Status::Errno(ENODEV);
@@ -158,6 +170,7 @@ class FakeKernel final : public Kernel {
   }
 
   Status FindLink(const std::string& name, LinkInfo* info) override {
+    const std::lock_guard lock(state_->mutex);
     *info = {};
     if (auto s = Call("find-link", name)) return *s;
     if (auto it = state_->links.find(name); it != state_->links.end()) {
@@ -169,6 +182,7 @@ class FakeKernel final : public Kernel {
   }
 
   Status SetLinkUp(const std::string& name) override {
+    const std::lock_guard lock(state_->mutex);
     if (auto s = Call("link-up", name)) return *s;
     auto it = state_->links.find(name);
     if (it == state_->links.end()) return Status::Errno(ENODEV);
@@ -177,6 +191,7 @@ class FakeKernel final : public Kernel {
   }
 
   Status AddAddress(const std::string& name, const Ipv4Network& address) override {
+    const std::lock_guard lock(state_->mutex);
     const std::string text = address.ToString();
     if (auto s = Call("add-address", name + " " + text)) return *s;
     auto it = state_->links.find(name);
@@ -188,6 +203,7 @@ class FakeKernel final : public Kernel {
   }
 
   Status AddDefaultRoute(std::uint32_t gateway, const std::string& name) override {
+    const std::lock_guard lock(state_->mutex);
     const std::string text = "via " + Ipv4AddressString(gateway) + " dev " + name;
     if (auto s = Call("add-default-route", text)) return *s;
     if (state_->links.count(name) == 0) return Status::Errno(ENODEV);
@@ -197,6 +213,7 @@ class FakeKernel final : public Kernel {
   }
 
   Status ListRoutes(std::vector<Ipv4Network>* routes) override {
+    const std::lock_guard lock(state_->mutex);
     routes->clear();
     if (auto s = Call("list-routes", "")) return *s;
     *routes = state_->routes;
@@ -212,6 +229,7 @@ class FakeKernel final : public Kernel {
   }
 
   Status ListAddresses(std::vector<Ipv4Network>* addresses) override {
+    const std::lock_guard lock(state_->mutex);
     addresses->clear();
     if (auto s = Call("list-addresses", "")) return *s;
     *addresses = state_->addresses;
@@ -222,6 +240,7 @@ class FakeKernel final : public Kernel {
   }
 
   Status WriteSysctl(const std::string& path, const std::string& value) override {
+    const std::lock_guard lock(state_->mutex);
     if (auto s = Call("sysctl", path + "=" + value)) return *s;
     state_->sysctls[path] = value;
     return Status::Ok();

@@ -4,6 +4,7 @@
 #include <sys/file.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <catch2/catch.hpp>
 #include <cerrno>
 #include <filesystem>
@@ -78,6 +79,7 @@ struct Fixture {
     spec.table_name = "tunnels_run_" + n;
     spec.state_dir = (temp.dir / "state").string();
     spec.sysctl_root = (temp.dir / "sys").string();
+    spec.overlap_teardown = false;  // the calls in a fixed order; see the test of it below
     return spec;
   }
 
@@ -191,6 +193,36 @@ TEST_CASE("Create links the sandbox out in order; the destructor undoes it in re
   CHECK(f.CallerClean());
   CHECK(f.sandboxes[0]->links.count("tnl1s") == 0);  // went with its peer
   CHECK(f.StateFiles().empty());
+}
+
+TEST_CASE("Teardown deletes the table and the veth pair at once, and both are gone") {
+  Fixture f;
+  SandboxLinkSpec spec = f.Spec();
+  spec.overlap_teardown = true;
+  auto link = f.Create(spec);
+  REQUIRE(link != nullptr);
+  f.Take();
+  CHECK(link->Remove().empty());
+  Calls calls = f.Take();
+  // On two threads: in either order.
+  std::sort(calls.begin(), calls.end());
+  CHECK(calls == Calls{"caller: delete-link tnl1h", "caller: nft-delete tunnels_run_1"});
+  CHECK(f.Forward() == "0\n");
+  CHECK(f.CallerClean());
+  CHECK(f.StateFiles().empty());
+}
+
+TEST_CASE("A failed deletion beside the other is reported, and the state file stays") {
+  Fixture f;
+  SandboxLinkSpec spec = f.Spec();
+  spec.overlap_teardown = true;
+  auto link = f.Create(spec);
+  REQUIRE(link != nullptr);
+  f.caller->fail["delete-link"] = Status{EBUSY, "Device or resource busy"};
+  const std::string errors = link->Remove();
+  CHECK_THAT(errors, Catch::Contains("delete the veth pair tnl1h"));
+  CHECK(f.caller->tables.empty());  // the table went all the same
+  CHECK(f.StateFiles() == std::vector<std::string>{"tnl1.state"});
 }
 
 TEST_CASE("The nft script: NAT for the /30, forwarding for the sandboxes only") {
