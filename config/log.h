@@ -19,8 +19,7 @@ class Log {
   // `timestamps`: each line starts with the local time (to the
   // millisecond), for a log that is a plain file or a terminal; the
   // systemd journal adds its own.
-  Log(LogLevel level, std::vector<std::string> silent_modules, int fd = 2,
-      bool timestamps = false);
+  Log(LogLevel level, std::vector<std::string> silent_modules, int fd = 2, bool timestamps = false);
 
   bool Enabled(std::string_view module, LogLevel level) const;
   void Write(std::string_view module, LogLevel level, std::string_view message) const;

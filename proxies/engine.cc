@@ -75,8 +75,8 @@ struct Engine::Impl {
   bool stopped = false;
   std::mt19937_64 random{std::random_device{}()};
 
-  Impl(asio::io_context& io_context, Options o, resolver::FakePool& p,
-       resolver::Upstream& upstream, const config::Log& l)
+  Impl(asio::io_context& io_context, Options o, resolver::FakePool& p, resolver::Upstream& upstream,
+       const config::Log& l)
       : io(io_context), options(o), pool(p), log(l), resolver(upstream), acceptor(io_context) {}
 
   std::shared_ptr<Generation> MakeGeneration(std::shared_ptr<const config::Config> config,
