@@ -212,27 +212,11 @@ int RunSystem(const SystemOptions& options) {
     return 1;
   }
 
-  // The journal first: it says what a killed instance left, and it must
-  // be in place before the first change.
-  const std::string state_dir = loaded.config->options.state_directory;
-  std::string error;
-  const auto journal = netns::Journal::Open(state_dir, netns::kSystemJournalName, &error);
-  if (!journal) {
-    log.Error("SYSTEM", error);
-    return 1;
-  }
-  {
-    LazySystemUndoer undoer;
-    std::vector<std::string> notes;
-    if (std::string errors = journal->UndoLeftovers(undoer, &notes); !errors.empty()) {
-      log.Error("SYSTEM", "cannot undo what an earlier, killed instance left: " + errors +
-                              "; fix that, then run `tunnels cleanup`");
-      return 1;
-    }
-    for (const std::string& note : notes) log.Info("SYSTEM", "killed instance's leftover: " + note);
-  }
-  // With resolv.conf as it was, the upstream servers can be read from it.
-  if (loaded.config->options.upstream_dns_origin.empty() == false) {
+  // Once tunnels has taken resolv.conf over (or a killed instance left it
+  // so), the original, and with it the upstream servers, is the backup.
+  if (!loaded.config->options.upstream_dns_origin.empty() &&
+      LoadOptionsFor(loaded.config->options).system_resolv_conf !=
+          loaded.config->options.resolvconf_path) {
     loaded = config::Load(options.paths, LoadOptionsFor(loaded.config->options));
     if (!loaded.ok()) {
       for (const auto& d : loaded.diagnostics) std::cerr << d.ToString() << "\n";
@@ -240,6 +224,7 @@ int RunSystem(const SystemOptions& options) {
     }
   }
   const config::Options o = loaded.config->options;
+  std::string error;
 
   // Before the stack: its sockets must be closed before the io_context goes.
   asio::io_context io(1);
@@ -256,6 +241,24 @@ int RunSystem(const SystemOptions& options) {
   if (!stack->Listen(io, dns, &error)) {
     log.Error("DNS", error);
     return 1;
+  }
+  // The journal before the first change: it says what a killed instance
+  // left, which is undone first, and records each change before it is made.
+  const std::string state_dir = o.state_directory;
+  const auto journal = netns::Journal::Open(state_dir, netns::kSystemJournalName, &error);
+  if (!journal) {
+    log.Error("SYSTEM", error);
+    return 1;
+  }
+  {
+    LazySystemUndoer undoer;
+    std::vector<std::string> notes;
+    if (std::string errors = journal->UndoLeftovers(undoer, &notes); !errors.empty()) {
+      log.Error("SYSTEM", "cannot undo what an earlier, killed instance left: " + errors +
+                              "; fix that, then run `tunnels cleanup`");
+      return 1;
+    }
+    for (const std::string& note : notes) log.Info("SYSTEM", "killed instance's leftover: " + note);
   }
   MappingsSaver saver(state_dir + "/" + kMappingsFileName, o.private_addresses.ToString(),
                       stack->pool(), log);
@@ -401,11 +404,10 @@ int RunSystem(const SystemOptions& options) {
   signals.async_wait([&](const boost::system::error_code& sec, int signal) {
     if (sec) return;
     const std::size_t live = stack->engine().active_connections();
-    log.Info("SYSTEM",
-             std::string("stopping on ") + (signal == SIGINT ? "SIGINT" : "SIGTERM") +
-                 (live == 0 ? std::string()
-                            : "; waiting up to " + std::to_string(kDrainTime.count()) + " s for " +
-                                  std::to_string(live) + " live connections"));
+    log.Info("DNS", std::string("stopping on ") + (signal == SIGINT ? "SIGINT" : "SIGTERM") +
+                        (live == 0 ? std::string()
+                                   : "; waiting up to " + std::to_string(kDrainTime.count()) +
+                                         " s for " + std::to_string(live) + " live connections"));
     stack->engine().Stop();
     // Programs get the real DNS servers back at once, not after the drain.
     if (std::string why = changes.RestoreResolvConf(); !why.empty()) log.Error("DNS", why);
