@@ -154,6 +154,9 @@ struct Options {
   std::uint16_t temporary_bind_port_last = 55000;
   std::string iptables_chain = "tunnels_redirects";
   std::uint32_t random_credentials_length = 16;
+  // Where `tunnels system` keeps its journal of changes and the saved
+  // name-to-address mappings (not an option of the original tunnels).
+  std::string state_directory = "/run/tunnels";
 
   // Where each option that a file set came from, by its YAML key. Options
   // missing here have their default (or, for upstreamDns, came from

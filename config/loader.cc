@@ -51,7 +51,8 @@ const std::vector<std::string>& MainOptionNames() {
                                                  "upstreamDnsTimeout",
                                                  "temporaryBindPortRange",
                                                  "iptablesChain",
-                                                 "randomCredentialsLength"};
+                                                 "randomCredentialsLength",
+                                                 "stateDirectory"};
   return names;
 }
 
@@ -689,6 +690,8 @@ void Loader::ReadMainOption(const std::string& key, const YAML::Node& key_node,
     as_path(&o.resolvconf_path);
   } else if (key == "resolvconfBackupPath") {
     as_path(&o.resolvconf_backup_path);
+  } else if (key == "stateDirectory") {
+    as_path(&o.state_directory);
   } else if (key == "dnsPacketSize") {
     if (auto v = as_uint(512, 65535)) o.dns_packet_size = static_cast<std::uint32_t>(*v);
   } else if (key == "upstreamDnsTimeout") {

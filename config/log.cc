@@ -1,14 +1,29 @@
 #include "config/log.h"
 
 #include <strings.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <ctime>
 
 namespace tunnels::config {
 
-Log::Log(LogLevel level, std::vector<std::string> silent_modules, int fd)
-    : level_(level), silent_(std::move(silent_modules)), fd_(fd) {}
+Log::Log(LogLevel level, std::vector<std::string> silent_modules, int fd, bool timestamps)
+    : level_(level), silent_(std::move(silent_modules)), fd_(fd), timestamps_(timestamps) {}
+
+bool StderrIsJournal() {
+  const char* value = std::getenv("JOURNAL_STREAM");
+  if (value == nullptr) return false;
+  unsigned long long device = 0;
+  unsigned long long inode = 0;
+  if (std::sscanf(value, "%llu:%llu", &device, &inode) != 2) return false;
+  struct stat st {};
+  if (::fstat(2, &st) != 0) return false;
+  return st.st_dev == device && st.st_ino == inode;
+}
 
 bool Log::Enabled(std::string_view module, LogLevel level) const {
   if (level > level_) return false;
@@ -22,7 +37,20 @@ bool Log::Enabled(std::string_view module, LogLevel level) const {
 void Log::Write(std::string_view module, LogLevel level, std::string_view message) const {
   if (!Enabled(module, level)) return;
   std::string line;
-  line.reserve(module.size() + message.size() + 4);
+  line.reserve(module.size() + message.size() + 28);
+  if (timestamps_) {
+    const auto now = std::chrono::system_clock::now();
+    const std::time_t seconds = std::chrono::system_clock::to_time_t(now);
+    const auto millis =
+        std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count() %
+        1000;
+    std::tm local{};
+    localtime_r(&seconds, &local);
+    char stamp[40];
+    const std::size_t n = std::strftime(stamp, sizeof stamp, "%Y-%m-%d %H:%M:%S", &local);
+    std::snprintf(stamp + n, sizeof stamp - n, ".%03d ", static_cast<int>(millis));
+    line.append(stamp);
+  }
   line.push_back('[');
   line.append(module);
   line.append("] ");

@@ -16,7 +16,10 @@ enum class LogLevel { kError = 0, kWarning = 1, kInfo = 2, kDebug = 3 };
 
 class Log {
  public:
-  Log(LogLevel level, std::vector<std::string> silent_modules, int fd = 2);
+  // `timestamps`: each line starts with the local time (to the
+  // millisecond), for a log that is a plain file or a terminal; the
+  // systemd journal adds its own.
+  Log(LogLevel level, std::vector<std::string> silent_modules, int fd = 2, bool timestamps = false);
 
   bool Enabled(std::string_view module, LogLevel level) const;
   void Write(std::string_view module, LogLevel level, std::string_view message) const;
@@ -44,10 +47,15 @@ class Log {
   LogLevel level_;
   std::vector<std::string> silent_;
   int fd_;
+  bool timestamps_ = false;
   // The limiter's window; mutable because logging is logically const.
   mutable std::atomic<std::int64_t> window_{0};
   mutable std::atomic<int> in_window_{0};
   mutable std::atomic<int> suppressed_{0};
 };
+
+// Whether standard error is connected to the systemd journal: the
+// JOURNAL_STREAM variable systemd sets names its device and inode.
+bool StderrIsJournal();
 
 }  // namespace tunnels::config

@@ -61,9 +61,17 @@ int Main(int argc, char** argv) {
   run->add_option("COMMAND", run_positional, "The program and its arguments, after --");
 
   std::string cleanup_state = "/run/tunnels";
-  CLI::App* cleanup =
-      app.add_subcommand("cleanup", "Remove what killed instances of tunnels run left behind");
-  cleanup->add_option("--state-dir", cleanup_state, "Where tunnels run keeps its state");
+  std::vector<std::string> cleanup_paths;
+  CLI::App* cleanup = app.add_subcommand(
+      "cleanup",
+      "Undo what killed instances of tunnels system and tunnels run left behind (resolv.conf, "
+      "routes, nftables tables, kernel parameters)");
+  CLI::Option* cleanup_state_option = cleanup->add_option(
+      "--state-dir", cleanup_state,
+      "Where the state is (default /run/tunnels; for tunnels system, the configuration's "
+      "stateDirectory)");
+  cleanup->add_option("CONF", cleanup_paths,
+                      "The configuration tunnels system ran with, for its stateDirectory");
 
   // The original took configuration paths with no command: `tunnels CONF...`
   // is `tunnels system CONF...`.
@@ -99,7 +107,27 @@ int Main(int argc, char** argv) {
                                            : config::LogLevel::kWarning;
     return Run(run_options);
   }
-  if (*cleanup) return Cleanup(cleanup_state);
+  if (*cleanup) {
+    std::string system_state = cleanup_state;
+    int status = 0;
+    if (!cleanup_paths.empty() && cleanup_state_option->count() == 0) {
+      const config::LoadResult loaded = config::Load(cleanup_paths);
+      if (loaded.ok()) {
+        system_state = loaded.config->options.state_directory;
+      } else {
+        // A broken configuration must not keep the system broken: the
+        // default place is still cleaned up.
+        for (const auto& d : loaded.diagnostics) std::cerr << d.ToString() << "\n";
+        std::cerr << "tunnels cleanup: cannot read stateDirectory from the configuration; "
+                     "cleaning up "
+                  << system_state << "\n";
+        status = 1;
+      }
+    }
+    if (CleanupSystem(system_state) != 0) status = 1;
+    if (Cleanup(cleanup_state) != 0) status = 1;
+    return status;
+  }
   if (*system) {
     SystemOptions options;
     options.paths = system_paths;

@@ -7,12 +7,14 @@ namespace tunnels::launcher {
 namespace asio = boost::asio;
 
 Stack::Stack(const config::Config& config, const config::Log& log)
-    : config_(config), log_(log), rules_(config_) {}
+    : config_(std::make_shared<const config::Config>(config)),
+      log_(log),
+      rules_(std::make_shared<const config::RuleSet>(*config_)) {}
 
 std::unique_ptr<Stack> Stack::Create(const config::Config& config, const config::Log& log,
                                      bool check_upstream_loop, std::string* error) {
   std::unique_ptr<Stack> s(new Stack(config, log));
-  const config::Options& o = s->config_.options;
+  const config::Options& o = s->config_->options;
   resolver::FakePool::Options pool_options;
   pool_options.network = o.private_addresses.address;
   pool_options.prefix_length = o.private_addresses.length;
@@ -52,7 +54,8 @@ std::unique_ptr<Stack> Stack::Create(const config::Config& config, const config:
       static_cast<std::uint32_t>(std::max<std::int64_t>(1, o.address_cleanup_time.count() / 4));
   handler_options.packet_size = o.dns_packet_size;
   s->handler_ =
-      std::make_unique<resolver::QueryHandler>(s->rules_, *s->pool_, handler_options, log);
+      std::make_unique<resolver::QueryHandler>(*s->rules_, *s->pool_, handler_options, log);
+  s->handler_->SetRules(s->rules_);
   return s;
 }
 
@@ -63,6 +66,47 @@ bool Stack::Listen(asio::io_context& io, const resolver::DnsServer::Options& dns
   engine_ = proxies::Engine::Create(io, proxies::Engine::Options{}, config_, rules_, *pool_,
                                     *upstream_, log_, error);
   return engine_ != nullptr;
+}
+
+std::vector<std::string> Stack::Reload(const config::Config& config) {
+  const config::Options& was = config_->options;
+  const config::Options& now = config.options;
+  std::vector<std::string> restart;
+  auto differs = [&](const char* name, bool changed) {
+    if (changed) restart.push_back(name);
+  };
+  differs("upstreamDns", was.upstream_dns != now.upstream_dns);
+  differs("privateAddresses", was.private_addresses.ToString() != now.private_addresses.ToString());
+  differs("silentLog", was.silent_log != now.silent_log);
+  differs("addressCleanupTime", was.address_cleanup_time != now.address_cleanup_time);
+  differs("dnsBindAddress", was.dns_bind_address != now.dns_bind_address);
+  differs("dnsPort", was.dns_port != now.dns_port);
+  differs("overwriteResolvconf", was.overwrite_resolvconf != now.overwrite_resolvconf);
+  differs("restoreResolvConf", was.restore_resolvconf != now.restore_resolvconf);
+  differs("makeResolvconfImmutable",
+          was.make_resolvconf_immutable != now.make_resolvconf_immutable);
+  differs("resolvconfPath", was.resolvconf_path != now.resolvconf_path);
+  differs("resolvconfBackupPath", was.resolvconf_backup_path != now.resolvconf_backup_path);
+  differs("dnsPacketSize", was.dns_packet_size != now.dns_packet_size);
+  differs("upstreamDnsTimeout", was.upstream_dns_timeout != now.upstream_dns_timeout);
+  differs("iptablesChain", was.iptables_chain != now.iptables_chain);
+  differs("stateDirectory", was.state_directory != now.state_directory);
+
+  // The options that need a restart keep their running values, so that the
+  // rest of tunnels (pool, sockets) and the new rules agree.
+  config::Config next = config;
+  next.options = was;
+  next.options.block_undefined_domains = now.block_undefined_domains;
+  next.options.random_credentials_length = now.random_credentials_length;
+  next.options.temporary_bind_port_first = now.temporary_bind_port_first;
+  next.options.temporary_bind_port_last = now.temporary_bind_port_last;
+  auto next_config = std::make_shared<const config::Config>(std::move(next));
+  auto next_rules = std::make_shared<const config::RuleSet>(*next_config);
+  handler_->SetRules(next_rules);
+  if (engine_) engine_->Update(next_config, next_rules);
+  config_ = std::move(next_config);
+  rules_ = std::move(next_rules);
+  return restart;
 }
 
 void Stack::Start() {

@@ -7,6 +7,7 @@
 #include <boost/asio/io_context.hpp>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "config/config.h"
 #include "config/log.h"
@@ -33,7 +34,13 @@ class Stack {
   void Start();
   void Stop();
 
-  const config::Config& config() const { return config_; }
+  // Makes new queries and connections follow `config` (a reload); live
+  // connections and every mapping stay. Returns the options that differ but
+  // take effect only at a restart (the listening sockets, the fake range,
+  // upstream DNS, ...), for a warning; the rest of the old values stay.
+  std::vector<std::string> Reload(const config::Config& config);
+
+  const config::Config& config() const { return *config_; }
   resolver::DnsServer& dns() { return *server_; }
   proxies::Engine& engine() { return *engine_; }
   resolver::FakePool& pool() { return *pool_; }
@@ -44,9 +51,9 @@ class Stack {
  private:
   Stack(const config::Config& config, const config::Log& log);
 
-  config::Config config_;
+  std::shared_ptr<const config::Config> config_;
   const config::Log& log_;
-  config::RuleSet rules_;
+  std::shared_ptr<const config::RuleSet> rules_;
   std::unique_ptr<resolver::FakePool> pool_;
   resolver::Upstream::Options upstream_options_;
   std::unique_ptr<resolver::Upstream> upstream_;

@@ -1,21 +1,34 @@
 #include "launcher/system.h"
 
+#include <linux/capability.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <functional>
 #include <iostream>
 #include <sstream>
 
 #include "config/config.h"
+#include "launcher/mappings_file.h"
 #include "launcher/stack.h"
 #include "netns/interception.h"
+#include "netns/journal.h"
+#include "netns/resolv_conf.h"
 
 namespace tunnels::launcher {
 namespace {
 
 namespace asio = boost::asio;
+
+// How long live connections may take to finish after SIGTERM or SIGINT.
+constexpr std::chrono::seconds kDrainTime{10};
+// How often the mappings are saved (when they changed).
+constexpr std::chrono::seconds kSaveEvery{10};
 
 template <typename T>
 std::string Text(const T& value) {
@@ -23,6 +36,131 @@ std::string Text(const T& value) {
   s << value;
   return s.str();
 }
+
+bool Exists(const std::string& path) {
+  struct stat st {};
+  return ::lstat(path.c_str(), &st) == 0;
+}
+
+// Whether this process has CAP_NET_ADMIN in its effective set.
+bool HasNetAdmin() {
+  __user_cap_header_struct header{};
+  header.version = _LINUX_CAPABILITY_VERSION_3;
+  header.pid = 0;
+  __user_cap_data_struct data[2] = {};
+  if (::syscall(SYS_capget, &header, data) != 0) return true;  // let the kernel decide later
+  return (data[CAP_NET_ADMIN / 32].effective & (1u << (CAP_NET_ADMIN % 32))) != 0;
+}
+
+// Where the upstream DNS servers come from when no file sets upstreamDns:
+// once tunnels has taken resolv.conf over, the original is the backup.
+config::LoadOptions LoadOptionsFor(const config::Options& o) {
+  config::LoadOptions l;
+  l.system_resolv_conf = o.overwrite_resolvconf && Exists(o.resolvconf_backup_path)
+                             ? o.resolvconf_backup_path
+                             : o.resolvconf_path;
+  return l;
+}
+
+// Undoes journal entries with the real kernel, opened only when there is
+// something to undo (so that a cleanup with nothing to do needs no
+// privileges).
+class LazySystemUndoer : public netns::Undoer {
+ public:
+  std::string Undo(const netns::JournalEntry& entry) override {
+    if (!undoer_) {
+      std::string error;
+      kernel_ = netns::LinuxKernel(&error);
+      if (!kernel_) return error;
+      undoer_ = std::make_unique<netns::SystemUndoer>(*kernel_);
+    }
+    return undoer_->Undo(entry);
+  }
+
+ private:
+  std::unique_ptr<netns::Kernel> kernel_;
+  std::unique_ptr<netns::SystemUndoer> undoer_;
+};
+
+// Saves the pool's mappings when they differ from what was saved last.
+class MappingsSaver {
+ public:
+  MappingsSaver(std::string path, std::string range, resolver::FakePool& pool,
+                const config::Log& log)
+      : path_(std::move(path)), range_(std::move(range)), pool_(pool), log_(log) {}
+
+  void Load() {
+    std::string text, error, why;
+    bool missing = false;
+    if (!ReadFile(path_, &text, &missing, &error)) {
+      if (!missing) log_.Warning("DNS", error + "; starting without saved mappings");
+      return;
+    }
+    std::vector<resolver::FakePool::Mapping> mappings;
+    if (!ParseMappings(text, range_, &mappings, &why)) {
+      log_.Info("DNS", "discarded the saved mappings in " + path_ + ": " + why);
+      ::unlink(path_.c_str());
+      return;
+    }
+    const std::size_t restored = pool_.Restore(mappings);
+    log_.Info("DNS", "restored " + std::to_string(restored) + " saved name-to-address mappings");
+    saved_ = text;
+  }
+
+  void Save() {
+    const std::string text = SerializeMappings(range_, pool_.Snapshot());
+    if (text == saved_) return;
+    std::string error;
+    if (!WriteFileAtomically(path_, text, &error)) {
+      log_.Limited("DNS", config::LogLevel::kWarning, "cannot save the mappings: " + error);
+      return;
+    }
+    saved_ = text;
+  }
+
+ private:
+  std::string path_;
+  std::string range_;
+  resolver::FakePool& pool_;
+  const config::Log& log_;
+  std::string saved_;
+};
+
+void ScheduleSave(asio::steady_timer& timer, MappingsSaver& saver) {
+  timer.expires_after(kSaveEvery);
+  timer.async_wait([&timer, &saver](const boost::system::error_code& ec) {
+    if (ec) return;
+    saver.Save();
+    ScheduleSave(timer, saver);
+  });
+}
+
+// Everything tunnels system changed, undone in reverse order; "" or the
+// failures. Safe to call more than once.
+struct Changes {
+  netns::Journal* journal = nullptr;
+  std::unique_ptr<netns::Interception> interception;
+  bool resolv_conf = false;  // taken over, to be restored
+  std::string resolv_conf_path, resolv_conf_backup;
+
+  std::string RestoreResolvConf() {
+    if (!resolv_conf) return "";
+    std::string why = netns::RestoreResolvConf(resolv_conf_path, resolv_conf_backup);
+    if (why.empty()) resolv_conf = false;
+    return why;
+  }
+
+  std::string UndoAll() {
+    std::string errors = RestoreResolvConf();
+    if (interception) {
+      const std::string why = interception->Remove();
+      if (!why.empty()) errors += (errors.empty() ? "" : "; ") + why;
+      interception.reset();
+    }
+    if (errors.empty() && journal != nullptr) journal->Finish();
+    return errors;
+  }
+};
 
 }  // namespace
 
@@ -46,16 +184,50 @@ void RaiseFileLimit(const config::Log& log) {
   }
 }
 
+int CleanupSystem(const std::string& state_dir) {
+  LazySystemUndoer undoer;
+  std::vector<std::string> notes;
+  const std::string errors =
+      netns::Journal::CleanupStale(state_dir, netns::kSystemJournalName, undoer, &notes);
+  for (const std::string& note : notes) std::cout << "tunnels cleanup: " << note << "\n";
+  if (!errors.empty()) {
+    std::cerr << "tunnels cleanup: " << errors << "\n";
+    return 1;
+  }
+  return 0;
+}
+
 int RunSystem(const SystemOptions& options) {
-  const config::LoadResult loaded = config::Load(options.paths);
+  config::LoadResult loaded = config::Load(options.paths);
   for (const auto& d : loaded.diagnostics) std::cerr << d.ToString() << "\n";
   if (!loaded.ok()) return 1;
-  const config::Options& o = loaded.config->options;
-  const config::Log log(options.level, o.silent_log);
+  const config::Log log(options.level, loaded.config->options.silent_log, 2,
+                        !config::StderrIsJournal());
+
+  // Up front: without it, the first change would fail half way.
+  if (!HasNetAdmin()) {
+    log.Error("SYSTEM",
+              "tunnels system needs CAP_NET_ADMIN to add its route and nftables table: run it "
+              "as root; nothing was changed");
+    return 1;
+  }
+
+  // Once tunnels has taken resolv.conf over (or a killed instance left it
+  // so), the original, and with it the upstream servers, is the backup.
+  if (!loaded.config->options.upstream_dns_origin.empty() &&
+      LoadOptionsFor(loaded.config->options).system_resolv_conf !=
+          loaded.config->options.resolvconf_path) {
+    loaded = config::Load(options.paths, LoadOptionsFor(loaded.config->options));
+    if (!loaded.ok()) {
+      for (const auto& d : loaded.diagnostics) std::cerr << d.ToString() << "\n";
+      return 1;
+    }
+  }
+  const config::Options o = loaded.config->options;
+  std::string error;
 
   // Before the stack: its sockets must be closed before the io_context goes.
   asio::io_context io(1);
-  std::string error;
   const auto stack = Stack::Create(*loaded.config, log, /*check_upstream_loop=*/true, &error);
   if (!stack) {
     log.Error("DNS", error);
@@ -70,24 +242,84 @@ int RunSystem(const SystemOptions& options) {
     log.Error("DNS", error);
     return 1;
   }
+  // The journal before the first change: it says what a killed instance
+  // left, which is undone first, and records each change before it is made.
+  const std::string state_dir = o.state_directory;
+  const auto journal = netns::Journal::Open(state_dir, netns::kSystemJournalName, &error);
+  if (!journal) {
+    log.Error("SYSTEM", error);
+    return 1;
+  }
+  {
+    LazySystemUndoer undoer;
+    std::vector<std::string> notes;
+    if (std::string errors = journal->UndoLeftovers(undoer, &notes); !errors.empty()) {
+      log.Error("SYSTEM", "cannot undo what an earlier, killed instance left: " + errors +
+                              "; fix that, then run `tunnels cleanup`");
+      return 1;
+    }
+    for (const std::string& note : notes) log.Info("SYSTEM", "killed instance's leftover: " + note);
+  }
+  MappingsSaver saver(state_dir + "/" + kMappingsFileName, o.private_addresses.ToString(),
+                      stack->pool(), log);
+  saver.Load();
   RaiseFileLimit(log);
-  // The only change to the system, made last so that every error above
-  // leaves it as it was; undone when `interception` goes out of scope.
+
+  // The changes to the system, last, so that every error above leaves it
+  // as it was; each one journaled before it is made.
+  Changes changes;
+  changes.journal = journal.get();
+  auto fail = [&](const std::string& module, const std::string& message) {
+    log.Error(module, message);
+    if (std::string errors = changes.UndoAll(); !errors.empty()) {
+      log.Error("SYSTEM", "undoing the changes made so far failed too: " + errors +
+                              "; run `tunnels cleanup` once that is fixed");
+    }
+    return 1;
+  };
   netns::InterceptionSpec spec;
   spec.network = o.private_addresses.address;
   spec.prefix_length = o.private_addresses.length;
   spec.listener_port = stack->engine().port();
   spec.table_name = o.iptables_chain;
-  const auto interception = netns::Interception::Create(spec, &error);
-  if (!interception) {
-    log.Error("ENGINE", error);
-    return 1;
+  if (!journal->Record({"nft-table", {{"name", o.iptables_chain}}}, &error) ||
+      !journal->Record({"route", {{"network", o.private_addresses.ToString()}}}, &error)) {
+    return fail("SYSTEM", error);
   }
-  if (o.overwrite_resolvconf) {
-    log.Warning("DNS", "overwriteResolvconf is true, but this version does not change " +
-                           o.resolvconf_path + " yet; point it at " +
-                           Text(stack->dns().udp_endpoint()) + " yourself");
+  changes.interception = netns::Interception::Create(spec, &error);
+  if (!changes.interception) return fail("ENGINE", error);
+  for (const std::string& note : changes.interception->replaced()) log.Info("ENGINE", note);
+
+  if (o.overwrite_resolvconf && o.dns_port != 53) {
+    log.Warning("DNS", "resolv.conf cannot name a port other than 53, so " + o.resolvconf_path +
+                           " stays as it is (dnsPort is " + std::to_string(o.dns_port) +
+                           "); point programs at " + Text(stack->dns().udp_endpoint()) +
+                           " yourself");
+  } else if (o.overwrite_resolvconf) {
+    if (o.restore_resolvconf &&
+        !journal->Record(
+            {"resolvconf", {{"path", o.resolvconf_path}, {"backup", o.resolvconf_backup_path}}},
+            &error)) {
+      return fail("SYSTEM", error);
+    }
+    std::vector<std::string> warnings;
+    bool reused_backup = false;
+    changes.resolv_conf = o.restore_resolvconf;
+    changes.resolv_conf_path = o.resolvconf_path;
+    changes.resolv_conf_backup = o.resolvconf_backup_path;
+    if (!netns::TakeOverResolvConf(
+            o.resolvconf_path, o.resolvconf_backup_path,
+            netns::ResolvConfContent(o.dns_bind_address, o.resolvconf_backup_path),
+            o.make_resolvconf_immutable, &error, &warnings, &reused_backup)) {
+      return fail("DNS", error);
+    }
+    for (const std::string& w : warnings) log.Warning("DNS", w);
+    log.Info("DNS", o.resolvconf_path + " now points at " + o.dns_bind_address +
+                        (reused_backup ? "; kept the backup an earlier run left in "
+                                       : "; the original is in ") +
+                        o.resolvconf_backup_path);
   }
+
   stack->Start();
   log.Info("ENGINE", "intercepting tcp to " + o.private_addresses.ToString() + " (listener port " +
                          std::to_string(stack->engine().port()) + ", nftables table " +
@@ -104,15 +336,96 @@ int RunSystem(const SystemOptions& options) {
   ScheduleExpiry(
       expiry, stack->pool(),
       std::max<std::chrono::seconds>(std::chrono::seconds(1), o.address_cleanup_time / 8));
+  asio::steady_timer save(io);
+  ScheduleSave(save, saver);
+
+  // SIGHUP: the same files again; only a valid configuration replaces the
+  // running one.
+  asio::signal_set hangup(io, SIGHUP);
+  std::function<void()> wait_for_hangup = [&] {
+    hangup.async_wait([&](const boost::system::error_code& sec, int) {
+      if (sec) return;
+      log.Info("CONFIG", "SIGHUP: reading the configuration again");
+      const config::LoadResult next =
+          config::Load(options.paths, LoadOptionsFor(stack->config().options));
+      for (const auto& d : next.diagnostics) {
+        log.Write("CONFIG",
+                  d.severity == config::Severity::kError ? config::LogLevel::kError
+                                                         : config::LogLevel::kWarning,
+                  d.ToString());
+      }
+      if (!next.ok()) {
+        log.Error("CONFIG",
+                  "the new configuration has errors and was not applied; the running "
+                  "one stays");
+      } else {
+        const std::vector<std::string> restart = stack->Reload(*next.config);
+        if (!restart.empty()) {
+          std::string names;
+          for (const auto& n : restart) names += (names.empty() ? "" : ", ") + n;
+          log.Warning("CONFIG", "changed options that take effect at a restart only: " + names);
+        }
+        const std::size_t n = next.config->rules.size();
+        log.Info("CONFIG", "reloaded: " + std::to_string(n) + (n == 1 ? " rule" : " rules") +
+                               " for new queries and connections; live connections keep theirs");
+      }
+      wait_for_hangup();
+    });
+  };
+  wait_for_hangup();
+
+  // SIGTERM, SIGINT: stop accepting, give live connections kDrainTime to
+  // finish; a second signal stops at once.
   asio::signal_set signals(io, SIGINT, SIGTERM);
-  signals.async_wait([&](const boost::system::error_code& sec, int signal) {
-    if (sec) return;
-    log.Info("DNS", std::string("stopping on ") + (signal == SIGINT ? "SIGINT" : "SIGTERM"));
+  asio::steady_timer drain(io);
+  const auto drain_until = std::make_shared<std::chrono::steady_clock::time_point>();
+  auto stop_now = [&] {
     stack->Stop();
     expiry.cancel();
+    save.cancel();
+    drain.cancel();
+    hangup.cancel();
+    signals.cancel();
     io.stop();
+  };
+  std::function<void()> check_drained = [&] {
+    if (stack->engine().active_connections() == 0 ||
+        std::chrono::steady_clock::now() >= *drain_until) {
+      const std::size_t left = stack->engine().active_connections();
+      if (left > 0) log.Info("ENGINE", "ending " + std::to_string(left) + " live connections");
+      stop_now();
+      return;
+    }
+    drain.expires_after(std::chrono::milliseconds(50));
+    drain.async_wait([&](const boost::system::error_code& dec) {
+      if (!dec) check_drained();
+    });
+  };
+  signals.async_wait([&](const boost::system::error_code& sec, int signal) {
+    if (sec) return;
+    const std::size_t live = stack->engine().active_connections();
+    log.Info("DNS", std::string("stopping on ") + (signal == SIGINT ? "SIGINT" : "SIGTERM") +
+                        (live == 0 ? std::string()
+                                   : "; waiting up to " + std::to_string(kDrainTime.count()) +
+                                         " s for " + std::to_string(live) + " live connections"));
+    stack->engine().Stop();
+    // Programs get the real DNS servers back at once, not after the drain.
+    if (std::string why = changes.RestoreResolvConf(); !why.empty()) log.Error("DNS", why);
+    *drain_until = std::chrono::steady_clock::now() + kDrainTime;
+    signals.async_wait([&](const boost::system::error_code& again, int) {
+      if (!again) stop_now();
+    });
+    check_drained();
   });
   io.run();
+
+  saver.Save();
+  if (std::string errors = changes.UndoAll(); !errors.empty()) {
+    log.Error("SYSTEM", "cannot undo every change: " + errors + "; the journal " + journal->path() +
+                            " keeps them for `tunnels cleanup`");
+    return 1;
+  }
+  log.Info("SYSTEM", "stopped; every change undone");
   return 0;
 }
 

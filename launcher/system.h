@@ -17,8 +17,12 @@ struct SystemOptions {
   config::LogLevel level = config::LogLevel::kInfo;
 };
 
-// Runs until SIGINT or SIGTERM; returns the exit status.
+// Runs until SIGINT or SIGTERM; returns the exit status. SIGHUP reloads.
 int RunSystem(const SystemOptions& options);
+
+// `tunnels cleanup`, system part: undoes what a killed `tunnels system`
+// journaled in `state_dir`, unless it still runs. Exit status.
+int CleanupSystem(const std::string& state_dir);
 
 // Shared with `tunnels run`.
 void ScheduleExpiry(boost::asio::steady_timer& timer, resolver::FakePool& pool,

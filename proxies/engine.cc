@@ -49,31 +49,45 @@ class Hold {
 }  // namespace
 
 struct Engine::Impl {
+  // What a connection is decided and carried by: one configuration's rules
+  // and connectors. A connection holds the generation it started with, so a
+  // reload changes new connections only.
+  struct Generation {
+    Generation(std::shared_ptr<const config::Config> c, std::shared_ptr<const config::RuleSet> r,
+               NameResolver& resolver, const config::Log& l)
+        : config(std::move(c)),
+          rules(std::move(r)),
+          context{resolver, l, config->options.random_credentials_length} {}
+    std::shared_ptr<const config::Config> config;
+    std::shared_ptr<const config::RuleSet> rules;
+    ConnectorContext context;
+    std::map<std::string, std::unique_ptr<Connector>> connectors;
+  };
+
   asio::io_context& io;
   Options options;
-  const config::Config& config;
-  const config::RuleSet& rules;
   resolver::FakePool& pool;
   const config::Log& log;
   NameResolver resolver;
-  ConnectorContext context;
-  std::map<std::string, std::unique_ptr<Connector>> connectors;
+  std::shared_ptr<Generation> current;  // for new connections
   tcp::acceptor acceptor;
   std::size_t active = 0;
   bool stopped = false;
   std::mt19937_64 random{std::random_device{}()};
 
-  Impl(asio::io_context& io_context, Options o, const config::Config& c, const config::RuleSet& r,
-       resolver::FakePool& p, resolver::Upstream& upstream, const config::Log& l)
-      : io(io_context),
-        options(o),
-        config(c),
-        rules(r),
-        pool(p),
-        log(l),
-        resolver(upstream),
-        context{resolver, l, c.options.random_credentials_length},
-        acceptor(io_context) {
+  Impl(asio::io_context& io_context, Options o, resolver::FakePool& p, resolver::Upstream& upstream,
+       const config::Log& l)
+      : io(io_context), options(o), pool(p), log(l), resolver(upstream), acceptor(io_context) {}
+
+  std::shared_ptr<Generation> MakeGeneration(std::shared_ptr<const config::Config> config,
+                                             std::shared_ptr<const config::RuleSet> rules) {
+    auto g = std::make_shared<Generation>(std::move(config), std::move(rules), resolver, log);
+    AddConnectors(*g->config, g->context, g->connectors);
+    return g;
+  }
+
+  static void AddConnectors(const config::Config& c, ConnectorContext& context,
+                            std::map<std::string, std::unique_ptr<Connector>>& connectors) {
     connectors["direct"] = MakeDirectConnector(context);
     for (const auto& [name, proxy] : c.proxies) {
       switch (proxy.type) {
@@ -155,7 +169,8 @@ asio::awaitable<void> Engine::Impl::Serve(std::shared_ptr<tcp::socket> client) {
     co_return;
   }
   Hold hold(pool, address);
-  const config::Decision d = rules.Decide(*name, port, config::Protocol::kTcp);
+  const std::shared_ptr<Generation> generation = current;
+  const config::Decision d = generation->rules->Decide(*name, port, config::Protocol::kTcp);
   const std::string what = *name + ":" + std::to_string(port);
   if (d.action == config::Action::kRefuse || d.action == config::Action::kBlock) {
     log.Limited("ENGINE", config::LogLevel::kInfo,
@@ -177,8 +192,8 @@ asio::awaitable<void> Engine::Impl::Serve(std::shared_ptr<tcp::socket> client) {
 
   std::string errors;
   for (const std::string& proxy : chain) {
-    const auto it = connectors.find(proxy);
-    if (it == connectors.end()) {
+    const auto it = generation->connectors.find(proxy);
+    if (it == generation->connectors.end()) {
       errors += (errors.empty() ? "" : "; ") + proxy + ": this proxy type is not supported yet";
       continue;
     }
@@ -215,10 +230,12 @@ Engine::Engine(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Engine::~Engine() = default;
 
 std::unique_ptr<Engine> Engine::Create(asio::io_context& io, Options options,
-                                       const config::Config& config, const config::RuleSet& rules,
+                                       std::shared_ptr<const config::Config> config,
+                                       std::shared_ptr<const config::RuleSet> rules,
                                        resolver::FakePool& pool, resolver::Upstream& upstream,
                                        const config::Log& log, std::string* error) {
-  auto impl = std::make_unique<Impl>(io, options, config, rules, pool, upstream, log);
+  auto impl = std::make_unique<Impl>(io, options, pool, upstream, log);
+  impl->current = impl->MakeGeneration(std::move(config), std::move(rules));
   const tcp::endpoint at(options.listen_address, options.port);
   boost::system::error_code ec;
   impl->acceptor.open(at.protocol(), ec);
@@ -260,6 +277,11 @@ void Engine::Start() {
       impl_->log.Error("ENGINE", std::string("the listener stopped: ") + ex.what());
     }
   });
+}
+
+void Engine::Update(std::shared_ptr<const config::Config> config,
+                    std::shared_ptr<const config::RuleSet> rules) {
+  impl_->current = impl_->MakeGeneration(std::move(config), std::move(rules));
 }
 
 void Engine::Stop() {

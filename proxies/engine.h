@@ -30,10 +30,16 @@ class Engine {
   // Opens the transparent listener; null with `error` set on failure. Every
   // reference must outlive the engine.
   static std::unique_ptr<Engine> Create(boost::asio::io_context& io, Options options,
-                                        const config::Config& config, const config::RuleSet& rules,
+                                        std::shared_ptr<const config::Config> config,
+                                        std::shared_ptr<const config::RuleSet> rules,
                                         resolver::FakePool& pool, resolver::Upstream& upstream,
                                         const config::Log& log, std::string* error);
   ~Engine();
+
+  // New connections from now on follow `config` and `rules` (a reload);
+  // live ones keep the configuration and connectors they started with.
+  void Update(std::shared_ptr<const config::Config> config,
+              std::shared_ptr<const config::RuleSet> rules);
 
   std::uint16_t port() const;
   void Start();

@@ -101,7 +101,11 @@ Result<std::vector<std::uint8_t>> AddressReply(std::span<const std::uint8_t> byt
 
 QueryHandler::QueryHandler(const config::RuleSet& rules, FakePool& pool, Options options,
                            const config::Log& log)
-    : rules_(rules), pool_(pool), options_(options), log_(log) {}
+    : rules_(&rules, [](const config::RuleSet*) {}), pool_(pool), options_(options), log_(log) {}
+
+void QueryHandler::SetRules(std::shared_ptr<const config::RuleSet> rules) {
+  rules_ = std::move(rules);
+}
 
 QueryHandler::Outcome QueryHandler::Reply(std::vector<std::uint8_t> bytes, std::string name) const {
   Outcome o;
@@ -161,7 +165,7 @@ QueryHandler::Outcome QueryHandler::Handle(std::span<const std::uint8_t> bytes,
   }
   const std::string_view name(normal, normal_len);
 
-  switch (rules_.DecideDns(name)) {
+  switch (rules_->DecideDns(name)) {
     case config::DnsAction::kForward:
       return Outcome{Kind::kForward, {}, std::string(name)};
     case config::DnsAction::kBlock: {

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <span>
 #include <string>
 #include <vector>
@@ -40,13 +41,17 @@ class QueryHandler {
   };
   Outcome Handle(std::span<const std::uint8_t> query, Transport transport) const;
 
+  // The rules for the queries from now on (a reload). Handle() is
+  // synchronous, so no query is ever decided by a mix of two rule sets.
+  void SetRules(std::shared_ptr<const config::RuleSet> rules);
+
   // The largest reply for a transport, as dnsPacketSize and the client allow.
   std::size_t packet_size() const { return options_.packet_size; }
 
  private:
   Outcome Reply(std::vector<std::uint8_t> bytes, std::string name) const;
 
-  const config::RuleSet& rules_;
+  std::shared_ptr<const config::RuleSet> rules_;  // not owned when from the constructor
   FakePool& pool_;
   Options options_;
   const config::Log& log_;

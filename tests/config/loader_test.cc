@@ -78,6 +78,7 @@ TEST_CASE("defaults follow the original, with the three documented changes", "[l
   CHECK(o.make_resolvconf_immutable);
   CHECK(o.resolvconf_path == "/etc/resolv.conf");
   CHECK(o.resolvconf_backup_path == "/etc/resolv.conf.tunnels-backup");
+  CHECK(o.state_directory == "/run/tunnels");
   CHECK(o.dns_packet_size == 65535);
   CHECK(o.temporary_bind_port_first == 30000);
   CHECK(o.temporary_bind_port_last == 55000);
@@ -105,6 +106,7 @@ upstreamDnsTimeout: 2.5
 temporaryBindPortRange: 40000-41000
 iptablesChain: my_chain
 randomCredentialsLength: 8
+stateDirectory: /tmp/state
 )");
   INFO(All(r));
   REQUIRE(r.ok());
@@ -128,9 +130,10 @@ randomCredentialsLength: 8
   CHECK(o.temporary_bind_port_last == 41000);
   CHECK(o.iptables_chain == "my_chain");
   CHECK(o.random_credentials_length == 8);
+  CHECK(o.state_directory == "/tmp/state");
   REQUIRE(o.origin.contains("dnsPort"));
   CHECK(o.origin.at("dnsPort").ToString() == "a.yml:7:1");
-  CHECK(o.origin.size() == 17);
+  CHECK(o.origin.size() == 18);
 }
 
 TEST_CASE("bad option values are errors at the value", "[loader]") {
@@ -146,6 +149,8 @@ TEST_CASE("bad option values are errors at the value", "[loader]") {
   CHECK_THAT(OnlyError(f.One("privateAddresses: 127.0.0.0/8")), Catch::Contains("loopback"));
   CHECK_THAT(OnlyError(f.One("privateAddresses: 10.0.0.0/30")), Catch::Contains("/29"));
   CHECK_THAT(OnlyError(f.One("resolvconfPath: etc/resolv.conf")), Catch::Contains("absolute path"));
+  CHECK(OnlyError(f.One("stateDirectory: run/tunnels")) ==
+        "a.yml:1:17: error: stateDirectory: expected an absolute path, not 'run/tunnels'");
   CHECK_THAT(OnlyError(f.One("upstreamDnsTimeout: soon")), Catch::Contains("seconds"));
   CHECK_THAT(OnlyError(f.One("temporaryBindPortRange: 5-1")), Catch::Contains("FIRST-LAST"));
   CHECK_THAT(OnlyError(f.One("upstreamDns: [1.2.3.4, {a: b}]")),

@@ -1,0 +1,287 @@
+#include "netns/journal.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <catch2/catch.hpp>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "netns/resolv_conf.h"
+#include "tests/netns/fake_kernel.h"
+
+namespace tunnels::netns {
+namespace {
+
+namespace fs = std::filesystem;
+
+struct Dir {
+  fs::path path;
+  Dir() {
+    std::string templ = (fs::temp_directory_path() / "netns-journal-XXXXXX").string();
+    REQUIRE(mkdtemp(templ.data()) != nullptr);
+    path = templ;
+  }
+  ~Dir() { fs::remove_all(path); }
+  std::string Read(const std::string& name) const {
+    std::ifstream in(path / name);
+    std::stringstream s;
+    s << in.rdbuf();
+    return s.str();
+  }
+};
+
+// Records the entries it is asked to undo; fails those of one kind.
+class RecordingUndoer : public Undoer {
+ public:
+  std::string Undo(const JournalEntry& entry) override {
+    undone.push_back(entry.ToString());
+    return entry.kind == fail_kind ? "cannot undo " + entry.kind : "";
+  }
+  std::vector<std::string> undone;
+  std::string fail_kind;
+};
+
+JournalEntry Entry(std::string kind, std::map<std::string, std::string> fields) {
+  return JournalEntry{std::move(kind), std::move(fields)};
+}
+
+TEST_CASE("Journal lines round-trip, with awkward characters escaped") {
+  const JournalEntry e =
+      Entry("resolvconf", {{"path", "/etc/my resolv=conf%\n"}, {"backup", "/b"}});
+  const std::string line = e.ToString();
+  CHECK(line.find('\n') == std::string::npos);
+  CHECK(line == "resolvconf backup=/b path=/etc/my%20resolv%3Dconf%25%0A");
+  JournalEntry parsed;
+  REQUIRE(ParseJournalLine(line, &parsed));
+  CHECK(parsed == e);
+  CHECK_FALSE(ParseJournalLine("# comment", &parsed));
+  CHECK_FALSE(ParseJournalLine("", &parsed));
+  CHECK_FALSE(ParseJournalLine("route network", &parsed));
+  CHECK_FALSE(ParseJournalLine("route network=%4", &parsed));
+}
+
+TEST_CASE("A killed instance's entries are undone in reverse order by the next one") {
+  Dir dir;
+  {
+    std::string error;
+    auto journal = Journal::Open(dir.path.string(), "system.journal", &error);
+    REQUIRE(journal);
+    REQUIRE(journal->Record(Entry("nft-table", {{"name", "t"}}), &error));
+    REQUIRE(journal->Record(Entry("route", {{"network", "198.18.0.0/15"}}), &error));
+    REQUIRE(journal->Record(Entry("resolvconf", {{"path", "/r"}, {"backup", "/b"}}), &error));
+    // Destroyed without Finish(): as if killed.
+  }
+  CHECK(fs::exists(dir.path / "system.journal"));
+  std::string error;
+  auto next = Journal::Open(dir.path.string(), "system.journal", &error);
+  REQUIRE(next);
+  RecordingUndoer undoer;
+  std::vector<std::string> notes;
+  CHECK(next->UndoLeftovers(undoer, &notes).empty());
+  CHECK(undoer.undone == std::vector<std::string>{"resolvconf backup=/b path=/r",
+                                                  "route network=198.18.0.0/15",
+                                                  "nft-table name=t"});
+  CHECK(notes.size() == 3);
+  // Undone entries are gone from the file; a second pass finds nothing.
+  CHECK(dir.Read("system.journal").find("route") == std::string::npos);
+  RecordingUndoer again;
+  CHECK(next->UndoLeftovers(again).empty());
+  CHECK(again.undone.empty());
+  next->Finish();
+  CHECK_FALSE(fs::exists(dir.path / "system.journal"));
+}
+
+TEST_CASE("A running instance's journal is neither shared nor cleaned up") {
+  Dir dir;
+  std::string error;
+  auto live = Journal::Open(dir.path.string(), "system.journal", &error);
+  REQUIRE(live);
+  REQUIRE(live->Record(Entry("route", {{"network", "198.18.0.0/15"}}), &error));
+  CHECK_FALSE(Journal::Open(dir.path.string(), "system.journal", &error));
+  CHECK(error.find("running tunnels system") != std::string::npos);
+  RecordingUndoer undoer;
+  std::vector<std::string> notes;
+  CHECK(Journal::CleanupStale(dir.path.string(), "system.journal", undoer, &notes).empty());
+  CHECK(undoer.undone.empty());
+  REQUIRE(notes.size() == 1);
+  CHECK(notes[0].find("running") != std::string::npos);
+  CHECK(fs::exists(dir.path / "system.journal"));
+}
+
+TEST_CASE("Cleanup keeps the journal when an undo fails, and finishes it on a later try") {
+  Dir dir;
+  {
+    std::string error;
+    auto journal = Journal::Open(dir.path.string(), "system.journal", &error);
+    REQUIRE(journal);
+    REQUIRE(journal->Record(Entry("nft-table", {{"name", "t"}}), &error));
+    REQUIRE(journal->Record(Entry("route", {{"network", "198.18.0.0/15"}}), &error));
+  }
+  RecordingUndoer failing;
+  failing.fail_kind = "route";
+  const std::string errors =
+      Journal::CleanupStale(dir.path.string(), "system.journal", failing, nullptr);
+  CHECK(errors.find("cannot undo route") != std::string::npos);
+  // Every entry was still tried: one failure does not keep the others.
+  CHECK(failing.undone.size() == 2);
+  CHECK(fs::exists(dir.path / "system.journal"));
+  RecordingUndoer working;
+  CHECK(Journal::CleanupStale(dir.path.string(), "system.journal", working, nullptr).empty());
+  CHECK(working.undone.size() == 2);
+  CHECK_FALSE(fs::exists(dir.path / "system.journal"));
+  // Nothing left: nothing to do.
+  CHECK(Journal::CleanupStale(dir.path.string(), "system.journal", working, nullptr).empty());
+  CHECK(working.undone.size() == 2);
+}
+
+TEST_CASE("A line cut short by a kill is ignored: its change was never made") {
+  Dir dir;
+  std::ofstream(dir.path / "system.journal")
+      << "# header\nnft-table name=t\nroute network=198.18.0.0/15\nresolvconf pa";
+  std::string error;
+  auto journal = Journal::Open(dir.path.string(), "system.journal", &error);
+  REQUIRE(journal);
+  RecordingUndoer undoer;
+  CHECK(journal->UndoLeftovers(undoer).empty());
+  CHECK(undoer.undone ==
+        std::vector<std::string>{"route network=198.18.0.0/15", "nft-table name=t"});
+}
+
+TEST_CASE("SystemUndoer removes a leftover route and table, idempotently") {
+  auto state = std::make_shared<testing::FakeState>();
+  state->tables.insert("t");
+  state->local_routes["198.18.0.0/15"] = true;
+  state->owned["live"] = "tunnels";
+  state->tables.insert("live");
+  testing::FakeKernel kernel(state);
+  SystemUndoer undoer(kernel);
+  CHECK(undoer.Undo(Entry("route", {{"network", "198.18.0.0/15"}})).empty());
+  CHECK(undoer.Undo(Entry("nft-table", {{"name", "t"}})).empty());
+  CHECK(state->local_routes.empty());
+  CHECK(state->tables.count("t") == 0);
+  // Again: already gone counts as undone.
+  CHECK(undoer.Undo(Entry("route", {{"network", "198.18.0.0/15"}})).empty());
+  CHECK(undoer.Undo(Entry("nft-table", {{"name", "t"}})).empty());
+  // A table a running process owns is not a leftover.
+  CHECK(undoer.Undo(Entry("nft-table", {{"name", "live"}})).empty());
+  CHECK(state->tables.count("live") == 1);
+  CHECK_FALSE(undoer.Undo(Entry("route", {{"network", "nonsense"}})).empty());
+  CHECK_FALSE(undoer.Undo(Entry("teleport", {})).empty());
+}
+
+TEST_CASE("SystemUndoer restores a sysctl only if it still has tunnels' value") {
+  Dir dir;
+  fs::create_directories(dir.path / "net/ipv4");
+  std::ofstream(dir.path / "net/ipv4/ip_forward") << "1\n";
+  auto state = std::make_shared<testing::FakeState>();
+  testing::FakeKernel kernel(state);
+  SystemUndoer undoer(kernel, dir.path.string());
+  const JournalEntry e =
+      Entry("sysctl", {{"key", "net.ipv4.ip_forward"}, {"value", "1"}, {"previous", "0"}});
+  CHECK(undoer.Undo(e).empty());
+  CHECK(dir.Read("net/ipv4/ip_forward") == "0\n");
+  std::ofstream(dir.path / "net/ipv4/ip_forward") << "2\n";
+  CHECK(undoer.Undo(e).empty());
+  CHECK(dir.Read("net/ipv4/ip_forward") == "2\n");
+}
+
+TEST_CASE("resolv.conf: a plain file is backed up, replaced and restored with its mode") {
+  Dir dir;
+  const std::string path = (dir.path / "resolv.conf").string();
+  const std::string backup = (dir.path / "resolv.conf.tunnels-backup").string();
+  std::ofstream(path) << "nameserver 10.0.0.1\n";
+  ::chmod(path.c_str(), 0640);
+  std::string error;
+  std::vector<std::string> warnings;
+  bool reused = true;
+  REQUIRE(TakeOverResolvConf(path, backup, ResolvConfContent("127.0.0.1", backup), false, &error,
+                             &warnings, &reused));
+  CHECK_FALSE(reused);
+  CHECK(warnings.empty());
+  CHECK(dir.Read("resolv.conf").find("nameserver 127.0.0.1\n") != std::string::npos);
+  CHECK(dir.Read("resolv.conf.tunnels-backup") == "nameserver 10.0.0.1\n");
+  CHECK(RestoreResolvConf(path, backup).empty());
+  CHECK(dir.Read("resolv.conf") == "nameserver 10.0.0.1\n");
+  struct stat st {};
+  REQUIRE(::stat(path.c_str(), &st) == 0);
+  CHECK((st.st_mode & 07777) == 0640);
+  CHECK_FALSE(fs::exists(backup));
+  // No backup: nothing to restore, nothing changed.
+  CHECK(RestoreResolvConf(path, backup).empty());
+  CHECK(dir.Read("resolv.conf") == "nameserver 10.0.0.1\n");
+}
+
+TEST_CASE("resolv.conf: a symbolic link comes back as the same link") {
+  Dir dir;
+  const std::string path = (dir.path / "resolv.conf").string();
+  const std::string backup = (dir.path / "backup").string();
+  std::ofstream(dir.path / "stub-resolv.conf") << "nameserver 127.0.0.53\n";
+  fs::create_symlink("stub-resolv.conf", path);
+  std::string error;
+  std::vector<std::string> warnings;
+  REQUIRE(TakeOverResolvConf(path, backup, "nameserver 127.0.0.1\n", false, &error, &warnings));
+  CHECK_FALSE(fs::is_symlink(path));
+  CHECK(dir.Read("resolv.conf") == "nameserver 127.0.0.1\n");
+  // The link's target is untouched.
+  CHECK(dir.Read("stub-resolv.conf") == "nameserver 127.0.0.53\n");
+  CHECK(RestoreResolvConf(path, backup).empty());
+  REQUIRE(fs::is_symlink(path));
+  CHECK(fs::read_symlink(path) == "stub-resolv.conf");
+}
+
+TEST_CASE("resolv.conf: an earlier run's backup is never overwritten") {
+  Dir dir;
+  const std::string path = (dir.path / "resolv.conf").string();
+  const std::string backup = (dir.path / "backup").string();
+  std::ofstream(path) << "nameserver 127.0.0.1\n";   // tunnels' own, left by a killed run
+  std::ofstream(backup) << "nameserver 10.0.0.1\n";  // the original
+  std::string error;
+  std::vector<std::string> warnings;
+  bool reused = false;
+  REQUIRE(TakeOverResolvConf(path, backup, "nameserver 127.0.0.1\n", false, &error, &warnings,
+                             &reused));
+  CHECK(reused);
+  CHECK(dir.Read("backup") == "nameserver 10.0.0.1\n");
+  CHECK(RestoreResolvConf(path, backup).empty());
+  CHECK(dir.Read("resolv.conf") == "nameserver 10.0.0.1\n");
+}
+
+TEST_CASE("resolv.conf: the immutable attribute is set, or one warning says why not") {
+  Dir dir;
+  const std::string path = (dir.path / "resolv.conf").string();
+  const std::string backup = (dir.path / "backup").string();
+  std::ofstream(path) << "nameserver 10.0.0.1\n";
+  std::string error;
+  std::vector<std::string> warnings;
+  REQUIRE(TakeOverResolvConf(path, backup, "nameserver 127.0.0.1\n", true, &error, &warnings));
+  // Either the file system and privileges allow it, or exactly one warning.
+  if (IsImmutable(path)) {
+    CHECK(warnings.empty());
+  } else {
+    REQUIRE(warnings.size() == 1);
+    CHECK(warnings[0].find("immutable") != std::string::npos);
+  }
+  // Restoring clears it first, whichever it was.
+  CHECK(RestoreResolvConf(path, backup).empty());
+  CHECK_FALSE(IsImmutable(path));
+  CHECK(dir.Read("resolv.conf") == "nameserver 10.0.0.1\n");
+}
+
+TEST_CASE("resolv.conf: an unwritable backup place fails before resolv.conf changes") {
+  Dir dir;
+  const std::string path = (dir.path / "resolv.conf").string();
+  std::ofstream(path) << "nameserver 10.0.0.1\n";
+  std::string error;
+  std::vector<std::string> warnings;
+  CHECK_FALSE(TakeOverResolvConf(path, (dir.path / "missing/dir/backup").string(), "x", false,
+                                 &error, &warnings));
+  CHECK(error.find("cannot back") != std::string::npos);
+  CHECK(error.find("resolvconfBackupPath") != std::string::npos);
+  CHECK(dir.Read("resolv.conf") == "nameserver 10.0.0.1\n");
+}
+
+}  // namespace
+}  // namespace tunnels::netns
