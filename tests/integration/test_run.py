@@ -14,7 +14,7 @@ import time
 import pytest
 
 from peers import Dante, Nginx
-from world import Dnsmasq, wait_for_log, wait_until
+from world import Dnsmasq, missing, wait_for_log, wait_until
 
 CONFIG = """
 proxies:
@@ -48,9 +48,10 @@ class RunWorld:
         return [self.bin, "run", "-c", str(self.conf), *(["--strict"] if strict else []),
                 *extra, "--", *command]
 
-    def run(self, *command, strict=False, check=False, timeout=30, prefix=()):
-        return self.outer.run([*prefix, *self.argv(*command, strict=strict)], check=check,
-                              timeout=timeout)
+    def run(self, *command, strict=False, check=False, timeout=30, prefix=(), extra=(),
+            env=None):
+        return self.outer.run([*prefix, *self.argv(*command, strict=strict, extra=extra)],
+                              check=check, timeout=timeout, env=env)
 
     def spawn(self, *command, strict=False, name="tunnels-run"):
         return self.outer.spawn(self.argv(*command, strict=strict), name=name,
@@ -124,6 +125,32 @@ def test_sandbox_is_its_own_pid_namespace_without_new_privileges(rw):
     assert int(pid) <= 3
     assert nnp.split() == ["NoNewPrivs:", "1"]
     assert int(count) <= 5  # init, sh, ls, grep
+
+
+NOBODY = 65534  # in every Debian's /etc/passwd, hence in the world's
+
+
+def test_program_runs_as_a_non_root_user_of_the_world(rw):
+    if int(os.environ.get("TUNNELS_WORLD_IDS", "1")) <= NOBODY:
+        missing("the world maps no id but root (run-in-world needs the caller's /etc/subuid "
+                "and /etc/subgid ranges and newuidmap/newgidmap, package uidmap)")
+    script = ("id -u; id -g; grep NoNewPrivs /proc/self/status; "
+              "getent hosts www.via-dante.test; curl -sS --max-time 10 http://www.via-dante.test/; "
+              "if echo x 2>/dev/null >>/etc/resolv.conf; then echo resolv-writable; fi")
+    # --user, and the way sudo names the invoking user.
+    for how in ({"extra": ("--user", "nobody")},
+                {"env": {"SUDO_UID": str(NOBODY), "SUDO_GID": str(NOBODY)}}):
+        r = rw.run("sh", "-c", script, **how)
+        assert r.returncode == 0, (how, r.stderr)
+        lines = r.stdout.split("\n")
+        assert lines[0:2] == [str(NOBODY), str(NOBODY)], (how, r.stdout)
+        assert lines[2].split() == ["NoNewPrivs:", "1"]
+        # The ruled name has a fake address and works through dante for this
+        # user too; the sandbox's resolv.conf is not the user's to change.
+        assert lines[3].split()[0].startswith("198.18."), r.stdout
+        assert "hello from nginx" in r.stdout
+        assert "resolv-writable" not in r.stdout
+    assert rw.leftovers()["veth"] == []
 
 
 def test_nothing_remains_after_exit_sigterm_and_sigkill(rw):
