@@ -11,6 +11,7 @@
 
 #include "proxies/name_resolver.h"
 #include "proxies/relay.h"
+#include "proxies/ssh_connector.h"
 
 namespace tunnels::proxies {
 namespace {
@@ -83,8 +84,11 @@ struct Engine::Impl {
         case config::ProxyType::kHttp:
           connectors[name] = MakeHttpConnector(proxy, context);
           break;
+        case config::ProxyType::kSsh:
+          connectors[name] = MakeSshConnector(proxy, context);
+          break;
         default:
-          break;  // ssh: a later issue; rules naming it fail over or refuse
+          break;
       }
     }
   }
