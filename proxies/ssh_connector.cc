@@ -501,8 +501,9 @@ asio::awaitable<void> SshSession::Supervise() {
     failures = 0;
     ever_up = true;
     last_error_.clear();
+    const char* cipher = ssh_get_cipher_in(ssh_);
     log().Info(kModule, prefix_ + "session up (" + proxy_.ssh.username + "@" +
-                            proxy_.address.ToString() + ")");
+                            proxy_.address.ToString() + ", " + (cipher ? cipher : "?") + ")");
     const std::uint64_t gen = generation_;
     Wake();
     while (Up(gen)) co_await Sleep(Clock::time_point::max());
@@ -674,11 +675,13 @@ bool SshSession::Authenticate(std::string* error) {
 
 bool SshSession::Poll(bool* drained) {
   if (drained) *drained = false;
-  for (int i = 0; i < 64; ++i) {
+  // libssh reads at most 4 KiB per turn; a turn that finds nothing to do
+  // (SSH_AGAIN: its poll saw neither input nor room for pending output)
+  // means the socket is drained.
+  for (int i = 0; i < 256; ++i) {
     const int rc = ssh_event_dopoll(event_, 0);
     if (rc == SSH_ERROR || !ssh_is_connected(ssh_)) return false;
-    pollfd p{ssh_get_fd(ssh_), POLLIN, 0};
-    if (::poll(&p, 1, 0) == 0) {
+    if (rc == SSH_AGAIN) {
       if (drained) *drained = true;
       break;
     }

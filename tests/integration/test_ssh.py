@@ -175,10 +175,19 @@ class SshWorld:
         proxies += proxy("unpinned", 2220, "ed25519", {"rsa": fp("rsa", "md5")})
         proxies += proxy("stranger", 22, "stranger", {"ed25519": fp("ed25519", "md5")})
         proxies += proxy("nofwd", 2210, "ed25519", {"ed25519": fp("ed25519", "sha256")})
+        # knownHostsFile instead of fingerprints: a right and a wrong entry.
+        rsa_pub = " ".join(Path(f"{host['rsa']}.pub").read_text().split()[:2])
+        ecdsa_pub = " ".join(Path(f"{host['ecdsa']}.pub").read_text().split()[:2])
+        good, bad = world.tmp_path / "known_hosts", world.tmp_path / "known_hosts.bad"
+        good.write_text(f"[10.0.0.1]:2201 {rsa_pub}\n")
+        bad.write_text(f"[10.0.0.1]:2202 {rsa_pub}\n[10.0.0.1]:2201 {ecdsa_pub}\n")
+        proxies += proxy("known", 2201, "ed25519", {}, f"    knownHostsFile: {good}\n")
+        proxies += proxy("unknown", 2202, "ed25519", {}, f"    knownHostsFile: {bad}\n")
         proxies += proxy("viadante", 22, "ed25519", {"ed25519": fp("ed25519", "sha256")},
                          "    parentSocks5Proxy: 10.0.0.1:1080\n", host="sshd.test")
         rules = "".join(f"  .{n.replace('_', '-')}.test: {n}\n" for n in
-                        ["main", *PINNED, "wrongpin", "unpinned", "stranger", "nofwd", "viadante"])
+                        ["main", *PINNED, "wrongpin", "unpinned", "stranger", "nofwd", "viadante",
+                         "known", "unknown"])
         conf = world.tmp_path / "tunnels.yml"
         conf.write_text(
             "upstreamDns: 10.0.0.1\ndnsBindAddress: 127.0.0.1\ndnsPort: 53\n"
@@ -216,6 +225,9 @@ def test_each_host_key_type_pinned_in_each_form_and_each_client_key(sw):
         if r.stdout != "hello from nginx\n":
             failures.append(f"{name} ({kind} host key pinned as {form}, client key {key}): "
                             f"{r.stderr.strip()}")
+    r = sw.curl("http://www.known.test/", check=False)
+    if r.stdout != "hello from nginx\n":
+        failures.append(f"known (knownHostsFile): {r.stderr.strip()}")
     assert not failures, "\n".join(failures) + "\n" + sw.tunnels.tail(30)
     # The name went to sshd's side: tunnels did not resolve it.
     assert not sw.tunnels_resolved_locally("www.rsa-md5.test")
@@ -223,7 +235,8 @@ def test_each_host_key_type_pinned_in_each_form_and_each_client_key(sw):
 
 def test_wrong_and_unpinned_host_keys_are_refused_before_authentication(sw):
     for name, why in (("wrongpin", "it does not match ed25519Fingerprint"),
-                      ("unpinned", "no ed25519Fingerprint is set")):
+                      ("unpinned", "no ed25519Fingerprint is set"),
+                      ("unknown", "no ecdsaFingerprint is set and ")):
         r = sw.curl(f"http://www.{name}.test/", check=False, timeout=30)
         assert r.returncode != 0
         wait_for_log(sw.tunnels, re.escape(f"ssh proxy '{name}'") + r".*refused the server's host "
@@ -270,6 +283,21 @@ def test_sshd_killed_and_restarted(sw):
     assert time.monotonic() - started < 2
     assert sw.sessions_up("main") == 2
     assert sw.tunnels.alive()
+    # sshd gone for good: a connection waits for the session meanwhile, and
+    # tunnels still stops at once and cleanly.
+    mark = sw.tunnels.mark()
+    sw.sshd.kill()
+    wait_for_log(sw.tunnels, r"ssh proxy 'main'.*the session ended", since=mark)
+    waiting = sw.client.spawn(["curl", "-sS", "--max-time", "20", "http://www.main.test/"],
+                              name="waiting-curl")
+    wait_until(lambda: sw.client.run(["ss", "-Htn", "state", "established", "( dport = :80 )"])
+               .stdout.strip() != "", timeout=5, what="the waiting connection to reach tunnels")
+    stopping = time.monotonic()
+    assert sw.tunnels.stop(timeout=10) == 0
+    assert time.monotonic() - stopping < 3
+    assert "Sanitizer" not in sw.tunnels.output()
+    waiting.popen.wait(timeout=5)
+    assert waiting.returncode != 0
 
 
 HOLD_SERVER = r"""
