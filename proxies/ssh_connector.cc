@@ -49,6 +49,7 @@
 #include <cerrno>
 #include <cstring>
 #include <list>
+#include <map>
 #include <set>
 #include <thread>
 
@@ -221,7 +222,7 @@ class SshSession {
       stopping_ = true;
       SessionDown("tunnels is stopping", config::LogLevel::kDebug);
       keepalive_.cancel();
-      Wake();
+      WakeAll();
       work_.reset();
       // The woken coroutines end in the next turns; whatever still waits
       // after that (a transport being connected on the engine's thread) is
@@ -256,10 +257,31 @@ class SshSession {
   void SessionDown(const std::string& why, config::LogLevel level);
   bool Up(std::uint64_t gen) const { return up_ && gen == generation_ && !stopping_; }
 
-  // Waits until Wake() or `deadline`; returns false at the deadline.
-  asio::awaitable<bool> Sleep(Clock::time_point deadline);
-  void Wake() {
-    for (asio::steady_timer* t : sleepers_) t->cancel();
+  // What a coroutine waits for. Wakes are targeted: with hundreds of
+  // channels, waking every waiter at every packet costs more than the
+  // packets.
+  enum Kind { kState, kWritable, kKinds };  // session state; window or flushed output
+  // Waits until Wake(kind), or with `opening` until that channel is open,
+  // or `deadline`; returns false at the deadline.
+  asio::awaitable<bool> Sleep(Clock::time_point deadline, Kind kind = kState,
+                              ssh_channel opening = nullptr);
+  void Wake(Kind kind) {
+    for (asio::steady_timer* t : sleepers_[kind]) t->cancel();
+  }
+  void WakeOpened() {
+    for (const auto& [timer, channel] : opening_) {
+      if (ssh_channel_is_open(channel)) timer->cancel();
+    }
+  }
+  void WakeAll() {
+    Wake(kState);
+    Wake(kWritable);
+    for (const auto& entry : opening_) entry.first->cancel();
+  }
+  // After packets came in or output went out.
+  void WakeForProgress() {
+    WakeOpened();
+    if (!write_waiting_ && !sleepers_[kWritable].empty()) Wake(kWritable);
   }
 
   // Pumps libssh once: reads what arrived (running the channel callbacks)
@@ -310,8 +332,12 @@ class SshSession {
   Clock::time_point last_rx_;
   std::string last_error_;
   asio::steady_timer keepalive_;
-  std::set<asio::steady_timer*> sleepers_;
+  std::set<asio::steady_timer*> sleepers_[kKinds];
+  std::map<asio::steady_timer*, ssh_channel> opening_;
   std::list<std::shared_ptr<Channel>> channels_;
+  // For the copies between a channel and its local end; no copy spans a
+  // co_await, so every channel shares it.
+  std::vector<std::uint8_t> buffer_ = std::vector<std::uint8_t>(64 * 1024);
 };
 
 void SshSession::Spawn(asio::awaitable<void> a, const char* what) {
@@ -383,19 +409,28 @@ bool SshSession::LoopbackPair(Fd* ours, Fd* theirs, std::string* error) {
   return false;
 }
 
-asio::awaitable<bool> SshSession::Sleep(Clock::time_point deadline) {
+asio::awaitable<bool> SshSession::Sleep(Clock::time_point deadline, Kind kind,
+                                        ssh_channel opening) {
   asio::steady_timer timer(*io_, deadline);
-  sleepers_.insert(&timer);
+  if (opening) {
+    opening_[&timer] = opening;
+  } else {
+    sleepers_[kind].insert(&timer);
+  }
   boost::system::error_code ec;
   co_await timer.async_wait(asio::redirect_error(asio::use_awaitable, ec));
-  sleepers_.erase(&timer);
+  if (opening) {
+    opening_.erase(&timer);
+  } else {
+    sleepers_[kind].erase(&timer);
+  }
   co_return ec == asio::error::operation_aborted;
 }
 
 asio::awaitable<OpenResult> SshSession::Open(Target target, Clock::time_point deadline) {
   OpenResult result;
   ++waiting_;
-  Wake();  // the supervisor may be waiting for demand, or in a backoff
+  Wake(kState);  // the supervisor may be waiting for demand, or in a backoff
   while (!up_ && !stopping_ && Clock::now() < deadline) co_await Sleep(deadline);
   --waiting_;
   if (stopping_) {
@@ -418,7 +453,15 @@ asio::awaitable<OpenResult> SshSession::Open(Target target, Clock::time_point de
     rc = ssh_channel_open_forward(channel, target.host.c_str(), target.port, "127.0.0.1", 0);
     if (rc != SSH_AGAIN) break;
     Flush();
-    co_await Sleep(deadline);
+    // Asking libssh again while the channel is still opening costs a poll
+    // of the socket, for every waiting channel at every packet: ask again
+    // only once it is open, or every 20 ms for a refusal (libssh has no
+    // cheap test for that).
+    const Clock::time_point asked = Clock::now();
+    while (Up(gen) && Clock::now() < deadline && !ssh_channel_is_open(channel) &&
+           Clock::now() < asked + std::chrono::milliseconds(20)) {
+      co_await Sleep(std::min(deadline, asked + std::chrono::milliseconds(20)), kState, channel);
+    }
     if (!Up(gen) || Clock::now() >= deadline) break;
   }
   if (!Up(gen)) {
@@ -495,7 +538,7 @@ asio::awaitable<void> SshSession::Supervise() {
       failed_at = Clock::now();
       last_error_ = error;
       log().Limited(kModule, config::LogLevel::kWarning, prefix_ + error);
-      Wake();
+      Wake(kState);
       continue;
     }
     failures = 0;
@@ -505,7 +548,7 @@ asio::awaitable<void> SshSession::Supervise() {
     log().Info(kModule, prefix_ + "session up (" + proxy_.ssh.username + "@" +
                             proxy_.address.ToString() + ", " + (cipher ? cipher : "?") + ")");
     const std::uint64_t gen = generation_;
-    Wake();
+    Wake(kState);
     while (Up(gen)) co_await Sleep(Clock::time_point::max());
   }
 }
@@ -542,7 +585,7 @@ asio::awaitable<bool> SshSession::Establish(std::string* error) {
           box->fd = std::move(*fd);
           box->error = e;
           box->done = true;
-          Wake();
+          Wake(kState);
         });
       },
       asio::detached);
@@ -700,17 +743,17 @@ void SshSession::Flush() {
                   config::LogLevel::kWarning);
       return;
     }
-    Wake();
+    WakeForProgress();
     // Output left over means the socket's buffer is full; its becoming
     // writable again is an edge the reactor reports.
     if ((ssh_get_poll_flags(ssh_) & SSH_WRITE_PENDING) && !write_waiting_) {
+      write_waiting_ = true;
       Spawn(WriteWait(gen), "the session writer");
     }
   });
 }
 
 asio::awaitable<void> SshSession::WriteWait(std::uint64_t gen) {
-  write_waiting_ = true;
   boost::system::error_code ec;
   co_await socket_->async_wait(asio::posix::stream_descriptor::wait_write,
                                asio::redirect_error(asio::use_awaitable, ec));
@@ -739,7 +782,7 @@ asio::awaitable<void> SshSession::ReadLoop(std::uint64_t gen) {
                   config::LogLevel::kWarning);
       break;
     }
-    Wake();
+    WakeForProgress();
     if ((ssh_get_poll_flags(ssh_) & SSH_WRITE_PENDING) && !write_waiting_) Flush();
   }
 }
@@ -799,7 +842,7 @@ void SshSession::SessionDown(const std::string& why, config::LogLevel level) {
   ssh_disconnect(ssh_);
   ssh_free(ssh_);
   ssh_ = nullptr;
-  Wake();
+  WakeAll();
 }
 
 // --- channels ---------------------------------------------------------------
@@ -863,7 +906,7 @@ void SshSession::StartDrain(const std::shared_ptr<Channel>& c) {
 // Writes what libssh holds for a stalled channel, as fast as the local end
 // takes it; then the data callback takes over again.
 asio::awaitable<void> SshSession::Drain(std::shared_ptr<Channel> c) {
-  std::vector<std::uint8_t> buffer(64 * 1024);
+  std::vector<std::uint8_t>& buffer = buffer_;
   while (!c->ended && Up(c->gen)) {
     if (c->backlog.empty()) {
       const int n = ssh_channel_read_nonblocking(c->channel, buffer.data(),
@@ -940,7 +983,7 @@ void SshSession::End(Channel& c, bool reset, const std::string& why) {
 // Client to server: as much as the remote window allows, only while the
 // session's output is flushed.
 asio::awaitable<void> SshSession::PumpUp(std::shared_ptr<Channel> c) {
-  std::vector<std::uint8_t> buffer(64 * 1024);
+  std::vector<std::uint8_t>& buffer = buffer_;
   boost::system::error_code ec;
   while (!c->ended && Up(c->gen)) {
     co_await c->local.async_wait(asio::posix::stream_descriptor::wait_read,
@@ -948,10 +991,9 @@ asio::awaitable<void> SshSession::PumpUp(std::shared_ptr<Channel> c) {
     if (ec) break;
     for (;;) {
       while (!c->ended && Up(c->gen) &&
-             (ssh_channel_window_size(c->channel) == 0 ||
-              (ssh_get_poll_flags(ssh_) & SSH_WRITE_PENDING))) {
+             (ssh_channel_window_size(c->channel) == 0 || write_waiting_)) {
         Flush();
-        co_await Sleep(Clock::time_point::max());
+        co_await Sleep(Clock::time_point::max(), kWritable);
       }
       if (c->ended || !Up(c->gen)) co_return;
       const std::size_t room =
@@ -959,10 +1001,12 @@ asio::awaitable<void> SshSession::PumpUp(std::shared_ptr<Channel> c) {
       const ssize_t n = ::recv(c->local.native_handle(), buffer.data(), room, MSG_DONTWAIT);
       if (n > 0) {
         std::size_t done = 0;
+        const std::uint8_t* data = buffer.data();
+        std::vector<std::uint8_t> held;  // buffer_ is shared: kept here across a wait
         while (done < static_cast<std::size_t>(n)) {
           const int w =
-              ssh_channel_write(c->channel, buffer.data() + done,
-                                static_cast<std::uint32_t>(n - static_cast<ssize_t>(done)));
+              ssh_channel_write(c->channel, data + done,
+                                static_cast<std::uint32_t>(static_cast<std::size_t>(n) - done));
           if (w < 0 && w != SSH_AGAIN) {
             End(*c, true, std::string("writing to the channel: ") + ssh_get_error(ssh_));
             co_return;
@@ -972,7 +1016,11 @@ asio::awaitable<void> SshSession::PumpUp(std::shared_ptr<Channel> c) {
             done += static_cast<std::size_t>(w);
           } else {
             // A key re-exchange holds writes back for a moment.
-            co_await Sleep(Clock::now() + std::chrono::milliseconds(100));
+            if (held.empty()) {
+              held.assign(data, data + n);
+              data = held.data();
+            }
+            co_await Sleep(Clock::now() + std::chrono::milliseconds(100), kWritable);
             if (c->ended || !Up(c->gen)) co_return;
           }
         }
