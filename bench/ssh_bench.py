@@ -54,7 +54,7 @@ SOCKS_PORT = 1080
 CLIENTS = {"tun": 1, "sshd": 2, "shu": 3}
 DNSMASQ = "/usr/sbin/dnsmasq"
 THROUGHPUT = ("tunnels", "ssh-D", "sshuttle")
-CONNS = ("tunnels", "sshuttle")
+CONNS = ("tunnels", "tunnels-ip", "sshuttle")
 
 NGINX_CONFIG = """\
 daemon off;
@@ -168,7 +168,8 @@ class Bench:
             f"upstreamDns: {SRV_IP}\ndnsBindAddress: 127.0.0.1\ndnsPort: 53\n"
             "overwriteResolvconf: false\nproxies:\n  vps:\n    type: ssh\n"
             f"    address: {SRV_IP}\n    username: root\n    privateKey: {keys / 'client'}\n"
-            f"    ed25519Fingerprint: {fingerprint}\nrules:\n  .bench.test: vps\n")
+            f"    ed25519Fingerprint: {fingerprint}\nrules:\n  .bench.test: vps\n"
+            f"  .ip.test:\n    proxy: vps\n    forcedAddress: {WEB_IP}\n")
         self.tunnels = tun.spawn([str(tunnels), "system", "-v", str(conf)], name="tunnels",
                                  line_buffered=False)
         w.wait_for_log(self.tunnels, r"\[DNS\] listening on udp 127\.0\.0\.1:53", timeout=15)
@@ -198,6 +199,8 @@ class Bench:
     def where(self, who: str) -> tuple[w.Host, str, list[str]]:
         if who == "tunnels":
             return self.hosts["tun"], "http://big.bench.test/", []
+        if who == "tunnels-ip":
+            return self.hosts["tun"], "http://big.ip.test/", []
         if who == "ssh-D":
             return self.hosts["sshd"], "http://big.bench.test/", [
                 "--socks5-hostname", f"127.0.0.1:{SOCKS_PORT}"]
@@ -266,7 +269,11 @@ def report(tp: dict[str, list[float]], conns: dict[str, list[tuple[float, int]]]
          t["tunnels"] / t["ssh-D"], paired(tp["tunnels"], tp["ssh-D"])),
         ("bulk throughput vs sshuttle", 10.0, t["tunnels"] / t["sshuttle"],
          paired(tp["tunnels"], tp["sshuttle"])),
-        ("new connections per second vs sshuttle", 2.0, c["tunnels"] / c["sshuttle"],
+        ("new connections per second vs sshuttle, both to the server's address", 2.0,
+         c["tunnels-ip"] / c["sshuttle"],
+         paired([r for r, _ in conns["tunnels-ip"]], [r for r, _ in conns["sshuttle"]])),
+        ("new connections per second vs sshuttle, tunnels by name (resolved by sshd)", 2.0,
+         c["tunnels"] / c["sshuttle"],
          paired([r for r, _ in conns["tunnels"]], [r for r, _ in conns["sshuttle"]])),
     ]
     rows = [f"| {g} | ≥ {target:g}× | {ratio:.2f}× | {per_run} | "
@@ -300,9 +307,14 @@ def report(tp: dict[str, list[float]], conns: dict[str, list[tuple[float, int]]]
         "| --- | ---: | ---: | --- |",
         *conn_rows,
         "",
-        "`ssh -D` has no row here: wrk speaks no SOCKS5. Every request is a new connection, "
-        "so for tunnels each is a new direct-tcpip channel of the one session; sshuttle "
-        "multiplexes its connections over one SSH channel to its own server-side Python.",
+        "`tunnels` asks for `small.bench.test`, which sshd resolves for every channel "
+        "(through dnsmasq); `tunnels-ip` asks for `small.ip.test`, a rule with "
+        f"`forcedAddress: {WEB_IP}`, so that sshd connects to the address as sshuttle's "
+        "server does (sshuttle is given the address: it carries no names). `ssh -D` has no "
+        "row here: wrk speaks no SOCKS5. Every request is a new connection, so for tunnels "
+        "each is a new direct-tcpip channel of the one session, opened and closed by sshd; "
+        "sshuttle multiplexes its connections over one SSH channel to its own server-side "
+        "Python.",
         "",
         "### Setup",
         "",

@@ -202,7 +202,8 @@ asio::awaitable<void> Engine::Impl::Serve(std::shared_ptr<tcp::socket> client) {
                               (target.host != *name ? " to " + target.ToString() : std::string()));
     }
     auto server = std::make_shared<tcp::socket>(std::move(stream->socket));
-    const RelayResult r = co_await Relay(client, server, std::move(stream->pending));
+    const RelayResult r =
+        co_await Relay(client, server, std::move(stream->pending), std::move(stream->reset));
     if (!r.error.empty()) {
       log.Limited("ENGINE", config::LogLevel::kInfo,
                   what + " via " + proxy + " ended: " + r.error + " (" +

@@ -5,12 +5,12 @@
 // runs an io_context of its own, so the encryption of one proxy's traffic
 // runs beside the engine's relaying instead of inside it.
 //
-// Each connection is a direct-tcpip channel bridged to a loopback TCP
-// connection: the engine relays the client to one end (a plain tcp::socket,
-// as for every other connector) and the session pumps the other end to and
-// from the channel. TCP rather than a socketpair, so that a channel that dies
-// with its session can end with a reset (SO_LINGER 0), which the engine's
-// relay passes on to the client.
+// Each connection is a direct-tcpip channel bridged to a socketpair: the
+// engine relays the client to one end (held as a tcp::socket, as for every
+// other connector: reads, writes, splice and shutdown work the same) and the
+// session pumps the other end to and from the channel. A socketpair cannot
+// carry a reset, so a channel that dies with its session sets Stream::reset
+// before closing its end, and the relay resets the client.
 //
 // Flow control never buffers without bound: bytes are read from a channel's
 // local end only as far as the channel's remote window allows and only while
@@ -25,13 +25,10 @@
 // readiness of its socket.
 #include "proxies/ssh_connector.h"
 
-#include <arpa/inet.h>
 #include <fcntl.h>
 #include <libssh/callbacks.h>
 #include <libssh/libssh.h>
 #include <libssh/server.h>  // ssh_send_keepalive
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -91,9 +88,10 @@ class Fd {
 std::string Errno(const char* what) { return std::string(what) + ": " + std::strerror(errno); }
 
 // What an attempt to open a channel gives the engine: the engine's end of
-// the loopback connection, or why not.
+// the socketpair and its reset flag, or why not.
 struct OpenResult {
   int fd = -1;
+  std::shared_ptr<std::atomic<bool>> reset;
   std::string error;
 };
 
@@ -167,12 +165,13 @@ std::string RefusalText(const std::string& error) {
 
 class SshSession;
 
-// One direct-tcpip channel and its loopback end.
+// One direct-tcpip channel and its end of the socketpair.
 struct Channel {
   Channel(SshSession& s, asio::io_context& io, std::uint64_t g) : session(s), local(io), gen(g) {}
   SshSession& session;
-  asio::posix::stream_descriptor local;  // our end of the loopback connection
-  std::uint64_t gen;                     // the session generation it belongs to
+  asio::posix::stream_descriptor local;  // our end of the socketpair
+  std::shared_ptr<std::atomic<bool>> reset = std::make_shared<std::atomic<bool>>(false);
+  std::uint64_t gen;  // the session generation it belongs to
   ssh_channel channel = nullptr;
   ssh_channel_callbacks_struct callbacks{};
   std::string what;  // host:port, for log lines
@@ -205,7 +204,6 @@ class SshSession {
       parent.address = *proxy_.ssh.parent_socks5;
       parent_ = MakeSocks5Connector(parent, context_);
     }
-    OpenListener();
     asio::co_spawn(*io_, Supervise(), [this](std::exception_ptr e) {
       if (!e) return;
       try {
@@ -243,8 +241,7 @@ class SshSession {
  private:
   const config::Log& log() const { return context_.log; }
 
-  void OpenListener();
-  bool LoopbackPair(Fd* ours, Fd* theirs, std::string* error);
+  static bool SocketPair(Fd* ours, Fd* theirs, std::string* error);
 
   asio::awaitable<void> Supervise();
   asio::awaitable<bool> Establish(std::string* error);
@@ -318,8 +315,6 @@ class SshSession {
   std::thread thread_;
 
   // Everything below belongs to the session thread.
-  Fd listener_;
-  sockaddr_in listen_at_{};
   ssh_session ssh_ = nullptr;
   ssh_event event_ = nullptr;
   std::unique_ptr<asio::posix::stream_descriptor> socket_;  // libssh's, not owned
@@ -352,61 +347,15 @@ void SshSession::Spawn(asio::awaitable<void> a, const char* what) {
   });
 }
 
-void SshSession::OpenListener() {
-  Fd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  listen_at_.sin_family = AF_INET;
-  listen_at_.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t length = sizeof listen_at_;
-  if (fd.get() < 0 ||
-      ::bind(fd.get(), reinterpret_cast<sockaddr*>(&listen_at_), sizeof listen_at_) != 0 ||
-      ::listen(fd.get(), SOMAXCONN) != 0 ||
-      ::getsockname(fd.get(), reinterpret_cast<sockaddr*>(&listen_at_), &length) != 0) {
-    last_error_ = Errno("cannot listen on 127.0.0.1 for the channels' loopback connections");
-    return;
-  }
-  listener_ = std::move(fd);
-}
-
-// A connected pair of loopback TCP sockets. Both ends are made here, on one
-// thread: the connect completes through the backlog, and the accepted end is
-// checked to be ours (anyone may connect to the listener).
-bool SshSession::LoopbackPair(Fd* ours, Fd* theirs, std::string* error) {
-  if (listener_.get() < 0) {
-    *error = last_error_;
+bool SshSession::SocketPair(Fd* ours, Fd* theirs, std::string* error) {
+  int ends[2];
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, ends) != 0) {
+    *error = Errno("socketpair for the channel");
     return false;
   }
-  Fd a(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  if (a.get() < 0) {
-    *error = Errno("socket");
-    return false;
-  }
-  if (::connect(a.get(), reinterpret_cast<const sockaddr*>(&listen_at_), sizeof listen_at_) != 0) {
-    *error = Errno("connect to the loopback listener");
-    return false;
-  }
-  sockaddr_in mine{};
-  socklen_t length = sizeof mine;
-  ::getsockname(a.get(), reinterpret_cast<sockaddr*>(&mine), &length);
-  for (int tries = 0; tries < 64; ++tries) {
-    sockaddr_in peer{};
-    length = sizeof peer;
-    Fd b(::accept4(listener_.get(), reinterpret_cast<sockaddr*>(&peer), &length,
-                   SOCK_CLOEXEC | SOCK_NONBLOCK));
-    if (b.get() < 0) {
-      *error = Errno("accept on the loopback listener");
-      return false;
-    }
-    if (peer.sin_port == mine.sin_port && peer.sin_addr.s_addr == mine.sin_addr.s_addr) {
-      const int on = 1;
-      ::setsockopt(b.get(), IPPROTO_TCP, TCP_NODELAY, &on, sizeof on);
-      ::setsockopt(a.get(), IPPROTO_TCP, TCP_NODELAY, &on, sizeof on);
-      *ours = std::move(b);
-      *theirs = std::move(a);
-      return true;
-    }
-  }
-  *error = "too many strangers on the loopback listener";
-  return false;
+  *ours = Fd(ends[0]);
+  *theirs = Fd(ends[1]);
+  return true;
 }
 
 asio::awaitable<bool> SshSession::Sleep(Clock::time_point deadline, Kind kind,
@@ -481,7 +430,7 @@ asio::awaitable<OpenResult> SshSession::Open(Target target, Clock::time_point de
     co_return result;
   }
   Fd ours, theirs;
-  if (!LoopbackPair(&ours, &theirs, &result.error)) {
+  if (!SocketPair(&ours, &theirs, &result.error)) {
     ssh_channel_close(channel);
     ssh_channel_free(channel);
     Flush();
@@ -505,6 +454,7 @@ asio::awaitable<OpenResult> SshSession::Open(Target target, Clock::time_point de
   StartDrain(c);
   Spawn(PumpUp(c), "a channel");
   result.fd = theirs.release();
+  result.reset = c->reset;
   co_return result;
 }
 
@@ -965,10 +915,7 @@ void SshSession::End(Channel& c, bool reset, const std::string& why) {
     log().Debug(kModule, prefix_ + "channel to " + c.what + " reset: " + why);
   }
   boost::system::error_code ignored;
-  if (reset) {
-    const linger l{1, 0};
-    ::setsockopt(c.local.native_handle(), SOL_SOCKET, SO_LINGER, &l, sizeof l);
-  }
+  if (reset) c.reset->store(true);  // before the close, which the relay sees
   c.local.close(ignored);
   if (c.channel) {
     ssh_remove_channel_callbacks(c.channel, &c.callbacks);
@@ -1063,7 +1010,7 @@ class SshConnector : public Connector {
       *error = "ssh proxy '" + proxy_.name + "': " + ec.message();
       co_return std::nullopt;
     }
-    co_return Stream{std::move(socket), {}};
+    co_return Stream{std::move(socket), {}, std::move(r.reset)};
   }
 
   const std::string& name() const override { return proxy_.name; }

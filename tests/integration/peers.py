@@ -194,8 +194,15 @@ class Sshd:
         conf = self.dir / "sshd_config"
         conf.write_text("".join(f"HostKey {k}\n" for k in host_keys) +
                         "".join(f"{k} {v}\n" for k, v in settings.items()))
+        # Without PAM, sshd refuses an account whose shadow entry it cannot
+        # read ("account is locked"): as an unprivileged caller the world
+        # cannot read the real /etc/shadow, so sshd gets a private one.
+        shadow = self.dir / "shadow"
+        shadow.write_text("root:*:19000:0:99999:7:::\n")
+        shadow.chmod(0o600)
         self.host, self.address, self.port = host, address, port
-        self.argv = [binary, "-D", "-e", "-f", str(conf)]
+        self.argv = ["sh", "-c", 'mount --bind "$0" /etc/shadow && exec "$@"', str(shadow),
+                     binary, "-D", "-e", "-f", str(conf)]
         self.start()
 
     def start(self):
@@ -208,7 +215,21 @@ class Sshd:
     def kill(self):
         """SIGKILL to sshd and every process it started (the sessions too)."""
         import signal
-        for pid in [*descendants(self.proc.pid), self.proc.pid]:
+        # Stopped first, the whole tree, so that nothing forks or escapes
+        # to init between the listing and the kill.
+        stopped: list[int] = []
+        while True:
+            tree = [self.proc.pid, *descendants(self.proc.pid)]
+            new = [pid for pid in tree if pid not in stopped]
+            if not new:
+                break
+            for pid in new:
+                try:
+                    os.kill(pid, signal.SIGSTOP)
+                except ProcessLookupError:
+                    pass
+                stopped.append(pid)
+        for pid in stopped:
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
