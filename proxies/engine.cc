@@ -35,21 +35,30 @@ void Reset(tcp::socket& socket) {
 }
 
 // Releases a fake address's hold when the connection ends, however it ends.
+// A connection still suspended when tunnels stops is destroyed with the
+// io_context, after the engine and possibly the pool: then there is nothing
+// to release into (`engine_alive` has expired).
 class Hold {
  public:
-  Hold(resolver::FakePool& pool, std::uint32_t address) : pool_(pool), address_(address) {}
-  ~Hold() { pool_.Release(address_); }
+  Hold(resolver::FakePool& pool, std::uint32_t address, std::weak_ptr<const bool> engine_alive)
+      : pool_(pool), address_(address), engine_alive_(std::move(engine_alive)) {}
+  ~Hold() {
+    if (!engine_alive_.expired()) pool_.Release(address_);
+  }
   Hold(const Hold&) = delete;
   Hold& operator=(const Hold&) = delete;
 
  private:
   resolver::FakePool& pool_;
   std::uint32_t address_;
+  std::weak_ptr<const bool> engine_alive_;
 };
 
 }  // namespace
 
 struct Engine::Impl {
+  // First, so that it expires last: see Hold.
+  std::shared_ptr<const bool> alive = std::make_shared<const bool>(true);
   asio::io_context& io;
   Options options;
   const config::Config& config;
@@ -158,7 +167,7 @@ asio::awaitable<void> Engine::Impl::Serve(std::shared_ptr<tcp::socket> client) {
     Reset(*client);
     co_return;
   }
-  Hold hold(pool, address);
+  Hold hold(pool, address, alive);
   const config::Decision d = rules.Decide(*name, port, config::Protocol::kTcp);
   const std::string what = *name + ":" + std::to_string(port);
   if (d.action == config::Action::kRefuse || d.action == config::Action::kBlock) {

@@ -29,7 +29,6 @@
 #include <libssh/callbacks.h>
 #include <libssh/libssh.h>
 #include <libssh/server.h>  // ssh_send_keepalive
-#include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -45,10 +44,10 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <cerrno>
 #include <cstring>
-#include <list>
 #include <map>
 #include <set>
 #include <thread>
+#include <unordered_map>
 
 #include "proxies/name_resolver.h"
 #include "proxies/ssh_fingerprint.h"
@@ -299,9 +298,8 @@ class SshSession {
   // Ends a channel: cleanly (FIN to the engine) or with a reset.
   void End(Channel& c, bool reset, const std::string& why);
   std::shared_ptr<Channel> Find(Channel* c) {
-    for (const auto& p : channels_)
-      if (p.get() == c) return p;
-    return nullptr;
+    const auto it = channels_.find(c);
+    return it == channels_.end() ? nullptr : it->second;
   }
   void Spawn(asio::awaitable<void> a, const char* what);
 
@@ -329,7 +327,7 @@ class SshSession {
   asio::steady_timer keepalive_;
   std::set<asio::steady_timer*> sleepers_[kKinds];
   std::map<asio::steady_timer*, ssh_channel> opening_;
-  std::list<std::shared_ptr<Channel>> channels_;
+  std::unordered_map<Channel*, std::shared_ptr<Channel>> channels_;
   // For the copies between a channel and its local end; no copy spans a
   // co_await, so every channel shares it.
   std::vector<std::uint8_t> buffer_ = std::vector<std::uint8_t>(64 * 1024);
@@ -447,7 +445,7 @@ asio::awaitable<OpenResult> SshSession::Open(Target target, Clock::time_point de
   c->callbacks.channel_eof_function = &SshSession::OnEof;
   c->callbacks.channel_close_function = &SshSession::OnClose;
   ssh_set_channel_callbacks(channel, &c->callbacks);
-  channels_.push_back(c);
+  channels_.emplace(c.get(), c);
   // Whatever the server sent before the callbacks were set waits in
   // libssh's buffer: drain it first.
   c->stalled = true;
@@ -773,7 +771,7 @@ void SshSession::SessionDown(const std::string& why, config::LogLevel level) {
   // Channels end with a reset: their data may be incomplete.
   auto channels = std::move(channels_);
   channels_.clear();
-  for (const auto& c : channels) {
+  for (const auto& [key, c] : channels) {
     c->channel = nullptr;  // freed with the session below
     End(*c, true, "");
   }
@@ -924,7 +922,7 @@ void SshSession::End(Channel& c, bool reset, const std::string& why) {
     c.channel = nullptr;
     Flush();
   }
-  channels_.remove_if([&c](const std::shared_ptr<Channel>& p) { return p.get() == &c; });
+  channels_.erase(&c);
 }
 
 // Client to server: as much as the remote window allows, only while the
