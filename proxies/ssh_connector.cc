@@ -184,6 +184,10 @@ struct Channel {
   bool up_done = false;               // the client's EOF was sent to the server
   bool remote_closed = false;
   bool ended = false;
+  // Callbacks come from the channel's creation on; until the channel is open
+  // and has its socketpair (registered), they only note what happened.
+  bool registered = false;
+  std::weak_ptr<Channel> self;
 };
 
 class SshSession {
@@ -297,10 +301,6 @@ class SshSession {
   void MaybeFinish(Channel& c);
   // Ends a channel: cleanly (FIN to the engine) or with a reset.
   void End(Channel& c, bool reset, const std::string& why);
-  std::shared_ptr<Channel> Find(Channel* c) {
-    const auto it = channels_.find(c);
-    return it == channels_.end() ? nullptr : it->second;
-  }
   void Spawn(asio::awaitable<void> a, const char* what);
 
   const config::Proxy proxy_;
@@ -395,6 +395,18 @@ asio::awaitable<OpenResult> SshSession::Open(Target target, Clock::time_point de
     result.error = "cannot create a channel: " + std::string(ssh_get_error(ssh_));
     co_return result;
   }
+  auto c = std::make_shared<Channel>(*this, *io_, gen);
+  c->self = c;
+  c->channel = channel;
+  c->what = target.ToString();
+  // Set before the open, so that nothing the server sends right after its
+  // confirmation is missed (and no drain is needed to look for it).
+  ssh_callbacks_init(&c->callbacks);
+  c->callbacks.userdata = c.get();
+  c->callbacks.channel_data_function = &SshSession::OnData;
+  c->callbacks.channel_eof_function = &SshSession::OnEof;
+  c->callbacks.channel_close_function = &SshSession::OnClose;
+  ssh_set_channel_callbacks(channel, &c->callbacks);
   int rc = SSH_AGAIN;
   for (;;) {
     rc = ssh_channel_open_forward(channel, target.host.c_str(), target.port, "127.0.0.1", 0);
@@ -416,41 +428,33 @@ asio::awaitable<OpenResult> SshSession::Open(Target target, Clock::time_point de
     result.error = "the SSH session ended while opening a channel to " + target.ToString();
     co_return result;
   }
-  if (rc != SSH_OK) {
-    result.error = rc == SSH_AGAIN ? "no answer in time to open a channel to " + target.ToString()
-                                   : "the server refused a channel to " + target.ToString() + ": " +
-                                         RefusalText(ssh_get_error(ssh_));
-    ssh_channel_free(channel);
-    Flush();
-    if (rc != SSH_AGAIN) {
-      log().Limited(kModule, config::LogLevel::kInfo, prefix_ + result.error);
-    }
-    co_return result;
-  }
   Fd ours, theirs;
-  if (!SocketPair(&ours, &theirs, &result.error)) {
-    ssh_channel_close(channel);
+  if (rc == SSH_OK && !SocketPair(&ours, &theirs, &result.error)) rc = SSH_ERROR;
+  if (rc != SSH_OK) {
+    if (result.error.empty()) {
+      result.error = rc == SSH_AGAIN ? "no answer in time to open a channel to " + target.ToString()
+                                     : "the server refused a channel to " + target.ToString() +
+                                           ": " + RefusalText(ssh_get_error(ssh_));
+      if (rc != SSH_AGAIN) log().Limited(kModule, config::LogLevel::kInfo, prefix_ + result.error);
+    }
+    ssh_remove_channel_callbacks(channel, &c->callbacks);
+    if (ssh_channel_is_open(channel)) ssh_channel_close(channel);
     ssh_channel_free(channel);
+    c->channel = nullptr;
+    c->ended = true;
     Flush();
     co_return result;
   }
-  auto c = std::make_shared<Channel>(*this, *io_, gen);
-  c->channel = channel;
-  c->what = target.ToString();
   boost::system::error_code ec;
   c->local.assign(ours.release(), ec);
-  ssh_callbacks_init(&c->callbacks);
-  c->callbacks.userdata = c.get();
-  c->callbacks.channel_data_function = &SshSession::OnData;
-  c->callbacks.channel_eof_function = &SshSession::OnEof;
-  c->callbacks.channel_close_function = &SshSession::OnClose;
-  ssh_set_channel_callbacks(channel, &c->callbacks);
+  c->registered = true;
   channels_.emplace(c.get(), c);
-  // Whatever the server sent before the callbacks were set waits in
-  // libssh's buffer: drain it first.
-  c->stalled = true;
-  StartDrain(c);
-  Spawn(PumpUp(c), "a channel");
+  if (c->stalled) {
+    StartDrain(c);  // the server spoke before the socketpair existed
+  } else if (c->remote_eof) {
+    PassEof(*c);
+  }
+  if (!c->ended) Spawn(PumpUp(c), "a channel");
   result.fd = theirs.release();
   result.reset = c->reset;
   co_return result;
@@ -800,22 +804,25 @@ int SshSession::OnData(ssh_session, ssh_channel, void* data, std::uint32_t len, 
   auto* c = static_cast<Channel*>(user);
   if (is_stderr) return static_cast<int>(len);  // direct-tcpip has none; dropped
   if (c->ended) return static_cast<int>(len);
+  if (!c->registered) {
+    c->stalled = true;  // kept by libssh until the socketpair exists
+    return 0;
+  }
   if (c->stalled) return 0;
   const ssize_t n = ::send(c->local.native_handle(), data, len, MSG_NOSIGNAL | MSG_DONTWAIT);
   if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
     // The engine's end is gone (its client reset): the channel goes too.
     const std::string why = std::strerror(errno);
-    asio::post(c->session.io(), [s = &c->session, c, why] {
-      if (auto p = s->Find(c)) s->End(*p, true, why);
+    asio::post(c->session.io(), [s = &c->session, weak = c->self, why] {
+      if (auto p = weak.lock()) s->End(*p, true, why);
     });
     return static_cast<int>(len);
   }
   const std::uint32_t sent = n < 0 ? 0 : static_cast<std::uint32_t>(n);
   if (sent < len) {
     c->stalled = true;
-    SshSession* s = &c->session;
-    asio::post(s->io(), [s, c] {
-      if (auto p = s->Find(c)) s->StartDrain(p);
+    asio::post(c->session.io(), [s = &c->session, weak = c->self] {
+      if (auto p = weak.lock()) s->StartDrain(p);
     });
   }
   return static_cast<int>(sent);
@@ -824,11 +831,10 @@ int SshSession::OnData(ssh_session, ssh_channel, void* data, std::uint32_t len, 
 void SshSession::OnEof(ssh_session, ssh_channel, void* user) {
   auto* c = static_cast<Channel*>(user);
   c->remote_eof = true;
-  SshSession* s = &c->session;
-  asio::post(s->io(), [s, c] {
-    if (auto p = s->Find(c)) {
-      if (!p->stalled) s->PassEof(*p);
-    }
+  if (!c->registered) return;
+  asio::post(c->session.io(), [s = &c->session, weak = c->self] {
+    auto p = weak.lock();
+    if (p && !p->stalled) s->PassEof(*p);
   });
 }
 
@@ -836,9 +842,9 @@ void SshSession::OnClose(ssh_session, ssh_channel, void* user) {
   auto* c = static_cast<Channel*>(user);
   c->remote_eof = true;
   c->remote_closed = true;
-  SshSession* s = &c->session;
-  asio::post(s->io(), [s, c] {
-    if (auto p = s->Find(c)) {
+  if (!c->registered) return;
+  asio::post(c->session.io(), [s = &c->session, weak = c->self] {
+    if (auto p = weak.lock()) {
       if (!p->stalled) s->PassEof(*p);
       s->MaybeFinish(*p);
     }
