@@ -5,6 +5,7 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <csignal>
 #include <iostream>
 #include <sstream>
 
@@ -53,6 +54,10 @@ int RunSystem(const SystemOptions& options) {
   const config::Options& o = loaded.config->options;
   const config::Log log(options.level, o.silent_log);
 
+  // A write to a connection whose other end is gone (splice into a reset
+  // client, or into a channel's socketpair that its ssh session closed) must
+  // fail that connection with EPIPE, not kill tunnels with SIGPIPE.
+  ::signal(SIGPIPE, SIG_IGN);
   // Before the stack: its sockets must be closed before the io_context goes.
   asio::io_context io(1);
   std::string error;
