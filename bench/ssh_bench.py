@@ -53,7 +53,8 @@ WEB_IP = "10.9.0.1"
 SOCKS_PORT = 1080
 CLIENTS = {"tun": 1, "sshd": 2, "shu": 3}
 DNSMASQ = "/usr/sbin/dnsmasq"
-THROUGHPUT = ("tunnels", "ssh-D", "sshuttle")
+THROUGHPUT = ("tunnels", "ssh-D", "ssh-D-aes", "sshuttle")
+SOCKS_AES_PORT = 1081
 CONNS = ("tunnels", "tunnels-ip", "sshuttle")
 
 NGINX_CONFIG = """\
@@ -180,6 +181,13 @@ class Bench:
             [*ssh_cmd, "-v", "-N", "-D", f"127.0.0.1:{SOCKS_PORT}", f"root@{SRV_IP}"],
             name="ssh-D")
         wait_for_port(self.hosts["sshd"], "127.0.0.1", SOCKS_PORT, "ssh -D", self.ssh_d)
+        # The same, with the cipher tunnels prefers (on a CPU with AES
+        # instructions), to tell the cipher's share from the rest.
+        self.ssh_d_aes = self.hosts["sshd"].spawn(
+            [*ssh_cmd, "-v", "-c", "aes128-gcm@openssh.com", "-N", "-D",
+             f"127.0.0.1:{SOCKS_AES_PORT}", f"root@{SRV_IP}"], name="ssh-D-aes")
+        wait_for_port(self.hosts["sshd"], "127.0.0.1", SOCKS_AES_PORT, "ssh -D -c aes128-gcm",
+                      self.ssh_d_aes)
 
         # shu: sshuttle, transparently for the web address.
         self.sshuttle = self.hosts["shu"].spawn(
@@ -194,6 +202,7 @@ class Bench:
         self.ciphers = {
             "tunnels": _search(r"session up \([^,]*, ([^)]*)\)", self.tunnels.output()),
             "ssh-D": _search(r"kex: server->client cipher: (\S+)", self.ssh_d.output()),
+            "ssh-D-aes": _search(r"kex: server->client cipher: (\S+)", self.ssh_d_aes.output()),
         }
 
     def where(self, who: str) -> tuple[w.Host, str, list[str]]:
@@ -204,6 +213,9 @@ class Bench:
         if who == "ssh-D":
             return self.hosts["sshd"], "http://big.bench.test/", [
                 "--socks5-hostname", f"127.0.0.1:{SOCKS_PORT}"]
+        if who == "ssh-D-aes":
+            return self.hosts["sshd"], "http://big.bench.test/", [
+                "--socks5-hostname", f"127.0.0.1:{SOCKS_AES_PORT}"]
         if who == "sshuttle":
             return self.hosts["shu"], f"http://{WEB_IP}/", []
         raise ValueError(who)
@@ -235,7 +247,8 @@ class Bench:
         return float(rps.group(1)), errors + (int(non2xx.group(1)) if non2xx else 0)
 
     def check_alive(self) -> None:
-        for p in (self.tunnels, self.ssh_d, self.sshuttle, self.sshd.proc, self.nginx):
+        for p in (self.tunnels, self.ssh_d, self.ssh_d_aes, self.sshuttle, self.sshd.proc,
+                  self.nginx):
             if not p.alive():
                 raise AssertionError(f"{p!r} died:\n{p.tail()}")
 
@@ -267,6 +280,8 @@ def report(tp: dict[str, list[float]], conns: dict[str, list[tuple[float, int]]]
     goals = [
         ("bulk throughput vs `curl --socks5-hostname` through `ssh -D`", 1.0,
          t["tunnels"] / t["ssh-D"], paired(tp["tunnels"], tp["ssh-D"])),
+        ("bulk throughput vs `ssh -D -c aes128-gcm@openssh.com` (the same cipher as tunnels)",
+         1.0, t["tunnels"] / t["ssh-D-aes"], paired(tp["tunnels"], tp["ssh-D-aes"])),
         ("bulk throughput vs sshuttle", 10.0, t["tunnels"] / t["sshuttle"],
          paired(tp["tunnels"], tp["sshuttle"])),
         ("new connections per second vs sshuttle, both to the server's address", 2.0,
@@ -331,7 +346,9 @@ def report(tp: dict[str, list[float]], conns: dict[str, list[tuple[float, int]]]
         f"Negotiated cipher: {ciphers.get('tunnels', '?')}.",
         f"- host `sshd`: `ssh -N -D 127.0.0.1:{SOCKS_PORT}` (OpenSSH client, same key), and "
         f"`curl --socks5-hostname 127.0.0.1:{SOCKS_PORT}`. Negotiated cipher: "
-        f"{ciphers.get('ssh-D', '?')}.",
+        f"{ciphers.get('ssh-D', '?')}. `ssh-D-aes`: the same with `-c aes128-gcm@openssh.com` "
+        f"on port {SOCKS_AES_PORT} (cipher: {ciphers.get('ssh-D-aes', '?')}), the cipher tunnels "
+        "prefers on a CPU with AES instructions.",
         f"- host `shu`: `sshuttle --method nft -r root@{SRV_IP} {WEB_IP}/32` (same ssh "
         f"client and key); clients connect to {WEB_IP}.",
         "- Throughput: `curl -sS --fail -o /dev/null -w '%{speed_download}' URL`; "

@@ -162,6 +162,19 @@ std::string RefusalText(const std::string& error) {
   return text;
 }
 
+// With AES instructions, AES-GCM costs both ends less than ChaCha20-Poly1305
+// (libssh's and OpenSSH's first choice): about a fifth more throughput on a
+// busy machine. Without them, libssh's own order.
+const char* PreferredCiphers() {
+#if defined(__x86_64__) || defined(__i386__)
+  if (__builtin_cpu_supports("aes")) {
+    return "aes128-gcm@openssh.com,aes256-gcm@openssh.com,chacha20-poly1305@openssh.com,"
+           "aes256-ctr,aes192-ctr,aes128-ctr";
+  }
+#endif
+  return nullptr;
+}
+
 class SshSession;
 
 // One direct-tcpip channel and its end of the socketpair.
@@ -578,6 +591,10 @@ bool SshSession::Handshake(int fd, std::string* error) {
   if (proxy_.ssh.known_hosts_file.empty()) {
     const std::string hostkeys = HostKeyPreference(proxy_.ssh);
     ssh_options_set(ssh_, SSH_OPTIONS_HOSTKEYS, hostkeys.c_str());
+  }
+  if (const char* ciphers = PreferredCiphers()) {
+    ssh_options_set(ssh_, SSH_OPTIONS_CIPHERS_C_S, ciphers);
+    ssh_options_set(ssh_, SSH_OPTIONS_CIPHERS_S_C, ciphers);
   }
   ssh_set_blocking(ssh_, 1);
   bool ok = ssh_connect(ssh_) == SSH_OK;
