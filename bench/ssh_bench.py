@@ -322,6 +322,7 @@ def report(tp: dict[str, list[float]], conns: dict[str, list[tuple[float, int]]]
         "| --- | ---: | ---: | --- |",
         *conn_rows,
         "",
+        *outlier_lines(conns),
         "`tunnels` asks for `small.bench.test`, which sshd resolves for every channel "
         "(through dnsmasq); `tunnels-ip` asks for `small.ip.test`, a rule with "
         f"`forcedAddress: {WEB_IP}`, so that sshd connects to the address as sshuttle's "
@@ -373,6 +374,20 @@ def report(tp: dict[str, list[float]], conns: dict[str, list[tuple[float, int]]]
         END,
     ]
     return "\n".join(lines) + "\n"
+
+
+def outlier_lines(conns: dict[str, list[tuple[float, int]]]) -> list[str]:
+    """A sentence for each run far below its contender's median (a collapse,
+    not noise), so that the per-run column is read right."""
+    out = []
+    for who, runs in conns.items():
+        m = median([r for r, _ in runs])
+        for i, (r, _) in enumerate(runs):
+            if r < m / 4:
+                out.append(f"{who}'s run {i + 1} collapsed to {r:,.0f} requests/s (no errors "
+                           "reported by wrk); the median leaves it out, the paired ratio "
+                           "range above does not.")
+    return out + ([""] if out else [])
 
 
 def first_line(cmd: list[str]) -> str:

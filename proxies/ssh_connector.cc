@@ -13,8 +13,8 @@
 // before closing its end, and the relay resets the client.
 //
 // Flow control never buffers without bound: bytes are read from a channel's
-// local end only as far as the channel's remote window allows and only while
-// the session's output is flushed; bytes from the server that the local end
+// local end only as far as the channel's remote window allows and not while
+// the session's socket is full; bytes from the server that the local end
 // cannot take stay in libssh's channel buffer, which stops growing the
 // window, so the server stops sending on that channel alone.
 //
