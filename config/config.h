@@ -98,6 +98,9 @@ struct SshSettings {
   std::vector<Fingerprint> fingerprints;
   std::string known_hosts_file;
   std::optional<Endpoint> parent_socks5;
+  // How often an idle session is probed; a session silent for twice this
+  // long is taken for dead.
+  std::chrono::seconds keepalive_interval{15};
 };
 
 struct Proxy {

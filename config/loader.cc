@@ -895,10 +895,10 @@ namespace {
 const std::vector<std::string>& ProxyKeys(ProxyType type) {
   static const std::vector<std::string> socks = {"type", "address", "port", "username", "password"};
   static const std::vector<std::string> ssh = {
-      "type",           "address",          "port",
-      "username",       "privateKey",       "privateKeyPassphrase",
-      "rsaFingerprint", "ecdsaFingerprint", "ed25519Fingerprint",
-      "knownHostsFile", "parentSocks5Proxy"};
+      "type",           "address",           "port",
+      "username",       "privateKey",        "privateKeyPassphrase",
+      "rsaFingerprint", "ecdsaFingerprint",  "ed25519Fingerprint",
+      "knownHostsFile", "parentSocks5Proxy", "keepaliveInterval"};
   return type == ProxyType::kSsh ? ssh : socks;
 }
 
@@ -1132,6 +1132,16 @@ void Loader::ReadProxy(const std::string& name, const YAML::Node& key_node,
               "ssh proxy '" + name + "': parentSocks5Proxy: " + perror);
       } else {
         proxy.ssh.parent_socks5 = Endpoint{php->host, php->port.value_or(1080)};
+      }
+    }
+    if (auto interval = field("keepaliveInterval")) {
+      const auto seconds = ParseUnsigned(Trim(*interval));
+      if (!seconds || *seconds < 1 || *seconds > 3600) {
+        Error(Where(fields["keepaliveInterval"]),
+              "ssh proxy '" + name + "': keepaliveInterval: '" + *interval +
+                  "' is not a number of seconds from 1 to 3600");
+      } else {
+        proxy.ssh.keepalive_interval = std::chrono::seconds(*seconds);
       }
     }
   } else {

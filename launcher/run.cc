@@ -274,6 +274,7 @@ bool MountSandboxFiles(const Plan& plan) {
 [[noreturn]] void ExecProgram(const Plan& plan, const sigset_t& original_mask) {
   for (int sig : kForwarded) ::signal(sig, SIG_DFL);
   ::signal(SIGCHLD, SIG_DFL);
+  ::signal(SIGPIPE, SIG_DFL);  // tunnels ignores it; the program gets the default
   ::sigprocmask(SIG_SETMASK, &original_mask, nullptr);
   if (!plan.same_user) {
     if (::setgroups(plan.identity.groups.size(), plan.identity.groups.data()) != 0 ||
@@ -466,6 +467,8 @@ int Run(const RunOptions& options) {
 
   // Before the stack: its sockets must be closed before the io_context goes.
   asio::io_context io(1);
+  // EPIPE instead of SIGPIPE for a write to a vanished peer (see system.cc).
+  ::signal(SIGPIPE, SIG_IGN);
   const auto stack = Stack::Create(cfg, log, /*check_upstream_loop=*/false, &error);
   if (!stack) {
     log.Error("RUN", error);

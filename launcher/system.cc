@@ -9,6 +9,7 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <csignal>
 #include <functional>
 #include <iostream>
 #include <sstream>
@@ -226,6 +227,10 @@ int RunSystem(const SystemOptions& options) {
   const config::Options o = loaded.config->options;
   std::string error;
 
+  // A write to a connection whose other end is gone (splice into a reset
+  // client, or into a channel's socketpair that its ssh session closed) must
+  // fail that connection with EPIPE, not kill tunnels with SIGPIPE.
+  ::signal(SIGPIPE, SIG_IGN);
   // Before the stack: its sockets must be closed before the io_context goes.
   asio::io_context io(1);
   const auto stack = Stack::Create(*loaded.config, log, /*check_upstream_loop=*/true, &error);
@@ -389,9 +394,11 @@ int RunSystem(const SystemOptions& options) {
     io.stop();
   };
   std::function<void()> check_drained = [&] {
-    if (stack->engine().active_connections() == 0 ||
+    // Connections still connecting are not waited for: see
+    // Engine::relaying_connections.
+    if (stack->engine().relaying_connections() == 0 ||
         std::chrono::steady_clock::now() >= *drain_until) {
-      const std::size_t left = stack->engine().active_connections();
+      const std::size_t left = stack->engine().relaying_connections();
       if (left > 0) log.Info("ENGINE", "ending " + std::to_string(left) + " live connections");
       stop_now();
       return;
@@ -403,7 +410,7 @@ int RunSystem(const SystemOptions& options) {
   };
   signals.async_wait([&](const boost::system::error_code& sec, int signal) {
     if (sec) return;
-    const std::size_t live = stack->engine().active_connections();
+    const std::size_t live = stack->engine().relaying_connections();
     log.Info("DNS", std::string("stopping on ") + (signal == SIGINT ? "SIGINT" : "SIGTERM") +
                         (live == 0 ? std::string()
                                    : "; waiting up to " + std::to_string(kDrainTime.count()) +

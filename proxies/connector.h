@@ -1,8 +1,9 @@
 // The one interface behind which every kind of upstream sits: socks5, http
-// (CONNECT), ssh (later), direct. The engine asks a Connector for a stream to
+// (CONNECT), ssh, direct. The engine asks a Connector for a stream to
 // host:port; how it gets there is the connector's business.
 #pragma once
 
+#include <atomic>
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <chrono>
@@ -36,6 +37,10 @@ struct Stream {
   // Bytes the proxy sent right after its handshake reply: the first bytes
   // from the target, which must reach the client first.
   std::vector<std::uint8_t> pending;
+  // For a stream that cannot carry a reset itself (a socketpair end): set
+  // before the connector closes its end to say that the end of stream is a
+  // failure, which the relay then passes on to the client as a reset.
+  std::shared_ptr<const std::atomic<bool>> reset = nullptr;
 };
 
 class Connector {

@@ -11,6 +11,7 @@
 
 #include "proxies/name_resolver.h"
 #include "proxies/relay.h"
+#include "proxies/ssh_connector.h"
 
 namespace tunnels::proxies {
 namespace {
@@ -34,21 +35,30 @@ void Reset(tcp::socket& socket) {
 }
 
 // Releases a fake address's hold when the connection ends, however it ends.
+// A connection still suspended when tunnels stops is destroyed with the
+// io_context, after the engine and possibly the pool: then there is nothing
+// to release into (`engine_alive` has expired).
 class Hold {
  public:
-  Hold(resolver::FakePool& pool, std::uint32_t address) : pool_(pool), address_(address) {}
-  ~Hold() { pool_.Release(address_); }
+  Hold(resolver::FakePool& pool, std::uint32_t address, std::weak_ptr<const bool> engine_alive)
+      : pool_(pool), address_(address), engine_alive_(std::move(engine_alive)) {}
+  ~Hold() {
+    if (!engine_alive_.expired()) pool_.Release(address_);
+  }
   Hold(const Hold&) = delete;
   Hold& operator=(const Hold&) = delete;
 
  private:
   resolver::FakePool& pool_;
   std::uint32_t address_;
+  std::weak_ptr<const bool> engine_alive_;
 };
 
 }  // namespace
 
 struct Engine::Impl {
+  // First, so that it expires last: see Hold.
+  std::shared_ptr<const bool> alive = std::make_shared<const bool>(true);
   // What a connection is decided and carried by: one configuration's rules
   // and connectors. A connection holds the generation it started with, so a
   // reload changes new connections only.
@@ -72,6 +82,7 @@ struct Engine::Impl {
   std::shared_ptr<Generation> current;  // for new connections
   tcp::acceptor acceptor;
   std::size_t active = 0;
+  std::size_t relaying = 0;  // of `active`: past their proxy's handshake
   bool stopped = false;
   std::mt19937_64 random{std::random_device{}()};
 
@@ -97,8 +108,11 @@ struct Engine::Impl {
         case config::ProxyType::kHttp:
           connectors[name] = MakeHttpConnector(proxy, context);
           break;
+        case config::ProxyType::kSsh:
+          connectors[name] = MakeSshConnector(proxy, context);
+          break;
         default:
-          break;  // ssh: a later issue; rules naming it fail over or refuse
+          break;
       }
     }
   }
@@ -168,7 +182,7 @@ asio::awaitable<void> Engine::Impl::Serve(std::shared_ptr<tcp::socket> client) {
     Reset(*client);
     co_return;
   }
-  Hold hold(pool, address);
+  Hold hold(pool, address, alive);
   const std::shared_ptr<Generation> generation = current;
   const config::Decision d = generation->rules->Decide(*name, port, config::Protocol::kTcp);
   const std::string what = *name + ":" + std::to_string(port);
@@ -213,7 +227,13 @@ asio::awaitable<void> Engine::Impl::Serve(std::shared_ptr<tcp::socket> client) {
                               (target.host != *name ? " to " + target.ToString() : std::string()));
     }
     auto server = std::make_shared<tcp::socket>(std::move(stream->socket));
-    const RelayResult r = co_await Relay(client, server, std::move(stream->pending));
+    struct Count {
+      std::size_t& n;
+      explicit Count(std::size_t& c) : n(++c) {}
+      ~Count() { --n; }
+    } relaying_now(relaying);
+    const RelayResult r =
+        co_await Relay(client, server, std::move(stream->pending), std::move(stream->reset));
     if (!r.error.empty()) {
       log.Limited("ENGINE", config::LogLevel::kInfo,
                   what + " via " + proxy + " ended: " + r.error + " (" +
@@ -267,6 +287,7 @@ std::unique_ptr<Engine> Engine::Create(asio::io_context& io, Options options,
 
 std::uint16_t Engine::port() const { return impl_->acceptor.local_endpoint().port(); }
 std::size_t Engine::active_connections() const { return impl_->active; }
+std::size_t Engine::relaying_connections() const { return impl_->relaying; }
 
 void Engine::Start() {
   asio::co_spawn(impl_->io, impl_->Accept(), [this](std::exception_ptr e) {

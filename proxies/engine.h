@@ -45,6 +45,11 @@ class Engine {
   void Start();
   void Stop();
   std::size_t active_connections() const;
+  // Those of them that are carrying bytes: past their proxy's handshake.
+  // After Stop(), the others end as soon as their connector returns, and a
+  // graceful stop need not wait for them (one waiting for an SSH session
+  // that is down could wait for the whole connect timeout).
+  std::size_t relaying_connections() const;
 
  private:
   struct Impl;

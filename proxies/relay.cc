@@ -128,7 +128,8 @@ struct Direction {
 // shuts down `to`'s write side. With `wait_first`, waits for `from` to be
 // readable before the first read (for a side that is not expected to have
 // spoken yet: saves a read that would find nothing).
-asio::awaitable<Direction> Pump(tcp::socket& from, tcp::socket& to, bool wait_first) {
+asio::awaitable<Direction> Pump(tcp::socket& from, tcp::socket& to, bool wait_first,
+                                const std::atomic<bool>* reset_at_end = nullptr) {
   Direction d;
   PipePool& pool = ThreadPipePool();
   Pipe pipe;  // held only while bytes are in it (and around the splice that fills it)
@@ -153,7 +154,14 @@ asio::awaitable<Direction> Pump(tcp::socket& from, tcp::socket& to, bool wait_fi
     }
     const ssize_t n =
         ::splice(in, nullptr, pipe.write_end(), nullptr, kChunk, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
-    if (n == 0) break;  // end of stream
+    if (n == 0) {  // end of stream
+      if (reset_at_end && reset_at_end->load()) {
+        pool.Release(std::move(pipe));
+        d.error = "the proxy reset the connection";
+        co_return d;
+      }
+      break;
+    }
     if (n < 0) {
       if (errno == EINTR) continue;
       if (errno == EAGAIN) {
@@ -214,7 +222,8 @@ void Abort(tcp::socket& a, tcp::socket& b) {
 
 asio::awaitable<RelayResult> Relay(std::shared_ptr<tcp::socket> client,
                                    std::shared_ptr<tcp::socket> server,
-                                   std::vector<std::uint8_t> pending) {
+                                   std::vector<std::uint8_t> pending,
+                                   std::shared_ptr<const std::atomic<bool>> server_reset) {
   RelayResult result;
   boost::system::error_code ec;
   client->native_non_blocking(true, ec);
@@ -238,8 +247,8 @@ asio::awaitable<RelayResult> Relay(std::shared_ptr<tcp::socket> client,
   auto down = std::make_shared<std::optional<Direction>>();
   asio::co_spawn(
       executor,
-      [client, server, down, done]() -> asio::awaitable<void> {
-        *down = co_await Pump(*server, *client, /*wait_first=*/true);
+      [client, server, down, done, server_reset]() -> asio::awaitable<void> {
+        *down = co_await Pump(*server, *client, /*wait_first=*/true, server_reset.get());
         if (!(*down)->error.empty()) Abort(*client, *server);
         done->cancel();
       },

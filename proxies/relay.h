@@ -19,8 +19,11 @@ struct RelayResult {
 // holds its pipe only while bytes are in it (empty pipes go back to a
 // per-thread pool), so an idle connection costs its two sockets and no pipe;
 // a direction that carries a bulk transfer asks for a 1 MiB pipe.
-boost::asio::awaitable<RelayResult> Relay(std::shared_ptr<boost::asio::ip::tcp::socket> client,
-                                          std::shared_ptr<boost::asio::ip::tcp::socket> server,
-                                          std::vector<std::uint8_t> pending);
+// `server_reset` (Stream::reset), when set at the server's end of stream,
+// turns that end into a reset of the client.
+boost::asio::awaitable<RelayResult> Relay(
+    std::shared_ptr<boost::asio::ip::tcp::socket> client,
+    std::shared_ptr<boost::asio::ip::tcp::socket> server, std::vector<std::uint8_t> pending,
+    std::shared_ptr<const std::atomic<bool>> server_reset = nullptr);
 
 }  // namespace tunnels::proxies

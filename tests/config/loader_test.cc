@@ -286,6 +286,7 @@ TEST_CASE("ssh proxies: keys, fingerprints in both forms, known_hosts", "[loader
     knownHostsFile: )" + known +
                              R"(
     parentSocks5Proxy: 127.0.0.1:9050
+    keepaliveInterval: 7
 rules: {x.com: vps}
 )");
   INFO(All(r));
@@ -303,6 +304,7 @@ rules: {x.com: vps}
   CHECK(p.ssh.fingerprints[1].form == Fingerprint::Form::kSha256Base64);
   CHECK(p.ssh.known_hosts_file == known);
   CHECK(p.ssh.parent_socks5 == Endpoint{"127.0.0.1", 9050});
+  CHECK(p.ssh.keepalive_interval == std::chrono::seconds(7));
 }
 
 TEST_CASE("ssh proxy errors: unpinned host, unreadable key, bad fingerprint", "[loader]") {
@@ -324,6 +326,12 @@ TEST_CASE("ssh proxy errors: unpinned host, unreadable key, bad fingerprint", "[
       OnlyError(f.One(head + "    privateKey: " + key +
                       "\n    rsaFingerprint: 01:23\nrules: {x.com: vps}")),
       Catch::Contains("a.yml:7:21: error: ssh proxy 'vps': rsaFingerprint: expected an MD5"));
+  CHECK_THAT(OnlyError(f.One(head + "    privateKey: " + key +
+                             "\n    rsaFingerprint: "
+                             "SHA256:uNiVztksCsDhcc0u9e8BujQXVUpKZIDTMczCvj3tD2s\n"
+                             "    keepaliveInterval: 0\nrules: {x.com: vps}")),
+             Catch::Contains("a.yml:8:24: error: ssh proxy 'vps': keepaliveInterval: '0' is not "
+                             "a number of seconds from 1 to 3600"));
 }
 
 TEST_CASE("the seed example loads once its key exists, and names the key line otherwise",

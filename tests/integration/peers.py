@@ -1,5 +1,6 @@
 """Real proxy and web servers from Debian, started inside a world's host as
-peers for the engine's tests: dante (danted), microsocks, tinyproxy, nginx.
+peers for the engine's tests: dante (danted), microsocks, tinyproxy, nginx,
+OpenSSH's sshd.
 
 Each constructor returns once the server accepts connections. Only uid 0
 exists in a world, so servers that insist on dropping privileges get what
@@ -13,11 +14,12 @@ import warnings
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
     import crypt  # deprecated since 3.11, still in Debian 12's python
+import os
 import socket
 import textwrap
 from pathlib import Path
 
-from world import Host, require, wait_until
+from world import Host, missing, require, wait_until
 
 
 def wait_for_port(host: Host, address: str, port: int, what: str, proc, timeout=10.0):
@@ -151,3 +153,107 @@ class Nginx:
         self.address, self.port = address, port
         self.proc = host.spawn([binary, "-p", str(prefix), "-c", str(conf)], name=f"nginx-{port}")
         wait_for_port(host, address, port, "nginx", self.proc)
+
+
+class Sshd:
+    """OpenSSH's sshd on address:port, presenting the host keys `host_keys`
+    (paths of private keys) and accepting the public keys in
+    `authorized_keys` for root, with `options` added to its configuration.
+
+    sshd separates privileges by switching to its user `sshd`, so the world
+    needs more ids than root (run-in-world maps them when /etc/subuid and
+    /etc/subgid give the caller a range)."""
+
+    def __init__(self, host: Host, address: str, port: int, host_keys: list[Path],
+                 authorized_keys: str, options: dict[str, str] | None = None):
+        binary = require("/usr/sbin/sshd", "openssh-server")
+        if int(os.environ.get("TUNNELS_WORLD_IDS", "1")) < 65535:
+            missing("the world has no ids besides root, which sshd's privilege separation needs "
+                    "(give the user a range in /etc/subuid and /etc/subgid; package uidmap)")
+        # sshd's privilege separation directory, in the world's private /run.
+        Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
+        tmp = host.world.tmp_path
+        self.dir = tmp / f"{host.name}.sshd-{port}"
+        self.dir.mkdir()
+        keys = self.dir / "authorized_keys"
+        keys.write_text(authorized_keys)
+        settings = {
+            "ListenAddress": f"{address}:{port}",
+            "PidFile": str(self.dir / "sshd.pid"),
+            "AuthorizedKeysFile": str(keys),
+            "StrictModes": "no",
+            "UsePAM": "no",
+            "PasswordAuthentication": "no",
+            "KbdInteractiveAuthentication": "no",
+            "PermitRootLogin": "prohibit-password",
+            "AllowTcpForwarding": "yes",
+            "LogLevel": "VERBOSE",
+            "MaxStartups": "1000",
+            **(options or {}),
+        }
+        conf = self.dir / "sshd_config"
+        conf.write_text("".join(f"HostKey {k}\n" for k in host_keys) +
+                        "".join(f"{k} {v}\n" for k, v in settings.items()))
+        # Without PAM, sshd refuses an account whose shadow entry it cannot
+        # read ("account is locked"): as an unprivileged caller the world
+        # cannot read the real /etc/shadow, so sshd gets a private one.
+        shadow = self.dir / "shadow"
+        shadow.write_text("root:*:19000:0:99999:7:::\n")
+        shadow.chmod(0o600)
+        self.host, self.address, self.port = host, address, port
+        self.argv = ["sh", "-c", 'mount --bind "$0" /etc/shadow && exec "$@"', str(shadow),
+                     binary, "-D", "-e", "-f", str(conf)]
+        self.start()
+
+    def start(self):
+        self.proc = self.host.spawn(self.argv, name=f"sshd-{self.port}")
+        wait_for_port(self.host, self.address, self.port, "sshd", self.proc)
+
+    def log(self) -> str:
+        return self.proc.output()
+
+    def kill(self):
+        """SIGKILL to sshd and every process it started (the sessions too)."""
+        import signal
+        # Stopped first, the whole tree, so that nothing forks or escapes
+        # to init between the listing and the kill.
+        stopped: list[int] = []
+        while True:
+            tree = [self.proc.pid, *descendants(self.proc.pid)]
+            new = [pid for pid in tree if pid not in stopped]
+            if not new:
+                break
+            for pid in new:
+                try:
+                    os.kill(pid, signal.SIGSTOP)
+                except ProcessLookupError:
+                    pass
+                stopped.append(pid)
+        for pid in stopped:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.proc.popen.wait(timeout=5)
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below `pid`, children before their parents."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(entry.name))
+    out: list[int] = []
+
+    def walk(p: int):
+        for c in children.get(p, []):
+            walk(c)
+            out.append(c)
+    walk(pid)
+    return out

@@ -168,3 +168,52 @@ TEST_CASE("idle relays hold no pipes", "[relay]") {
     ::close(servers[i].app);
   }
 }
+
+TEST_CASE("a server end marked as reset resets the client, after the bytes before it", "[relay]") {
+  asio::io_context io(1);
+  tcp::acceptor acceptor(io, tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
+  for (const bool marked : {false, true}) {
+    Pair client = Connect(io, acceptor);
+    // The server side is a socketpair, as the ssh connector's channels are.
+    int ends[2];
+    REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, ends) == 0);
+    auto server = std::make_shared<tcp::socket>(io);
+    server->assign(tcp::v4(), ends[1]);
+    auto reset = std::make_shared<std::atomic<bool>>(false);
+    std::optional<RelayResult> result;
+    asio::co_spawn(io, Relay(client.relay, server, {}, reset),
+                   [&](std::exception_ptr e, RelayResult r) {
+                     REQUIRE(!e);
+                     result = r;
+                   });
+    const Bytes data = Random(100 * 1024, 7);
+    SendAll(ends[0], data);
+    if (marked) reset->store(true);
+    ::close(ends[0]);
+    int error = 0;
+    Bytes got;
+    std::thread app([&] {
+      std::uint8_t buffer[65536];
+      for (;;) {
+        const ssize_t n = ::recv(client.app, buffer, sizeof buffer, 0);
+        if (n < 0) error = errno;
+        if (n <= 0) break;
+        got.insert(got.end(), buffer, buffer + n);
+      }
+      ::shutdown(client.app, SHUT_WR);  // the client is done too
+    });
+    io.run();
+    io.restart();
+    app.join();
+    ::close(client.app);
+    REQUIRE(result.has_value());
+    if (marked) {
+      CHECK(error == ECONNRESET);
+      CHECK_FALSE(result->error.empty());
+    } else {
+      CHECK(error == 0);
+      CHECK(got == data);
+      CHECK(result->error.empty());
+    }
+  }
+}
