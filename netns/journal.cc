@@ -11,6 +11,7 @@
 #include <cstring>
 #include <utility>
 
+#include "netns/file_io.h"
 #include "netns/resolv_conf.h"
 #include "netns/sysctl.h"
 
@@ -54,29 +55,6 @@ bool Unescape(const std::string& text, std::string* out) {
     if (high < 0 || low < 0) return false;
     *out += static_cast<char>(high * 16 + low);
     i += 2;
-  }
-  return true;
-}
-
-bool ReadAll(int fd, std::string* out) {
-  out->clear();
-  char buffer[4096];
-  while (true) {
-    const ssize_t n = ::pread(fd, buffer, sizeof buffer, static_cast<off_t>(out->size()));
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return false;
-    if (n == 0) return true;
-    out->append(buffer, static_cast<std::size_t>(n));
-  }
-}
-
-bool WriteAll(int fd, const std::string& text) {
-  std::size_t done = 0;
-  while (done < text.size()) {
-    const ssize_t n = ::write(fd, text.data() + done, text.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return false;
-    done += static_cast<std::size_t>(n);
   }
   return true;
 }

@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <cstring>
 
+#include "netns/file_io.h"
 #include "netns/unique_fd.h"
 
 namespace tunnels::netns {
@@ -27,28 +28,6 @@ std::string TempName(const std::string& path) {
   const std::size_t slash = path.rfind('/');
   const std::string base = slash == std::string::npos ? path : path.substr(slash + 1);
   return Directory(path) + "/." + base + ".tunnels-" + std::to_string(::getpid());
-}
-
-bool WriteAll(int fd, const std::string& text) {
-  std::size_t done = 0;
-  while (done < text.size()) {
-    const ssize_t n = ::write(fd, text.data() + done, text.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return false;
-    done += static_cast<std::size_t>(n);
-  }
-  return true;
-}
-
-bool ReadAll(int fd, std::string* out) {
-  char buffer[4096];
-  while (true) {
-    const ssize_t n = ::read(fd, buffer, sizeof buffer);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return false;
-    if (n == 0) return true;
-    out->append(buffer, static_cast<std::size_t>(n));
-  }
 }
 
 // Writes `content` with `mode` to a temporary file next to `path`, flushes

@@ -14,6 +14,8 @@
 #include <thread>
 #include <utility>
 
+#include "netns/file_io.h"
+
 namespace tunnels::netns {
 namespace {
 
@@ -123,29 +125,6 @@ bool Parse(const std::string& text, Record* r) {
   r->forward_before = values["ip_forward_before"];
   return !r->netns.empty() && ValidName(r->table, 64, false) && ValidName(r->link, 15, false) &&
          (r->forward_before == "0" || r->forward_before == "1");
-}
-
-bool ReadAll(int fd, std::string* out) {
-  out->clear();
-  char buffer[1024];
-  while (true) {
-    const ssize_t n = ::read(fd, buffer, sizeof buffer);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return false;
-    if (n == 0) return true;
-    out->append(buffer, static_cast<std::size_t>(n));
-  }
-}
-
-bool WriteAll(int fd, const std::string& text) {
-  std::size_t done = 0;
-  while (done < text.size()) {
-    const ssize_t n = ::write(fd, text.data() + done, text.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return false;
-    done += static_cast<std::size_t>(n);
-  }
-  return true;
 }
 
 // The state directory's lock, held while state files are created, examined
