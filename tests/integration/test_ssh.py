@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from peers import Dante, Nginx, Sshd, descendants, wait_for_port
+from scripts import ECHO_SERVER, MANY_CLIENTS, REFUSAL_PROBE
 from world import Dnsmasq, require, wait_for_log, wait_until
 
 SIZE = 100 * 1024 * 1024
@@ -45,57 +46,6 @@ PINNED = {
     "ed25519_md5": (22, "ed25519", "md5", "rsa_pem_enc"),
     "ed25519_sha": (22, "ed25519", "sha256", "ed25519_enc"),
 }
-
-ECHO_SERVER = r"""
-import asyncio, resource, sys
-_, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-async def handle(r, w):
-    data = await r.read(100)
-    w.write(data); await w.drain(); w.close()
-async def main():
-    server = await asyncio.start_server(handle, sys.argv[1], int(sys.argv[2]), backlog=4096)
-    await server.serve_forever()
-asyncio.run(main())
-"""
-
-MANY_CLIENTS = r"""
-import asyncio, resource, sys
-_, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-N = int(sys.argv[3])
-async def one(i):
-    r, w = await asyncio.open_connection(sys.argv[1], int(sys.argv[2]))
-    msg = f"hello {i}".encode()
-    w.write(msg); await w.drain()
-    data = await r.read(100)
-    w.close()
-    return data == msg
-async def main():
-    results = await asyncio.gather(*(one(i) for i in range(N)), return_exceptions=True)
-    ok = sum(1 for x in results if x is True)
-    errors = {repr(x) for x in results if x is not True}
-    print(ok, sorted(errors)[:5])
-asyncio.run(main())
-"""
-
-# Connects, sends a request, and reports how the connection ended and when.
-REFUSAL_PROBE = r"""
-import socket, sys, time
-start = time.monotonic()
-try:
-    c = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=10)
-    c.sendall(b"GET / HTTP/1.0\r\n\r\n")
-    data = c.recv(100)
-    outcome = "data" if data else "eof"
-except ConnectionResetError:
-    outcome = "reset"
-except ConnectionRefusedError:
-    outcome = "refused"
-except socket.timeout:
-    outcome = "timeout"
-print(outcome, round((time.monotonic() - start) * 1000))
-"""
 
 
 def keygen(path: Path, args: list[str], passphrase: str) -> Path:
