@@ -426,6 +426,8 @@ def main() -> int:
     p.add_argument("--update-doc", action="store_true",
                    help="write the results into docs/BENCHMARKS.md (ssh-bench section)")
     p.add_argument("--doc", type=Path, default=ROOT / "docs/BENCHMARKS.md")
+    p.add_argument("--only", choices=THROUGHPUT,
+                   help="for profiling: only RUNS downloads through this contender, no report")
     args = p.parse_args()
     if not w.in_world():
         log("ssh_bench.py: run me through bench/run-ssh-bench.sh (I need a private world)")
@@ -438,6 +440,10 @@ def main() -> int:
     conns: dict[str, list[tuple[float, int]]] = {who: [] for who in CONNS}
     try:
         bench = Bench(world, args.tunnels, tmp, args.big_mib << 20)
+        if args.only:
+            for run in range(args.runs):
+                log(f"run {run + 1}/{args.runs} {args.only:10} {mib_s(bench.download(args.only)):>12}")
+            return 0
         for who in THROUGHPUT:
             log(f"warm-up  {who:10} {mib_s(bench.download(who)):>12}")
         for run in range(args.runs):

@@ -153,6 +153,10 @@ struct Options {
   std::string resolvconf_backup_path = "/etc/resolv.conf.tunnels-backup";
   std::uint32_t dns_packet_size = 65535;
   std::chrono::milliseconds upstream_dns_timeout{5000};
+  // A relayed connection that moves no byte either way for this long is
+  // closed with a reset on both sides; 0 never (not an option of the
+  // original tunnels).
+  std::chrono::seconds connection_idle_timeout{7200};
   std::uint16_t temporary_bind_port_first = 30000;
   std::uint16_t temporary_bind_port_last = 55000;
   std::string iptables_chain = "tunnels_redirects";

@@ -49,6 +49,7 @@ const std::vector<std::string>& MainOptionNames() {
                                                  "resolvconfBackupPath",
                                                  "dnsPacketSize",
                                                  "upstreamDnsTimeout",
+                                                 "connectionIdleTimeout",
                                                  "temporaryBindPortRange",
                                                  "iptablesChain",
                                                  "randomCredentialsLength",
@@ -703,6 +704,8 @@ void Loader::ReadMainOption(const std::string& key, const YAML::Node& key_node,
     } else {
       o.upstream_dns_timeout = std::chrono::milliseconds(std::llround(seconds * 1000));
     }
+  } else if (key == "connectionIdleTimeout") {
+    if (auto v = as_uint(0, 30 * 24 * 3600)) o.connection_idle_timeout = std::chrono::seconds(*v);
   } else if (key == "temporaryBindPortRange") {
     const std::size_t dash = text.find('-');
     const auto first = ParsePort(Trim(std::string_view(text).substr(0, dash)));

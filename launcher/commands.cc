@@ -136,6 +136,9 @@ int Check(const std::vector<std::string>& paths, std::ostream& out, std::ostream
       {"resolvconfBackupPath", o.resolvconf_backup_path},
       {"dnsPacketSize", std::to_string(o.dns_packet_size)},
       {"upstreamDnsTimeout", std::to_string(o.upstream_dns_timeout.count()) + " ms"},
+      {"connectionIdleTimeout", o.connection_idle_timeout.count() == 0
+                                    ? std::string("never")
+                                    : std::to_string(o.connection_idle_timeout.count()) + " s"},
       {"temporaryBindPortRange", std::to_string(o.temporary_bind_port_first) + "-" +
                                      std::to_string(o.temporary_bind_port_last)},
       {"iptablesChain", o.iptables_chain},

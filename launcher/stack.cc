@@ -98,6 +98,7 @@ std::vector<std::string> Stack::Reload(const config::Config& config) {
   next.options = was;
   next.options.block_undefined_domains = now.block_undefined_domains;
   next.options.random_credentials_length = now.random_credentials_length;
+  next.options.connection_idle_timeout = now.connection_idle_timeout;
   next.options.temporary_bind_port_first = now.temporary_bind_port_first;
   next.options.temporary_bind_port_last = now.temporary_bind_port_last;
   auto next_config = std::make_shared<const config::Config>(std::move(next));

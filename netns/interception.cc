@@ -104,13 +104,18 @@ std::string NftScript(const InterceptionSpec& spec, bool replace_leftover) {
          (spec.owned ? "  flags owner\n" : "") +
          "  chain prerouting {\n"
          "    type filter hook prerouting priority mangle; policy accept;\n" +
-         "    ip daddr " + Dotted(BlackholeAddress(spec)) + " " + syn +
+         // Every packet of the machine passes this chain: the ones not for
+         // the fake range (nearly all) leave it after one comparison.
+         "    ip daddr != " + range + " accept\n" +                                   //
+         "    ip daddr " + Dotted(BlackholeAddress(spec)) + " " + syn +               //
          " reject with tcp reset\n" +                                                 //
-         "    ip daddr " + range + " meta l4proto tcp tproxy to 127.0.0.1:" +         //
+         "    meta l4proto tcp tproxy to 127.0.0.1:" +                                //
          std::to_string(spec.listener_port) + " meta mark set meta mark | " + mark +  //
          " accept\n" +                                                                //
-         "    ip daddr " + range + " " + syn + " reject with tcp reset\n" +           //
-         "    ip daddr " + range + " meta l4proto udp reject with icmp type port-unreachable\n" +
+         // Reached when no listener took the connection (tproxy found no
+         // socket): refused at once rather than left to time out.
+         "    " + syn + " reject with tcp reset\n" +  //
+         "    meta l4proto udp reject with icmp type port-unreachable\n" +
          "  }\n"
          "}\n";
 }

@@ -7,6 +7,7 @@
 #include <boost/asio/redirect_error.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <cstdio>
 #include <sstream>
 
 #include "proxies/name_resolver.h"
@@ -85,13 +86,21 @@ struct Engine::Impl {
   std::size_t relaying = 0;  // of `active`: past their proxy's handshake
   bool stopped = false;
   std::mt19937_64 random{std::random_device{}()};
+  IdleWatch idle;  // its timeout is the current generation's
 
   Impl(asio::io_context& io_context, Options o, resolver::FakePool& p, resolver::Upstream& upstream,
        const config::Log& l)
-      : io(io_context), options(o), pool(p), log(l), resolver(upstream), acceptor(io_context) {}
+      : io(io_context),
+        options(o),
+        pool(p),
+        log(l),
+        resolver(upstream),
+        acceptor(io_context),
+        idle(io_context.get_executor()) {}
 
   std::shared_ptr<Generation> MakeGeneration(std::shared_ptr<const config::Config> config,
                                              std::shared_ptr<const config::RuleSet> rules) {
+    idle.SetTimeout(config->options.connection_idle_timeout);
     auto g = std::make_shared<Generation>(std::move(config), std::move(rules), resolver, log);
     AddConnectors(*g->config, g->context, g->connectors);
     return g;
@@ -232,13 +241,18 @@ asio::awaitable<void> Engine::Impl::Serve(std::shared_ptr<tcp::socket> client) {
       explicit Count(std::size_t& c) : n(++c) {}
       ~Count() { --n; }
     } relaying_now(relaying);
+    const Clock::time_point relay_start = Clock::now();
     const RelayResult r =
-        co_await Relay(client, server, std::move(stream->pending), std::move(stream->reset));
-    if (!r.error.empty()) {
-      log.Limited("ENGINE", config::LogLevel::kInfo,
-                  what + " via " + proxy + " ended: " + r.error + " (" +
-                      std::to_string(r.to_server) + " bytes up, " + std::to_string(r.to_client) +
-                      " down)");
+        co_await Relay(client, server, std::move(stream->pending), std::move(stream->reset), &idle);
+    // One line per connection, at its end (as many as connections, whatever
+    // the peers do: not rate-limited); formatted only when shown.
+    if (log.Enabled("NET", config::LogLevel::kInfo)) {
+      char duration[32];
+      std::snprintf(duration, sizeof duration, "%.3f s",
+                    std::chrono::duration<double>(Clock::now() - relay_start).count());
+      log.Info("NET", what + " via " + proxy + " -> " + (r.error.empty() ? "closed" : r.error) +
+                          ", " + std::to_string(r.to_server) + " bytes up, " +
+                          std::to_string(r.to_client) + " down, " + duration);
     }
     co_return;
   }

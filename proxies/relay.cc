@@ -12,6 +12,7 @@
 #include <boost/asio/write.hpp>
 #include <cerrno>
 #include <cstring>
+#include <set>
 #include <utility>
 #include <vector>
 
@@ -129,6 +130,7 @@ struct Direction {
 // readable before the first read (for a side that is not expected to have
 // spoken yet: saves a read that would find nothing).
 asio::awaitable<Direction> Pump(tcp::socket& from, tcp::socket& to, bool wait_first,
+                                std::uint64_t& moved,
                                 const std::atomic<bool>* reset_at_end = nullptr) {
   Direction d;
   PipePool& pool = ThreadPipePool();
@@ -199,6 +201,7 @@ asio::awaitable<Direction> Pump(tcp::socket& from, tcp::socket& to, bool wait_fi
       }
       in_pipe -= static_cast<std::size_t>(m);
       d.bytes += static_cast<std::uint64_t>(m);
+      moved += static_cast<std::uint64_t>(m);
     }
     if (d.bytes >= kBulk) pipe.Grow();
   }
@@ -218,13 +221,99 @@ void Abort(tcp::socket& a, tcp::socket& b) {
   }
 }
 
+// One relay as the idle watch sees it.
+struct Watched {
+  std::uint64_t moved = 0;  // bytes, both ways: the relay's pumps count
+  std::uint64_t seen = 0;   // `moved` at the sweep that last saw it change
+  Clock::time_point quiet_since;
+  Clock::duration timeout{};
+  bool fired = false;
+  std::shared_ptr<tcp::socket> client, server;
+};
+
 }  // namespace
+
+struct IdleWatch::State : std::enable_shared_from_this<IdleWatch::State> {
+  explicit State(asio::any_io_executor e) : executor(std::move(e)), timer(executor) {}
+  asio::any_io_executor executor;
+  asio::steady_timer timer;
+  Clock::duration timeout{};
+  std::set<std::shared_ptr<Watched>> relays;
+  bool sweeping = false;
+  bool stopped = false;
+
+  Clock::duration Period() const {
+    return std::max<Clock::duration>(timeout / 4, std::chrono::milliseconds(250));
+  }
+
+  // Runs while relays are registered.
+  static asio::awaitable<void> Sweep(std::shared_ptr<State> self) {
+    boost::system::error_code ec;
+    while (!self->stopped && !self->relays.empty()) {
+      self->timer.expires_after(self->Period());
+      co_await self->timer.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+      if (self->stopped) break;
+      const Clock::time_point now = Clock::now();
+      for (const std::shared_ptr<Watched>& w : self->relays) {
+        if (w->fired) continue;
+        if (w->moved != w->seen) {
+          w->seen = w->moved;
+          w->quiet_since = now;
+        } else if (now - w->quiet_since >= w->timeout) {
+          w->fired = true;
+          Abort(*w->client, *w->server);  // the pumps see it and end
+        }
+      }
+    }
+    self->sweeping = false;
+  }
+
+  void Add(const std::shared_ptr<Watched>& w) {
+    relays.insert(w);
+    if (sweeping) return;
+    sweeping = true;
+    asio::co_spawn(executor, Sweep(shared_from_this()), [](std::exception_ptr) {
+      // Sweep reports nothing and throws only on a bug (std::bad_alloc);
+      // relays then run without an idle timeout, as before the watch.
+    });
+  }
+};
+
+IdleWatch::IdleWatch(asio::any_io_executor executor)
+    : state_(std::make_shared<State>(std::move(executor))) {}
+
+IdleWatch::~IdleWatch() {
+  state_->stopped = true;
+  state_->timer.cancel();
+}
+
+void IdleWatch::SetTimeout(Clock::duration timeout) { state_->timeout = timeout; }
+Clock::duration IdleWatch::timeout() const { return state_->timeout; }
 
 asio::awaitable<RelayResult> Relay(std::shared_ptr<tcp::socket> client,
                                    std::shared_ptr<tcp::socket> server,
                                    std::vector<std::uint8_t> pending,
-                                   std::shared_ptr<const std::atomic<bool>> server_reset) {
+                                   std::shared_ptr<const std::atomic<bool>> server_reset,
+                                   IdleWatch* idle) {
   RelayResult result;
+  auto watched = std::make_shared<Watched>();
+  std::shared_ptr<IdleWatch::State> watch;
+  if (idle && idle->timeout() > Clock::duration::zero()) {
+    watch = idle->state();
+    watched->timeout = idle->timeout();
+    watched->quiet_since = Clock::now();
+    watched->client = client;
+    watched->server = server;
+    watch->Add(watched);
+  }
+  // Unregistered however the relay ends.
+  struct Unwatch {
+    std::shared_ptr<IdleWatch::State>& watch;
+    std::shared_ptr<Watched>& watched;
+    ~Unwatch() {
+      if (watch) watch->relays.erase(watched);
+    }
+  } unwatch{watch, watched};
   boost::system::error_code ec;
   client->native_non_blocking(true, ec);
   if (!ec) server->native_non_blocking(true, ec);
@@ -247,8 +336,9 @@ asio::awaitable<RelayResult> Relay(std::shared_ptr<tcp::socket> client,
   auto down = std::make_shared<std::optional<Direction>>();
   asio::co_spawn(
       executor,
-      [client, server, down, done, server_reset]() -> asio::awaitable<void> {
-        *down = co_await Pump(*server, *client, /*wait_first=*/true, server_reset.get());
+      [client, server, down, done, server_reset, watched]() -> asio::awaitable<void> {
+        *down = co_await Pump(*server, *client, /*wait_first=*/true, watched->moved,
+                              server_reset.get());
         if (!(*down)->error.empty()) Abort(*client, *server);
         done->cancel();
       },
@@ -258,14 +348,19 @@ asio::awaitable<RelayResult> Relay(std::shared_ptr<tcp::socket> client,
         if (e && !*down) *down = Direction{0, "internal error in relay"};
         done->cancel();
       });
-  Direction up = co_await Pump(*client, *server, /*wait_first=*/false);
+  Direction up = co_await Pump(*client, *server, /*wait_first=*/false, watched->moved);
   if (!up.error.empty()) Abort(*client, *server);
   if (!*down) {
     co_await done->async_wait(asio::redirect_error(asio::use_awaitable, ec));
   }
   result.to_server = up.bytes;
   result.to_client += (*down) ? (*down)->bytes : 0;
-  if (!up.error.empty()) {
+  if (watched->fired) {
+    result.error =
+        "idle for " +
+        std::to_string(std::chrono::duration_cast<std::chrono::seconds>(watched->timeout).count()) +
+        " s (connectionIdleTimeout); reset both sides";
+  } else if (!up.error.empty()) {
     result.error = "client side: " + up.error;
   } else if (*down && !(*down)->error.empty()) {
     result.error = "server side: " + (*down)->error;

@@ -67,6 +67,7 @@ TEST_CASE("defaults follow the original, with the three documented changes", "[l
   CHECK_FALSE(o.block_undefined_domains);
   CHECK(o.private_addresses.ToString() == "198.18.0.0/15");
   CHECK(o.upstream_dns_timeout == std::chrono::seconds(5));
+  CHECK(o.connection_idle_timeout == std::chrono::seconds(7200));
   CHECK(o.upstream_dns == std::vector<Endpoint>{{"192.0.2.1", 53}});
   CHECK(o.upstream_dns_origin == f.options.system_resolv_conf);
   CHECK(o.random_credentials_length == 16);
@@ -103,6 +104,7 @@ resolvconfPath: /tmp/r
 resolvconfBackupPath: /tmp/r.bak
 dnsPacketSize: 4096
 upstreamDnsTimeout: 2.5
+connectionIdleTimeout: 0
 temporaryBindPortRange: 40000-41000
 iptablesChain: my_chain
 randomCredentialsLength: 8
@@ -126,6 +128,7 @@ stateDirectory: /tmp/state
   CHECK(o.resolvconf_backup_path == "/tmp/r.bak");
   CHECK(o.dns_packet_size == 4096);
   CHECK(o.upstream_dns_timeout == std::chrono::milliseconds(2500));
+  CHECK(o.connection_idle_timeout == std::chrono::seconds(0));
   CHECK(o.temporary_bind_port_first == 40000);
   CHECK(o.temporary_bind_port_last == 41000);
   CHECK(o.iptables_chain == "my_chain");
@@ -133,7 +136,7 @@ stateDirectory: /tmp/state
   CHECK(o.state_directory == "/tmp/state");
   REQUIRE(o.origin.contains("dnsPort"));
   CHECK(o.origin.at("dnsPort").ToString() == "a.yml:7:1");
-  CHECK(o.origin.size() == 18);
+  CHECK(o.origin.size() == 19);
 }
 
 TEST_CASE("bad option values are errors at the value", "[loader]") {
@@ -152,6 +155,8 @@ TEST_CASE("bad option values are errors at the value", "[loader]") {
   CHECK(OnlyError(f.One("stateDirectory: run/tunnels")) ==
         "a.yml:1:17: error: stateDirectory: expected an absolute path, not 'run/tunnels'");
   CHECK_THAT(OnlyError(f.One("upstreamDnsTimeout: soon")), Catch::Contains("seconds"));
+  CHECK_THAT(OnlyError(f.One("connectionIdleTimeout: -1")),
+             Catch::Contains("connectionIdleTimeout"));
   CHECK_THAT(OnlyError(f.One("temporaryBindPortRange: 5-1")), Catch::Contains("FIRST-LAST"));
   CHECK_THAT(OnlyError(f.One("upstreamDns: [1.2.3.4, {a: b}]")),
              Catch::Contains("a.yml:1:24: error: each item of upstreamDns"));

@@ -78,8 +78,46 @@ print("ok" if got == line * 1000 else f"bad: {len(got)} bytes")
 """
 
 
+# Echoes every byte back, for as long as the client stays.
+ECHO_FOREVER_SERVER = r"""
+import asyncio, sys
+async def handle(r, w):
+    while (data := await r.read(4096)):
+        w.write(data); await w.drain()
+    w.close()
+async def main():
+    server = await asyncio.start_server(handle, sys.argv[1], int(sys.argv[2]))
+    await server.serve_forever()
+asyncio.run(main())
+"""
+
+# Connects to argv[1]:argv[2]; sends a byte every argv[3] seconds for argv[4]
+# seconds (each echoed back), then sends nothing and waits up to 30 s for the
+# connection to end. Prints how it ended and how long after the last byte.
+IDLE_CLIENT = r"""
+import socket, sys, time
+c = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=30)
+every, busy = float(sys.argv[3]), float(sys.argv[4])
+start = time.monotonic()
+while True:
+    c.sendall(b"x")
+    assert c.recv(1) == b"x"
+    if time.monotonic() - start >= busy:
+        break
+    time.sleep(every)
+last = time.monotonic()
+try:
+    end = "eof" if c.recv(64) == b"" else "data"
+except ConnectionResetError:
+    end = "reset"
+except socket.timeout:
+    end = "still open"
+print(end, round(time.monotonic() - last, 2))
+"""
+
+
 class EngineWorld:
-    def __init__(self, world, tunnels_bin, big=False):
+    def __init__(self, world, tunnels_bin, big=False, options=""):
         self.world = world
         self.client = world.host("client")
         self.srv = world.host("srv")
@@ -100,7 +138,7 @@ class EngineWorld:
         self.micro = Microsocks(self.srv, "10.0.0.1", 1082)
         self.tiny = Tinyproxy(self.srv, "10.0.0.1", 8888, "carol", "pw")
         conf = world.tmp_path / "tunnels.yml"
-        conf.write_text(CONFIG)
+        conf.write_text(options + CONFIG)
         # tunnels writes each log line with one write(2): no stdbuf needed,
         # and stdbuf's preload would break sanitizer builds.
         self.tunnels = self.client.spawn([str(tunnels_bin), "system", "-v", str(conf)],
@@ -144,6 +182,13 @@ def test_every_connector_carries_100_mb_intact(world, tunnels_bin):
     # A direct rule resolves through upstreamDns itself.
     assert e.tunnels_resolved_locally("big.via-direct.test")
     assert "username%alice" in e.dante_auth.log()
+    # Each connection ends with one line: what, how, the bytes each way and
+    # how long it took.
+    for name, proxy in (("via-dante", "dante"), ("via-direct", "direct")):
+        m = wait_for_log(e.tunnels, rf"^.*\[NET\] big\.{name}\.test:80 via {proxy} -> closed, "
+                                    rf"(\d+) bytes up, (\d+) down, (\d+\.\d+) s$")
+        assert 0 < int(m[1]) < 4096 and SIZE < int(m[2]) < SIZE + 4096, m[0]
+        assert float(m[3]) > 0, m[0]
 
 
 def test_failover_to_the_second_proxy_when_the_first_is_down(ew):
@@ -205,6 +250,22 @@ def test_a_proxy_killed_mid_transfer_ends_the_client_and_others_go_on(world, tun
     assert download.returncode != 0
     assert time.monotonic() - killed < 2
     assert e.sha_of("http://big.via-dante.test/big.bin") == e.big_sha
+
+
+def test_an_idle_connection_is_reset_after_connection_idle_timeout(world, tunnels_bin):
+    e = EngineWorld(world, tunnels_bin, options="connectionIdleTimeout: 2\n")
+    server = e.srv.spawn(["python3", "-c", ECHO_FOREVER_SERVER, "10.0.0.1", "9000"], name="echo")
+    wait_for_port(e.srv, "10.0.0.1", 9000, "echo server", server)
+    # Busy for 5 s, longer than the timeout, but never silent for 2 s: kept;
+    # then silent: reset on both sides between 2 and 2.5 s later (the watch
+    # looks every half second); 10 s leaves room for a slow CI machine.
+    for name in ("idle.via-direct.test", "idle.via-dante.test"):
+        how, after = e.python(e.client, IDLE_CLIENT, name, 9000, 0.5, 5).split()
+        assert how == "reset", (name, how, after)
+        assert 1.9 <= float(after) < 10, (name, after)
+    wait_for_log(e.tunnels, r"\[NET\] idle\.via-direct\.test:9000 via direct -> idle for 2 s "
+                            r"\(connectionIdleTimeout\); reset both sides, \d+ bytes up")
+    wait_for_log(e.tunnels, r"\[NET\] idle\.via-dante\.test:9000 via dante -> idle for 2 s")
 
 
 def test_a_thousand_concurrent_connections(ew):

@@ -280,19 +280,21 @@ TEST_CASE("The nft script") {
   CHECK_THAT(NftScript(spec, false), Catch::StartsWith("table ip my-table {\n  chain prerouting"));
   CHECK_THAT(script,
              Catch::Contains("type filter hook prerouting priority mangle; policy accept;"));
+  const std::string others = "ip daddr != 10.64.0.0/10 accept\n";
   const std::string blackhole =
       "ip daddr 10.127.255.255 tcp flags & (fin|syn|rst|ack) == syn reject with tcp reset\n";
   const std::string tproxy =
-      "ip daddr 10.64.0.0/10 meta l4proto tcp tproxy to 127.0.0.1:31337 "
+      "meta l4proto tcp tproxy to 127.0.0.1:31337 "
       "meta mark set meta mark | 0x00002000 accept\n";
-  const std::string refuse =
-      "ip daddr 10.64.0.0/10 tcp flags & (fin|syn|rst|ack) == syn reject with tcp reset\n";
-  const std::string udp =
-      "ip daddr 10.64.0.0/10 meta l4proto udp reject with icmp type port-unreachable\n";
-  // Order matters: the blackhole before tproxy, the resets after it.
-  const auto b = script.find(blackhole), t = script.find(tproxy), r = script.find(refuse),
-             u = script.find(udp);
+  const std::string refuse = "    tcp flags & (fin|syn|rst|ack) == syn reject with tcp reset\n";
+  const std::string udp = "    meta l4proto udp reject with icmp type port-unreachable\n";
+  // Order matters: other addresses leave first, the blackhole before
+  // tproxy, the resets after it.
+  const auto o = script.find(others), b = script.find(blackhole), t = script.find(tproxy),
+             r = script.find(refuse), u = script.find(udp);
+  REQUIRE(o != std::string::npos);
   REQUIRE(b != std::string::npos);
+  CHECK(o < b);
   REQUIRE(t != std::string::npos);
   REQUIRE(r != std::string::npos);
   REQUIRE(u != std::string::npos);
