@@ -44,7 +44,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import world as w  # noqa: E402
 from peers import Sshd  # noqa: E402
-from engine_bench import machine  # noqa: E402
+from engine_bench import cpu_delta, machine, world_cpu  # noqa: E402
 
 BEGIN = "<!-- ssh-bench:begin -->"
 END = "<!-- ssh-bench:end -->"
@@ -56,6 +56,11 @@ DNSMASQ = "/usr/sbin/dnsmasq"
 THROUGHPUT = ("tunnels", "ssh-D", "ssh-D-aes", "sshuttle")
 SOCKS_AES_PORT = 1081
 CONNS = ("tunnels", "tunnels-ip", "sshuttle")
+# The programs on the client's side of the tunnel, whose CPU time per GiB
+# the throughput table shows beside sshd's. sshuttle's client is its Python
+# process and the ssh it starts.
+CLIENT_SIDE = {"tunnels": ("tunnels",), "ssh-D": ("ssh",), "ssh-D-aes": ("ssh",),
+               "sshuttle": ("sshuttle", "ssh")}
 
 NGINX_CONFIG = """\
 daemon off;
@@ -227,11 +232,18 @@ class Bench:
                 base + path]
         return host.run(argv, timeout=630)
 
-    def download(self, who: str) -> float:
+    def download(self, who: str) -> tuple[float, float, float]:
+        """Speed, and the CPU seconds per GiB of the client's side (CLIENT_SIDE)
+        and of sshd (user + system, /proc/PID/stat of every process of the
+        world, read before and after)."""
+        before = world_cpu()
         speed, size = self.curl(who, "big.bin").stdout.split()
+        delta = cpu_delta(before, world_cpu())
         if int(size) != self.big_size:
             raise AssertionError(f"{who}: got {size} bytes of {self.big_size}")
-        return float(speed)
+        gib = self.big_size / (1 << 30)
+        client = sum(delta.get(name, 0.0) for name in CLIENT_SIDE[who])
+        return float(speed), client / gib, delta.get("sshd", 0.0) / gib
 
     def wrk(self, who: str, seconds: float, connections: int) -> tuple[float, int]:
         host, base, _ = self.where(who)
@@ -267,7 +279,8 @@ def mib_s(bps: float) -> str:
     return f"{bps / (1 << 20):,.0f} MiB/s"
 
 
-def report(tp: dict[str, list[float]], conns: dict[str, list[tuple[float, int]]],
+def report(tp: dict[str, list[float]], cpu: dict[str, list[tuple[float, float]]],
+           conns: dict[str, list[tuple[float, int]]],
            args: argparse.Namespace, info: dict[str, str], ciphers: dict[str, str]) -> str:
     def paired(a: list[float], b: list[float]) -> str:
         ratios = sorted(x / y for x, y in zip(a, b) if y)
@@ -295,6 +308,8 @@ def report(tp: dict[str, list[float]], conns: dict[str, list[tuple[float, int]]]
             f"{'met' if ratio >= target else '**not met**'} |"
             for g, target, ratio, per_run in goals]
     tp_rows = [f"| {who} | {mib_s(t[who])} | "
+               f"{median([a for a, _ in cpu[who]]):.2f} s ({', '.join(CLIENT_SIDE[who])}) | "
+               f"{median([b for _, b in cpu[who]]):.2f} s | "
                f"{', '.join(f'{x / (1 << 20):,.0f}' for x in tp[who])} |" for who in THROUGHPUT]
     conn_rows = [f"| {who} | {c[who]:,.0f} | {sum(e for _, e in conns[who])} | "
                  f"{', '.join(f'{r:,.0f}' for r, _ in conns[who])} |" for who in CONNS]
@@ -311,9 +326,15 @@ def report(tp: dict[str, list[float]], conns: dict[str, list[tuple[float, int]]]
         "",
         f"### Bulk throughput ({args.big_mib:,} MiB file, median of {args.runs} downloads each)",
         "",
-        "| contender | median speed | per run (MiB/s) |",
-        "| --- | ---: | --- |",
+        "| contender | median speed | CPU per GiB, client side | CPU per GiB, sshd | "
+        "per run (MiB/s) |",
+        "| --- | ---: | ---: | ---: | --- |",
         *tp_rows,
+        "",
+        "CPU per GiB: user + system time of the programs named (the tunnel's client "
+        "side) and of sshd, from /proc/PID/stat before and after each download, "
+        "medians; the kernel's network work is charged to whichever process was running "
+        "when it happened.",
         "",
         f"### New connections per second (wrk -t1 -c{args.wrk_connections}, "
         f"`Connection: close`, median of {args.runs} runs of {args.seconds:g} s)",
@@ -437,19 +458,25 @@ def main() -> int:
     tmp.mkdir(parents=True, exist_ok=True)
     world = w.World(tmp)
     tp: dict[str, list[float]] = {who: [] for who in THROUGHPUT}
+    cpu: dict[str, list[tuple[float, float]]] = {who: [] for who in THROUGHPUT}
     conns: dict[str, list[tuple[float, int]]] = {who: [] for who in CONNS}
     try:
         bench = Bench(world, args.tunnels, tmp, args.big_mib << 20)
         if args.only:
             for run in range(args.runs):
-                log(f"run {run + 1}/{args.runs} {args.only:10} {mib_s(bench.download(args.only)):>12}")
+                speed, client, sshd = bench.download(args.only)
+                log(f"run {run + 1}/{args.runs} {args.only:10} {mib_s(speed):>12}, "
+                    f"CPU per GiB: {client:.2f} s client side, {sshd:.2f} s sshd")
             return 0
         for who in THROUGHPUT:
-            log(f"warm-up  {who:10} {mib_s(bench.download(who)):>12}")
+            log(f"warm-up  {who:10} {mib_s(bench.download(who)[0]):>12}")
         for run in range(args.runs):
             for who in rotate(THROUGHPUT, run):
-                tp[who].append(bench.download(who))
-                log(f"run {run + 1}/{args.runs} {who:10} {mib_s(tp[who][-1]):>12}")
+                speed, client, sshd = bench.download(who)
+                tp[who].append(speed)
+                cpu[who].append((client, sshd))
+                log(f"run {run + 1}/{args.runs} {who:10} {mib_s(speed):>12}, CPU per GiB: "
+                    f"{client:.2f} s client side, {sshd:.2f} s sshd")
             bench.check_alive()
         for who in CONNS:
             rps, errors = bench.wrk(who, 2, args.wrk_connections)
@@ -467,7 +494,7 @@ def main() -> int:
     finally:
         world.close()
     args.loadavg = f"{load_before} at the start, {Path('/proc/loadavg').read_text().split()[0]} at the end"
-    section = report(tp, conns, args, machine(), ciphers)
+    section = report(tp, cpu, conns, args, machine(), ciphers)
     print(section)
     if args.update_doc:
         update_doc(args.doc, section)

@@ -228,7 +228,7 @@ int RunSystem(const SystemOptions& options) {
   std::string error;
 
   // A write to a connection whose other end is gone (splice into a reset
-  // client, or into a channel's socketpair that its ssh session closed) must
+  // client, or an ssh channel's write into a client that reset) must
   // fail that connection with EPIPE, not kill tunnels with SIGPIPE.
   ::signal(SIGPIPE, SIG_IGN);
   // Before the stack: its sockets must be closed before the io_context goes.

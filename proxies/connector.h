@@ -8,6 +8,7 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <random>
@@ -31,16 +32,29 @@ struct Target {
   std::string ToString() const;
 };
 
+// How a relayed connection ended.
+struct RelayResult {
+  std::uint64_t to_server = 0;
+  std::uint64_t to_client = 0;
+  std::string error;  // empty when both sides ended cleanly
+};
+
 // A connected stream to the target, ready to relay.
 struct Stream {
   boost::asio::ip::tcp::socket socket;
   // Bytes the proxy sent right after its handshake reply: the first bytes
   // from the target, which must reach the client first.
   std::vector<std::uint8_t> pending;
-  // For a stream that cannot carry a reset itself (a socketpair end): set
-  // before the connector closes its end to say that the end of stream is a
-  // failure, which the relay then passes on to the client as a reset.
-  std::shared_ptr<const std::atomic<bool>> reset = nullptr;
+  // Set instead of `socket` by a connector that moves the bytes itself (ssh:
+  // its session thread reads and writes the client's socket directly,
+  // instead of through a socketpair that the engine would relay: no extra
+  // copy, thread hop or descriptors per connection). Called at most once, with the
+  // client's socket, which it takes over, and the connection's idle timeout
+  // (zero: none); completes when the connection has ended, with the same
+  // result as Relay. Destroyed uncalled, it releases what it holds.
+  std::function<boost::asio::awaitable<RelayResult>(
+      std::shared_ptr<boost::asio::ip::tcp::socket> client, Clock::duration idle_timeout)>
+      carry;
 };
 
 class Connector {

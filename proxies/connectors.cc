@@ -140,7 +140,7 @@ class Socks5Connector : public ProxyConnector {
       co_return fail("cannot reach " + target.ToString() + ": " + Socks5ReplyText(code));
     }
     buffer.erase(buffer.begin(), buffer.begin() + static_cast<std::ptrdiff_t>(r.consumed));
-    co_return Stream{std::move(*shared), std::move(buffer)};
+    co_return Stream{std::move(*shared), std::move(buffer), {}};
   }
 };
 
@@ -179,7 +179,7 @@ class HttpConnector : public ProxyConnector {
     }
     // Whatever followed the header is already the target's data.
     buffer.erase(buffer.begin(), buffer.begin() + static_cast<std::ptrdiff_t>(r.consumed));
-    co_return Stream{std::move(*shared), std::move(buffer)};
+    co_return Stream{std::move(*shared), std::move(buffer), {}};
   }
 };
 
@@ -196,7 +196,7 @@ class DirectConnector : public Connector {
       *error = "direct: " + connect_error;
       co_return std::nullopt;
     }
-    co_return Stream{std::move(*socket), {}};
+    co_return Stream{std::move(*socket), {}, {}};
   }
 
   const std::string& name() const override { return name_; }

@@ -235,15 +235,19 @@ asio::awaitable<void> Engine::Impl::Serve(std::shared_ptr<tcp::socket> client) {
       log.Debug("ENGINE", what + " via " + proxy +
                               (target.host != *name ? " to " + target.ToString() : std::string()));
     }
-    auto server = std::make_shared<tcp::socket>(std::move(stream->socket));
     struct Count {
       std::size_t& n;
       explicit Count(std::size_t& c) : n(++c) {}
       ~Count() { --n; }
     } relaying_now(relaying);
     const Clock::time_point relay_start = Clock::now();
-    const RelayResult r =
-        co_await Relay(client, server, std::move(stream->pending), std::move(stream->reset), &idle);
+    RelayResult r;
+    if (stream->carry) {
+      r = co_await stream->carry(client, idle.timeout());
+    } else {
+      auto server = std::make_shared<tcp::socket>(std::move(stream->socket));
+      r = co_await Relay(client, server, std::move(stream->pending), &idle);
+    }
     // One line per connection, at its end (as many as connections, whatever
     // the peers do: not rate-limited); formatted only when shown.
     if (log.Enabled("NET", config::LogLevel::kInfo)) {

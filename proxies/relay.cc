@@ -130,8 +130,7 @@ struct Direction {
 // readable before the first read (for a side that is not expected to have
 // spoken yet: saves a read that would find nothing).
 asio::awaitable<Direction> Pump(tcp::socket& from, tcp::socket& to, bool wait_first,
-                                std::uint64_t& moved,
-                                const std::atomic<bool>* reset_at_end = nullptr) {
+                                IdleWatch::Watching& watching) {
   Direction d;
   PipePool& pool = ThreadPipePool();
   Pipe pipe;  // held only while bytes are in it (and around the splice that fills it)
@@ -156,14 +155,7 @@ asio::awaitable<Direction> Pump(tcp::socket& from, tcp::socket& to, bool wait_fi
     }
     const ssize_t n =
         ::splice(in, nullptr, pipe.write_end(), nullptr, kChunk, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
-    if (n == 0) {  // end of stream
-      if (reset_at_end && reset_at_end->load()) {
-        pool.Release(std::move(pipe));
-        d.error = "the proxy reset the connection";
-        co_return d;
-      }
-      break;
-    }
+    if (n == 0) break;  // end of stream
     if (n < 0) {
       if (errno == EINTR) continue;
       if (errno == EAGAIN) {
@@ -201,7 +193,7 @@ asio::awaitable<Direction> Pump(tcp::socket& from, tcp::socket& to, bool wait_fi
       }
       in_pipe -= static_cast<std::size_t>(m);
       d.bytes += static_cast<std::uint64_t>(m);
-      moved += static_cast<std::uint64_t>(m);
+      watching.Moved(static_cast<std::uint64_t>(m));
     }
     if (d.bytes >= kBulk) pipe.Grow();
   }
@@ -221,60 +213,67 @@ void Abort(tcp::socket& a, tcp::socket& b) {
   }
 }
 
-// One relay as the idle watch sees it.
-struct Watched {
-  std::uint64_t moved = 0;  // bytes, both ways: the relay's pumps count
+}  // namespace
+
+struct IdleWatch::Entry {
+  std::uint64_t moved = 0;  // bytes, both ways
   std::uint64_t seen = 0;   // `moved` at the sweep that last saw it change
   Clock::time_point quiet_since;
   Clock::duration timeout{};
   bool fired = false;
-  std::shared_ptr<tcp::socket> client, server;
+  std::function<void()> on_idle;
 };
-
-}  // namespace
 
 struct IdleWatch::State : std::enable_shared_from_this<IdleWatch::State> {
   explicit State(asio::any_io_executor e) : executor(std::move(e)), timer(executor) {}
   asio::any_io_executor executor;
   asio::steady_timer timer;
   Clock::duration timeout{};
-  std::set<std::shared_ptr<Watched>> relays;
+  Clock::duration period = Clock::duration::max();  // of the running sweep
+  std::set<std::shared_ptr<Entry>> watched;
   bool sweeping = false;
   bool stopped = false;
 
-  Clock::duration Period() const {
-    return std::max<Clock::duration>(timeout / 4, std::chrono::milliseconds(250));
-  }
-
-  // Runs while relays are registered.
+  // Runs while connections are watched.
   static asio::awaitable<void> Sweep(std::shared_ptr<State> self) {
     boost::system::error_code ec;
-    while (!self->stopped && !self->relays.empty()) {
-      self->timer.expires_after(self->Period());
+    while (!self->stopped && !self->watched.empty()) {
+      self->timer.expires_after(self->period);
       co_await self->timer.async_wait(asio::redirect_error(asio::use_awaitable, ec));
       if (self->stopped) break;
       const Clock::time_point now = Clock::now();
-      for (const std::shared_ptr<Watched>& w : self->relays) {
-        if (w->fired) continue;
-        if (w->moved != w->seen) {
-          w->seen = w->moved;
-          w->quiet_since = now;
-        } else if (now - w->quiet_since >= w->timeout) {
-          w->fired = true;
-          Abort(*w->client, *w->server);  // the pumps see it and end
+      std::vector<std::shared_ptr<Entry>> idle;
+      for (const std::shared_ptr<Entry>& e : self->watched) {
+        if (e->fired) continue;
+        if (e->moved != e->seen) {
+          e->seen = e->moved;
+          e->quiet_since = now;
+        } else if (now - e->quiet_since >= e->timeout) {
+          e->fired = true;
+          idle.push_back(e);
         }
       }
+      // Outside the loop: ending a connection may unregister it.
+      for (const std::shared_ptr<Entry>& e : idle) e->on_idle();
     }
     self->sweeping = false;
+    self->period = Clock::duration::max();
   }
 
-  void Add(const std::shared_ptr<Watched>& w) {
-    relays.insert(w);
-    if (sweeping) return;
+  void Add(const std::shared_ptr<Entry>& e) {
+    watched.insert(e);
+    const Clock::duration wanted =
+        std::max<Clock::duration>(e->timeout / 4, std::chrono::milliseconds(250));
+    if (sweeping && wanted >= period) return;
+    period = std::min(period, wanted);
+    if (sweeping) {
+      timer.cancel();  // the sweep starts again with the shorter period
+      return;
+    }
     sweeping = true;
     asio::co_spawn(executor, Sweep(shared_from_this()), [](std::exception_ptr) {
       // Sweep reports nothing and throws only on a bug (std::bad_alloc);
-      // relays then run without an idle timeout, as before the watch.
+      // connections then run without an idle timeout, as before the watch.
     });
   }
 };
@@ -290,30 +289,59 @@ IdleWatch::~IdleWatch() {
 void IdleWatch::SetTimeout(Clock::duration timeout) { state_->timeout = timeout; }
 Clock::duration IdleWatch::timeout() const { return state_->timeout; }
 
+IdleWatch::Watching IdleWatch::Watch(Clock::duration timeout, std::function<void()> on_idle) {
+  Watching w;
+  w.entry_ = std::make_shared<Entry>();
+  if (timeout > Clock::duration::zero()) {
+    w.state_ = state_;
+    w.entry_->timeout = timeout;
+    w.entry_->quiet_since = Clock::now();
+    w.entry_->on_idle = std::move(on_idle);
+    state_->Add(w.entry_);
+  }
+  return w;
+}
+
+IdleWatch::Watching& IdleWatch::Watching::operator=(Watching&& other) noexcept {
+  if (this != &other) {
+    if (state_) state_->watched.erase(entry_);
+    state_ = std::move(other.state_);
+    entry_ = std::move(other.entry_);
+  }
+  return *this;
+}
+
+IdleWatch::Watching::~Watching() {
+  if (state_) state_->watched.erase(entry_);
+}
+
+void IdleWatch::Watching::Moved(std::uint64_t bytes) {
+  if (entry_) entry_->moved += bytes;
+}
+
+bool IdleWatch::Watching::fired() const { return entry_ && entry_->fired; }
+
+std::string IdleReason(Clock::duration timeout) {
+  return "idle for " +
+         std::to_string(std::chrono::duration_cast<std::chrono::seconds>(timeout).count()) +
+         " s (connectionIdleTimeout); reset both sides";
+}
+
 asio::awaitable<RelayResult> Relay(std::shared_ptr<tcp::socket> client,
                                    std::shared_ptr<tcp::socket> server,
-                                   std::vector<std::uint8_t> pending,
-                                   std::shared_ptr<const std::atomic<bool>> server_reset,
-                                   IdleWatch* idle) {
+                                   std::vector<std::uint8_t> pending, IdleWatch* idle) {
   RelayResult result;
-  auto watched = std::make_shared<Watched>();
-  std::shared_ptr<IdleWatch::State> watch;
-  if (idle && idle->timeout() > Clock::duration::zero()) {
-    watch = idle->state();
-    watched->timeout = idle->timeout();
-    watched->quiet_since = Clock::now();
-    watched->client = client;
-    watched->server = server;
-    watch->Add(watched);
+  // Unwatched however the relay ends; the pumps see the abort and end.
+  auto watching = std::make_shared<IdleWatch::Watching>();
+  const Clock::duration idle_timeout = idle ? idle->timeout() : Clock::duration::zero();
+  if (idle) {
+    *watching = idle->Watch(idle_timeout, [weak_client = std::weak_ptr<tcp::socket>(client),
+                                           weak_server = std::weak_ptr<tcp::socket>(server)] {
+      const auto c = weak_client.lock();
+      const auto s = weak_server.lock();
+      if (c && s) Abort(*c, *s);
+    });
   }
-  // Unregistered however the relay ends.
-  struct Unwatch {
-    std::shared_ptr<IdleWatch::State>& watch;
-    std::shared_ptr<Watched>& watched;
-    ~Unwatch() {
-      if (watch) watch->relays.erase(watched);
-    }
-  } unwatch{watch, watched};
   boost::system::error_code ec;
   client->native_non_blocking(true, ec);
   if (!ec) server->native_non_blocking(true, ec);
@@ -336,9 +364,8 @@ asio::awaitable<RelayResult> Relay(std::shared_ptr<tcp::socket> client,
   auto down = std::make_shared<std::optional<Direction>>();
   asio::co_spawn(
       executor,
-      [client, server, down, done, server_reset, watched]() -> asio::awaitable<void> {
-        *down = co_await Pump(*server, *client, /*wait_first=*/true, watched->moved,
-                              server_reset.get());
+      [client, server, down, done, watching]() -> asio::awaitable<void> {
+        *down = co_await Pump(*server, *client, /*wait_first=*/true, *watching);
         if (!(*down)->error.empty()) Abort(*client, *server);
         done->cancel();
       },
@@ -348,18 +375,15 @@ asio::awaitable<RelayResult> Relay(std::shared_ptr<tcp::socket> client,
         if (e && !*down) *down = Direction{0, "internal error in relay"};
         done->cancel();
       });
-  Direction up = co_await Pump(*client, *server, /*wait_first=*/false, watched->moved);
+  Direction up = co_await Pump(*client, *server, /*wait_first=*/false, *watching);
   if (!up.error.empty()) Abort(*client, *server);
   if (!*down) {
     co_await done->async_wait(asio::redirect_error(asio::use_awaitable, ec));
   }
   result.to_server = up.bytes;
   result.to_client += (*down) ? (*down)->bytes : 0;
-  if (watched->fired) {
-    result.error =
-        "idle for " +
-        std::to_string(std::chrono::duration_cast<std::chrono::seconds>(watched->timeout).count()) +
-        " s (connectionIdleTimeout); reset both sides";
+  if (watching->fired()) {
+    result.error = IdleReason(idle_timeout);
   } else if (!up.error.empty()) {
     result.error = "client side: " + up.error;
   } else if (*down && !(*down)->error.empty()) {

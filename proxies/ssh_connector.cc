@@ -5,18 +5,22 @@
 // runs an io_context of its own, so the encryption of one proxy's traffic
 // runs beside the engine's relaying instead of inside it.
 //
-// Each connection is a direct-tcpip channel bridged to a socketpair: the
-// engine relays the client to one end (held as a tcp::socket, as for every
-// other connector: reads, writes, splice and shutdown work the same) and the
-// session pumps the other end to and from the channel. A socketpair cannot
-// carry a reset, so a channel that dies with its session sets Stream::reset
-// before closing its end, and the relay resets the client.
+// Each connection is a direct-tcpip channel. Once it is open the engine
+// hands the session the client's socket itself (Stream::carry), and the
+// session thread moves the bytes between the socket and the channel: each
+// chunk is copied once, from libssh to the socket, with no other thread
+// woken for it, and a connection holds one descriptor instead of three (an
+// earlier design bridged each channel to a socketpair that the engine
+// relayed). The
+// session thread also does what the relay does for other connectors:
+// half-closes, a reset of the client when the channel fails or the session
+// dies, the idle timeout (its own IdleWatch) and the byte counts.
 //
-// Flow control never buffers without bound: bytes are read from a channel's
-// local end only as far as the channel's remote window allows and not while
-// the session's socket is full; bytes from the server that the local end
-// cannot take stay in libssh's channel buffer, which stops growing the
-// window, so the server stops sending on that channel alone.
+// Flow control never buffers without bound: bytes are read from a client
+// only as far as the channel's remote window allows and not while the
+// session's socket is full; bytes from the server that the client cannot
+// take stay in libssh's channel buffer, which stops growing the window, so
+// the server stops sending on that channel alone.
 //
 // The SSH handshake itself (key exchange, host key check, authentication)
 // runs in libssh's blocking mode with a timeout, on the session thread: no
@@ -50,6 +54,7 @@
 #include <unordered_map>
 
 #include "proxies/name_resolver.h"
+#include "proxies/relay.h"
 #include "proxies/ssh_fingerprint.h"
 
 namespace tunnels::proxies {
@@ -86,11 +91,13 @@ class Fd {
 
 std::string Errno(const char* what) { return std::string(what) + ": " + std::strerror(errno); }
 
-// What an attempt to open a channel gives the engine: the engine's end of
-// the socketpair and its reset flag, or why not.
+struct Channel;
+
+// What an attempt to open a channel gives the engine: the channel (owned by
+// the session thread; only handed back to it), or why not.
 struct OpenResult {
-  int fd = -1;
-  std::shared_ptr<std::atomic<bool>> reset;
+  std::weak_ptr<Channel> channel;
+  bool ok = false;
   std::string error;
 };
 
@@ -177,13 +184,19 @@ const char* PreferredCiphers() {
 
 class SshSession;
 
-// One direct-tcpip channel and its end of the socketpair.
+// One direct-tcpip channel and the client's socket it carries.
 struct Channel {
   Channel(SshSession& s, asio::io_context& io, std::uint64_t g) : session(s), local(io), gen(g) {}
   SshSession& session;
-  asio::posix::stream_descriptor local;  // our end of the socketpair
-  std::shared_ptr<std::atomic<bool>> reset = std::make_shared<std::atomic<bool>>(false);
-  std::uint64_t gen;  // the session generation it belongs to
+  asio::posix::stream_descriptor local;  // the client's socket, once carried
+  std::uint64_t gen;                     // the session generation it belongs to
+  // For the engine's result.
+  std::uint64_t to_server = 0;
+  std::uint64_t to_client = 0;
+  std::string end_reason;  // empty for a clean end
+  IdleWatch::Watching watching;
+  Clock::duration watching_timeout{};
+  asio::steady_timer* done = nullptr;  // Carry's wait, cancelled by End
   ssh_channel channel = nullptr;
   ssh_channel_callbacks_struct callbacks{};
   std::string what;  // host:port, for log lines
@@ -198,7 +211,8 @@ struct Channel {
   bool remote_closed = false;
   bool ended = false;
   // Callbacks come from the channel's creation on; until the channel is open
-  // and has its socketpair (registered), they only note what happened.
+  // and carries the client's socket (registered), they only note what
+  // happened.
   bool registered = false;
   std::weak_ptr<Channel> self;
 };
@@ -211,6 +225,7 @@ class SshSession {
         engine_(std::move(engine)),
         io_(std::make_shared<asio::io_context>(1)),
         work_(asio::make_work_guard(*io_)),
+        idle_(io_->get_executor()),
         keepalive_(*io_) {
     prefix_ = "ssh proxy '" + proxy_.name + "' (" + proxy_.address.ToString() + "): ";
     if (proxy_.ssh.parent_socks5) {
@@ -251,13 +266,19 @@ class SshSession {
 
   asio::io_context& io() { return *io_; }
 
-  // Runs on the session's thread.
+  // Run on the session's thread.
   asio::awaitable<OpenResult> Open(Target target, Clock::time_point deadline);
+  // Moves the bytes between the channel and the client's socket `fd` (taken
+  // over) until both are done.
+  asio::awaitable<RelayResult> Carry(std::weak_ptr<Channel> channel, int fd,
+                                     Clock::duration idle_timeout);
+  // Ends a channel the engine did not carry (it stopped meanwhile).
+  void Abandon(const std::weak_ptr<Channel>& channel) {
+    if (auto c = channel.lock()) End(*c, true, "not carried");
+  }
 
  private:
   const config::Log& log() const { return context_.log; }
-
-  static bool SocketPair(Fd* ours, Fd* theirs, std::string* error);
 
   asio::awaitable<void> Supervise();
   asio::awaitable<bool> Establish(std::string* error);
@@ -323,6 +344,7 @@ class SshSession {
   std::string prefix_;
   std::shared_ptr<asio::io_context> io_;
   asio::executor_work_guard<asio::io_context::executor_type> work_;
+  IdleWatch idle_;  // of the carried channels; the session thread's
   std::thread thread_;
 
   // Everything below belongs to the session thread.
@@ -356,17 +378,6 @@ void SshSession::Spawn(asio::awaitable<void> a, const char* what) {
                     prefix_ + what + " ended on an internal error: " + ex.what());
     }
   });
-}
-
-bool SshSession::SocketPair(Fd* ours, Fd* theirs, std::string* error) {
-  int ends[2];
-  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, ends) != 0) {
-    *error = Errno("socketpair for the channel");
-    return false;
-  }
-  *ours = Fd(ends[0]);
-  *theirs = Fd(ends[1]);
-  return true;
 }
 
 asio::awaitable<bool> SshSession::Sleep(Clock::time_point deadline, Kind kind,
@@ -441,8 +452,6 @@ asio::awaitable<OpenResult> SshSession::Open(Target target, Clock::time_point de
     result.error = "the SSH session ended while opening a channel to " + target.ToString();
     co_return result;
   }
-  Fd ours, theirs;
-  if (rc == SSH_OK && !SocketPair(&ours, &theirs, &result.error)) rc = SSH_ERROR;
   if (rc != SSH_OK) {
     if (result.error.empty()) {
       result.error = rc == SSH_AGAIN ? "no answer in time to open a channel to " + target.ToString()
@@ -458,18 +467,49 @@ asio::awaitable<OpenResult> SshSession::Open(Target target, Clock::time_point de
     Flush();
     co_return result;
   }
-  boost::system::error_code ec;
-  c->local.assign(ours.release(), ec);
-  c->registered = true;
   channels_.emplace(c.get(), c);
+  result.channel = c;
+  result.ok = true;
+  co_return result;
+}
+
+asio::awaitable<RelayResult> SshSession::Carry(std::weak_ptr<Channel> channel, int fd,
+                                               Clock::duration idle_timeout) {
+  Fd client(fd);
+  RelayResult result;
+  const std::shared_ptr<Channel> c = channel.lock();
+  if (!c || c->ended || !Up(c->gen)) {
+    // The session went down between the open and now.
+    const linger reset{1, 0};
+    ::setsockopt(client.get(), SOL_SOCKET, SO_LINGER, &reset, sizeof reset);
+    result.error = c && !c->end_reason.empty() ? c->end_reason : "the SSH session ended";
+    co_return result;
+  }
+  boost::system::error_code ec;
+  c->local.assign(client.release(), ec);
+  if (ec) {
+    End(*c, true, "taking the client's socket: " + ec.message());
+    result.error = c->end_reason;
+    co_return result;
+  }
+  c->registered = true;
+  c->watching = idle_.Watch(idle_timeout, [this, channel] {
+    if (auto p = channel.lock()) End(*p, true, IdleReason(p->watching_timeout));
+  });
+  c->watching_timeout = idle_timeout;
+  asio::steady_timer done(*io_, asio::steady_timer::time_point::max());
+  c->done = &done;
   if (c->stalled) {
-    StartDrain(c);  // the server spoke before the socketpair existed
+    StartDrain(c);  // the server spoke before the client's socket was here
   } else if (c->remote_eof) {
     PassEof(*c);
   }
   if (!c->ended) Spawn(PumpUp(c), "a channel");
-  result.fd = theirs.release();
-  result.reset = c->reset;
+  if (!c->ended) co_await done.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+  c->done = nullptr;
+  result.to_server = c->to_server;
+  result.to_client = c->to_client;
+  result.error = c->end_reason;
   co_return result;
 }
 
@@ -794,7 +834,7 @@ void SshSession::SessionDown(const std::string& why, config::LogLevel level) {
   channels_.clear();
   for (const auto& [key, c] : channels) {
     c->channel = nullptr;  // freed with the session below
-    End(*c, true, "");
+    End(*c, true, "the SSH session ended (" + why + ")");
   }
   if (socket_) {
     socket_->cancel();
@@ -822,13 +862,13 @@ int SshSession::OnData(ssh_session, ssh_channel, void* data, std::uint32_t len, 
   if (is_stderr) return static_cast<int>(len);  // direct-tcpip has none; dropped
   if (c->ended) return static_cast<int>(len);
   if (!c->registered) {
-    c->stalled = true;  // kept by libssh until the socketpair exists
+    c->stalled = true;  // kept by libssh until the client's socket is here
     return 0;
   }
   if (c->stalled) return 0;
   const ssize_t n = ::send(c->local.native_handle(), data, len, MSG_NOSIGNAL | MSG_DONTWAIT);
   if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
-    // The engine's end is gone (its client reset): the channel goes too.
+    // The client is gone (it reset): the channel goes too.
     const std::string why = std::strerror(errno);
     asio::post(c->session.io(), [s = &c->session, weak = c->self, why] {
       if (auto p = weak.lock()) s->End(*p, true, why);
@@ -836,6 +876,8 @@ int SshSession::OnData(ssh_session, ssh_channel, void* data, std::uint32_t len, 
     return static_cast<int>(len);
   }
   const std::uint32_t sent = n < 0 ? 0 : static_cast<std::uint32_t>(n);
+  c->to_client += sent;
+  c->watching.Moved(sent);
   if (sent < len) {
     c->stalled = true;
     asio::post(c->session.io(), [s = &c->session, weak = c->self] {
@@ -902,6 +944,8 @@ asio::awaitable<void> SshSession::Drain(std::shared_ptr<Channel> c) {
                              MSG_NOSIGNAL | MSG_DONTWAIT);
     if (m > 0) {
       c->backlog.erase(c->backlog.begin(), c->backlog.begin() + m);
+      c->to_client += static_cast<std::uint64_t>(m);
+      c->watching.Moved(static_cast<std::uint64_t>(m));
       continue;
     }
     if (m < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
@@ -935,9 +979,17 @@ void SshSession::End(Channel& c, bool reset, const std::string& why) {
   if (!why.empty() && log().Enabled(kModule, config::LogLevel::kDebug)) {
     log().Debug(kModule, prefix_ + "channel to " + c.what + " reset: " + why);
   }
+  if (reset) c.end_reason = why.empty() ? "reset" : why;
   boost::system::error_code ignored;
-  if (reset) c.reset->store(true);  // before the close, which the relay sees
+  if (reset && c.local.is_open()) {
+    // The client learns that the connection failed, instead of taking its
+    // end for the end of the answer.
+    const linger abort{1, 0};
+    ::setsockopt(c.local.native_handle(), SOL_SOCKET, SO_LINGER, &abort, sizeof abort);
+  }
   c.local.close(ignored);
+  c.watching = IdleWatch::Watching();
+  if (c.done) c.done->cancel();
   if (c.channel) {
     ssh_remove_channel_callbacks(c.channel, &c.callbacks);
     ssh_channel_close(c.channel);
@@ -968,6 +1020,8 @@ asio::awaitable<void> SshSession::PumpUp(std::shared_ptr<Channel> c) {
           std::min<std::size_t>(buffer.size(), ssh_channel_window_size(c->channel));
       const ssize_t n = ::recv(c->local.native_handle(), buffer.data(), room, MSG_DONTWAIT);
       if (n > 0) {
+        c->to_server += static_cast<std::uint64_t>(n);
+        c->watching.Moved(static_cast<std::uint64_t>(n));
         std::size_t done = 0;
         const std::uint8_t* data = buffer.data();
         std::vector<std::uint8_t> held;  // buffer_ is shared: kept here across a wait
@@ -1019,24 +1073,60 @@ class SshConnector : public Connector {
     if (!session_) session_ = std::make_unique<SshSession>(proxy_, context_, executor);
     OpenResult r = co_await asio::co_spawn(session_->io(), session_->Open(target, deadline),
                                            asio::use_awaitable);
-    if (r.fd < 0) {
+    if (!r.ok) {
       *error = "ssh proxy '" + proxy_.name + "' (" + proxy_.address.ToString() + "): " + r.error;
       co_return std::nullopt;
     }
-    tcp::socket socket(executor);
-    boost::system::error_code ec;
-    socket.assign(tcp::v4(), r.fd, ec);
-    if (ec) {
-      ::close(r.fd);
-      *error = "ssh proxy '" + proxy_.name + "': " + ec.message();
-      co_return std::nullopt;
-    }
-    co_return Stream{std::move(socket), {}, std::move(r.reset)};
+    Stream stream{tcp::socket(executor), {}, {}};
+    // Ends the channel if the engine never carries it (it stopped meanwhile).
+    auto unclaimed = std::make_shared<Unclaimed>(*session_, std::move(r.channel));
+    stream.carry = [unclaimed](std::shared_ptr<tcp::socket> client,
+                               Clock::duration idle_timeout) -> asio::awaitable<RelayResult> {
+      return Carry(unclaimed, std::move(client), idle_timeout);
+    };
+    co_return stream;
   }
 
   const std::string& name() const override { return proxy_.name; }
 
  private:
+  // A channel opened for the engine and not yet carried.
+  struct Unclaimed {
+    Unclaimed(SshSession& s, std::weak_ptr<Channel> c) : session(s), channel(std::move(c)) {}
+    ~Unclaimed() {
+      if (!claimed) {
+        asio::post(session.io(), [s = &session, c = std::move(channel)] { s->Abandon(c); });
+      }
+    }
+    SshSession& session;
+    std::weak_ptr<Channel> channel;
+    bool claimed = false;
+  };
+
+  // On the engine's thread: the client's socket leaves the engine's reactor
+  // (a duplicate of its descriptor goes to the session thread, and the
+  // engine's is closed, so that the engine is not woken by its traffic).
+  static asio::awaitable<RelayResult> Carry(std::shared_ptr<Unclaimed> unclaimed,
+                                            std::shared_ptr<tcp::socket> client,
+                                            Clock::duration idle_timeout) {
+    unclaimed->claimed = true;
+    RelayResult result;
+    const int fd = ::fcntl(client->native_handle(), F_DUPFD_CLOEXEC, 0);
+    if (fd < 0) {
+      result.error = Errno("duplicating the client's socket");
+      unclaimed->claimed = false;  // the channel is ended with it
+      boost::system::error_code ignored;
+      client->set_option(asio::socket_base::linger(true, 0), ignored);
+      client->close(ignored);
+      co_return result;
+    }
+    boost::system::error_code ignored;
+    client->close(ignored);
+    SshSession& session = unclaimed->session;
+    co_return co_await asio::co_spawn(
+        session.io(), session.Carry(unclaimed->channel, fd, idle_timeout), asio::use_awaitable);
+  }
+
   config::Proxy proxy_;
   ConnectorContext& context_;
   std::unique_ptr<SshSession> session_;

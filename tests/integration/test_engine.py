@@ -17,7 +17,7 @@ import time
 import pytest
 
 from peers import Dante, Microsocks, Nginx, Tinyproxy, wait_for_port
-from scripts import ECHO_SERVER, MANY_CLIENTS, REFUSAL_PROBE
+from scripts import ECHO_FOREVER_SERVER, ECHO_SERVER, IDLE_CLIENT, MANY_CLIENTS, REFUSAL_PROBE
 from world import Dnsmasq, wait_for_log, wait_until
 
 SIZE = 100 * 1024 * 1024
@@ -75,44 +75,6 @@ while (b := c.recv(65536)):
     got += b
 line = f"{len(data)} {hashlib.sha256(data).hexdigest()}\n".encode()
 print("ok" if got == line * 1000 else f"bad: {len(got)} bytes")
-"""
-
-
-# Echoes every byte back, for as long as the client stays.
-ECHO_FOREVER_SERVER = r"""
-import asyncio, sys
-async def handle(r, w):
-    while (data := await r.read(4096)):
-        w.write(data); await w.drain()
-    w.close()
-async def main():
-    server = await asyncio.start_server(handle, sys.argv[1], int(sys.argv[2]))
-    await server.serve_forever()
-asyncio.run(main())
-"""
-
-# Connects to argv[1]:argv[2]; sends a byte every argv[3] seconds for argv[4]
-# seconds (each echoed back), then sends nothing and waits up to 30 s for the
-# connection to end. Prints how it ended and how long after the last byte.
-IDLE_CLIENT = r"""
-import socket, sys, time
-c = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=30)
-every, busy = float(sys.argv[3]), float(sys.argv[4])
-start = time.monotonic()
-while True:
-    c.sendall(b"x")
-    assert c.recv(1) == b"x"
-    if time.monotonic() - start >= busy:
-        break
-    time.sleep(every)
-last = time.monotonic()
-try:
-    end = "eof" if c.recv(64) == b"" else "data"
-except ConnectionResetError:
-    end = "reset"
-except socket.timeout:
-    end = "still open"
-print(end, round(time.monotonic() - last, 2))
 """
 
 

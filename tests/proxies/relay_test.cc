@@ -169,51 +169,46 @@ TEST_CASE("idle relays hold no pipes", "[relay]") {
   }
 }
 
-TEST_CASE("a server end marked as reset resets the client, after the bytes before it", "[relay]") {
+TEST_CASE("a relay is reset on both sides once idle for the watch's timeout, not before",
+          "[relay]") {
   asio::io_context io(1);
   tcp::acceptor acceptor(io, tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
-  for (const bool marked : {false, true}) {
-    Pair client = Connect(io, acceptor);
-    // The server side is a socketpair, as the ssh connector's channels are.
-    int ends[2];
-    REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, ends) == 0);
-    auto server = std::make_shared<tcp::socket>(io);
-    server->assign(tcp::v4(), ends[1]);
-    auto reset = std::make_shared<std::atomic<bool>>(false);
-    std::optional<RelayResult> result;
-    asio::co_spawn(io, Relay(client.relay, server, {}, reset),
-                   [&](std::exception_ptr e, RelayResult r) {
-                     REQUIRE(!e);
-                     result = r;
-                   });
-    const Bytes data = Random(100 * 1024, 7);
-    SendAll(ends[0], data);
-    if (marked) reset->store(true);
-    ::close(ends[0]);
-    int error = 0;
-    Bytes got;
-    std::thread app([&] {
-      std::uint8_t buffer[65536];
-      for (;;) {
-        const ssize_t n = ::recv(client.app, buffer, sizeof buffer, 0);
-        if (n < 0) error = errno;
-        if (n <= 0) break;
-        got.insert(got.end(), buffer, buffer + n);
-      }
-      ::shutdown(client.app, SHUT_WR);  // the client is done too
-    });
-    io.run();
-    io.restart();
-    app.join();
-    ::close(client.app);
-    REQUIRE(result.has_value());
-    if (marked) {
-      CHECK(error == ECONNRESET);
-      CHECK_FALSE(result->error.empty());
-    } else {
-      CHECK(error == 0);
-      CHECK(got == data);
-      CHECK(result->error.empty());
+  Pair client = Connect(io, acceptor);
+  Pair server = Connect(io, acceptor);
+  IdleWatch idle(io.get_executor());
+  idle.SetTimeout(std::chrono::seconds(1));
+  std::optional<RelayResult> result;
+  asio::co_spawn(io, Relay(client.relay, server.relay, {}, &idle),
+                 [&](std::exception_ptr e, RelayResult r) {
+                   REQUIRE(!e);
+                   result = r;
+                 });
+  // Busy for 2 s, twice the timeout, with a byte every 200 ms: kept. Then
+  // silent: both sides get a reset 1 to 1.25 s later (a sweep every 250 ms).
+  int client_error = 0, server_error = 0;
+  double silent_for = 0;
+  std::thread app([&] {
+    const auto start = std::chrono::steady_clock::now();
+    std::uint8_t byte = 'x';
+    while (std::chrono::steady_clock::now() - start < std::chrono::seconds(2)) {
+      REQUIRE(::send(client.app, &byte, 1, MSG_NOSIGNAL) == 1);
+      REQUIRE(::recv(server.app, &byte, 1, 0) == 1);
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
     }
-  }
+    const auto last = std::chrono::steady_clock::now();
+    if (::recv(client.app, &byte, 1, 0) < 0) client_error = errno;
+    silent_for = std::chrono::duration<double>(std::chrono::steady_clock::now() - last).count();
+    if (::recv(server.app, &byte, 1, 0) < 0) server_error = errno;
+  });
+  io.run();
+  app.join();
+  ::close(client.app);
+  ::close(server.app);
+  REQUIRE(result.has_value());
+  CHECK(client_error == ECONNRESET);
+  CHECK(server_error == ECONNRESET);
+  CHECK(silent_for >= 0.9);
+  CHECK(silent_for < 5);  // 1.25 s, with room for a loaded machine
+  CHECK(result->error == "idle for 1 s (connectionIdleTimeout); reset both sides");
+  CHECK(result->to_server >= 10);
 }
