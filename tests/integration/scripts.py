@@ -96,3 +96,62 @@ except socket.timeout:
     end = "still open"
 print(end, round(time.monotonic() - last, 2))
 """
+
+# Reads until the client shuts down its side, then answers with the number
+# and SHA-256 of the bytes it got, in pieces, and closes.
+HALF_CLOSE_SERVER = r"""
+import hashlib, socket, sys
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[1], int(sys.argv[2]))); s.listen(64)
+while True:
+    c, _ = s.accept()
+    h, n = hashlib.sha256(), 0
+    while (b := c.recv(65536)):
+        h.update(b); n += len(b)
+    answer = f"{n} {h.hexdigest()}\n".encode() * 1000
+    c.sendall(answer); c.close()
+"""
+
+HALF_CLOSE_CLIENT = r"""
+import hashlib, os, socket, sys
+data = os.urandom(5 * 1024 * 1024)
+c = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=20)
+c.sendall(data); c.shutdown(socket.SHUT_WR)
+got = b""
+while (b := c.recv(65536)):
+    got += b
+line = f"{len(data)} {hashlib.sha256(data).hexdigest()}\n".encode()
+print("ok" if got == line * 1000 else f"bad: {len(got)} bytes")
+"""
+
+# Sends data to each client until the client is gone, then prints "gone N"
+# (the bytes it sent), so that a test sees the far end of a connection end.
+STREAM_SERVER = r"""
+import socket, sys, threading
+def serve(c):
+    n, chunk = 0, b"x" * 65536
+    try:
+        while True:
+            n += c.send(chunk)
+    except OSError:
+        print("gone", n, flush=True)
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[1], int(sys.argv[2]))); s.listen(64)
+while True:
+    threading.Thread(target=serve, args=(s.accept()[0],), daemon=True).start()
+"""
+
+# Reads argv[3] bytes from argv[1]:argv[2], then resets the connection
+# (SO_LINGER 0) instead of closing it; prints "ok".
+RESETTING_CLIENT = r"""
+import socket, struct, sys
+c = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=20)
+want, got = int(sys.argv[3]), 0
+while got < want:
+    b = c.recv(65536)
+    assert b, "the stream ended early"
+    got += len(b)
+c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+c.close()
+print("ok")
+"""

@@ -17,7 +17,8 @@ import time
 import pytest
 
 from peers import Dante, Microsocks, Nginx, Tinyproxy, wait_for_port
-from scripts import ECHO_FOREVER_SERVER, ECHO_SERVER, IDLE_CLIENT, MANY_CLIENTS, REFUSAL_PROBE
+from scripts import (ECHO_FOREVER_SERVER, ECHO_SERVER, HALF_CLOSE_CLIENT, HALF_CLOSE_SERVER,
+                     IDLE_CLIENT, MANY_CLIENTS, REFUSAL_PROBE)
 from world import Dnsmasq, wait_for_log, wait_until
 
 SIZE = 100 * 1024 * 1024
@@ -49,34 +50,6 @@ rules:
     forcedAddress: 10.0.0.1
   ads.test: block
 """
-
-# Reads until the client shuts down its side, then answers with the number
-# and SHA-256 of the bytes it got, in pieces, and closes.
-HALF_CLOSE_SERVER = r"""
-import hashlib, socket, sys
-s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind((sys.argv[1], int(sys.argv[2]))); s.listen(64)
-while True:
-    c, _ = s.accept()
-    h, n = hashlib.sha256(), 0
-    while (b := c.recv(65536)):
-        h.update(b); n += len(b)
-    answer = f"{n} {h.hexdigest()}\n".encode() * 1000
-    c.sendall(answer); c.close()
-"""
-
-HALF_CLOSE_CLIENT = r"""
-import hashlib, os, socket, sys
-data = os.urandom(5 * 1024 * 1024)
-c = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=20)
-c.sendall(data); c.shutdown(socket.SHUT_WR)
-got = b""
-while (b := c.recv(65536)):
-    got += b
-line = f"{len(data)} {hashlib.sha256(data).hexdigest()}\n".encode()
-print("ok" if got == line * 1000 else f"bad: {len(got)} bytes")
-"""
-
 
 class EngineWorld:
     def __init__(self, world, tunnels_bin, big=False, options=""):

@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 
 from peers import Dante, Nginx, Sshd, descendants, wait_for_port
-from scripts import ECHO_FOREVER_SERVER, ECHO_SERVER, IDLE_CLIENT, MANY_CLIENTS, REFUSAL_PROBE
+from scripts import (ECHO_FOREVER_SERVER, ECHO_SERVER, HALF_CLOSE_CLIENT, HALF_CLOSE_SERVER,
+                     IDLE_CLIENT, MANY_CLIENTS, REFUSAL_PROBE, RESETTING_CLIENT, STREAM_SERVER)
 from world import Dnsmasq, require, wait_for_log, wait_until
 
 SIZE = 100 * 1024 * 1024
@@ -336,3 +337,25 @@ def test_forced_address_rule_through_ssh(sw):
     assert any(q.name == "icanhazip.test" and q.client.startswith("10.0.0.1")
                for q in sw.dnsmasq.query_log())
     assert "vps-ip.pls" not in sw.dnsmasq.queries()
+
+
+def test_half_close_through_ssh(sw):
+    # The client shuts down its side after sending 5 MB; the server answers
+    # only then: the channel's EOF went one way, the answer still comes back.
+    server = sw.srv.spawn(["python3", "-c", HALF_CLOSE_SERVER, "10.0.0.1", "9000"],
+                          name="halfclose")
+    wait_for_port(sw.srv, "10.0.0.1", 9000, "half-close server", server)
+    assert sw.python(sw.client, HALF_CLOSE_CLIENT, "hc.main.test", 9000) == "ok"
+
+
+def test_a_client_that_resets_mid_stream_ends_only_its_channel(sw):
+    server = sw.srv.spawn(["python3", "-c", STREAM_SERVER, "10.0.0.1", "9002"], name="stream")
+    wait_for_port(sw.srv, "10.0.0.1", 9002, "stream server", server)
+    assert sw.python(sw.client, RESETTING_CLIENT, "stream.main.test", 9002, 5 << 20) == "ok"
+    # tunnels ended the channel, so sshd closed its connection to the server...
+    wait_for_log(server, r"^gone \d+", timeout=10)
+    wait_for_log(sw.tunnels, r"\[NET\] stream\.main\.test:9002 via main -> .*reset.*, "
+                             r"\d+ bytes up, (\d+) down")
+    # ...and the session carries on with the next connection.
+    assert sw.curl("http://www.main.test/").stdout == "hello from nginx\n"
+    assert sw.sessions_up("main") == 1
