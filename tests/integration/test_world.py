@@ -68,7 +68,7 @@ def test_hosts_linked_by_veth_reach_each_other(world):
     # IPv6 on a second link between the same hosts is usable at once (nodad).
     ln6 = link(a, b, "fd00:1::1/64", "fd00:1::2/64")
     assert ln6.a_if != ln.a_if
-    a.run([ping, "-6", "-c", "1", "-W", "2", ln6.b_ip])
+    a.run([ping, "-6", "-c", "1", "-w", "5", ln6.b_ip])
 
     # TCP, with a server on a kernel-chosen port that it reports in its log.
     server = b.spawn([sys.executable, "-c", ECHO_SERVER, ln.b_ip], name="echo")

@@ -219,6 +219,11 @@ class Host:
         self._nameserver: Path | None = None
         _ip("netns", "add", name)
         self.run(["ip", "link", "set", "lo", "up"])
+        # No duplicate address detection in a world of private links: every
+        # IPv6 address, link-local ones included, is usable once its link is
+        # up (instead of "tentative" for a second or more).
+        self.run(["sh", "-c", "for c in all default; do "
+                  "echo 0 > /proc/sys/net/ipv6/conf/$c/accept_dad; done"])
 
     @property
     def netns_path(self) -> str:
@@ -332,7 +337,19 @@ def link(a: Host, b: Host, a_addr: str, b_addr: str) -> Link:
     b_ip = _add_address(b, b_if, b_addr)
     a.run(["ip", "link", "set", a_if, "up"])
     b.run(["ip", "link", "set", b_if, "up"])
+    # Usable once the kernel says both ends are up (carrier) and no address
+    # is still tentative: before that, an IPv6 neighbour solicitation can be
+    # lost, and a first ping with it.
+    for host, ifname in ((a, a_if), (b, b_if)):
+        wait_until(lambda: _ready(host, ifname), timeout=10,
+                   what=f"{ifname} in {host.name} to be up with its addresses")
     return Link(a, b, a_if, b_if, a_ip, b_ip)
+
+
+def _ready(host: Host, ifname: str) -> bool:
+    link_state = host.run(["ip", "-o", "link", "show", "dev", ifname]).stdout
+    addresses = host.run(["ip", "-o", "addr", "show", "dev", ifname]).stdout
+    return "state UP" in link_state and "tentative" not in addresses
 
 
 class World:
