@@ -291,14 +291,13 @@ Clock::duration IdleWatch::timeout() const { return state_->timeout; }
 
 IdleWatch::Watching IdleWatch::Watch(Clock::duration timeout, std::function<void()> on_idle) {
   Watching w;
+  if (timeout <= Clock::duration::zero()) return w;  // nothing to watch, nothing allocated
+  w.state_ = state_;
   w.entry_ = std::make_shared<Entry>();
-  if (timeout > Clock::duration::zero()) {
-    w.state_ = state_;
-    w.entry_->timeout = timeout;
-    w.entry_->quiet_since = Clock::now();
-    w.entry_->on_idle = std::move(on_idle);
-    state_->Add(w.entry_);
-  }
+  w.entry_->timeout = timeout;
+  w.entry_->quiet_since = Clock::now();
+  w.entry_->on_idle = std::move(on_idle);
+  state_->Add(w.entry_);
   return w;
 }
 

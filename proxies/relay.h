@@ -49,7 +49,7 @@ class IdleWatch {
     std::shared_ptr<Entry> entry_;
   };
 
-  // Watches a connection with `timeout` (zero: counts, never fires); after
+  // Watches a connection with `timeout` (zero: an empty Watching); after
   // `timeout` to 1.25 x `timeout` without a byte, `on_idle` runs, once.
   Watching Watch(Clock::duration timeout, std::function<void()> on_idle);
 
