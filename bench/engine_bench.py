@@ -15,7 +15,7 @@ tests/integration/world.py:
   host "plain" (10.1.3.2)  curl --socks5-hostname to dante; curl to nginx      │
                            (no proxy, no transparent hop)                      ┘
   host "srv"   10.0.0.1 (on lo, reached through each veth):
-                 dnsmasq :53 (every *.test name is 10.0.0.1, no query log),
+                 dnsmasq :53 (every *.test name is 10.0.0.1, TTL 300 s, no query log),
                  nginx :80 (big.bin, small.html; one worker, sendfile),
                  dante :1080 (no auth, errors-only log),
                  a Python asyncio server :9000 that accepts and holds connections.
@@ -287,7 +287,10 @@ class Bench:
             [DNSMASQ, "--keep-in-foreground", "--user=root", "--group=",
              f"--pid-file={tmp}/dnsmasq.pid", "--no-resolv", "--no-hosts", "--no-poll",
              "--log-facility=-", f"--listen-address={SRV_IP}", "--bind-interfaces",
-             "--port=53", f"--address=/test/{SRV_IP}", "--local=/test/", "--cache-size=1000"],
+             "--port=53", f"--address=/test/{SRV_IP}", "--local=/test/", "--cache-size=1000",
+             # A TTL, as real names have (dnsmasq's own answers get 0 unless
+             # told): tunnels' `direct` keeps an answer for its TTL.
+             "--local-ttl=300"],
             name="dnsmasq", line_buffered=False)
         w.wait_until(lambda: w.dig(self.srv, SRV_IP, "probe.bench.test", timeout=1).addresses
                      == [SRV_IP], timeout=15, what="dnsmasq to answer")
@@ -912,7 +915,7 @@ def report(tp: dict[str, list[Download]], wrk: dict[str, list[WrkRun]], mem: Mem
         "machine, nothing is changed outside the world):",
         "",
         f"- host `srv`, {SRV_IP} (on lo, reached through a veth pair from each client host): "
-        f"dnsmasq (every `*.test` name is {SRV_IP}), nginx 1 worker with sendfile serving "
+        f"dnsmasq (every `*.test` name is {SRV_IP}, TTL 300 s as real names have one), nginx 1 worker with sendfile serving "
         f"`big.bin` ({args.big_mib:,} MiB of random bytes on tmpfs) and `small.html` "
         f"(1001 bytes), dante on :{DANTE_PORT} (no authentication, errors-only log).",
         "- host `tun`: `tunnels system -q` with rules `.bench.test: dante` and "

@@ -1,10 +1,106 @@
 #include "proxies/name_resolver.h"
 
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
 #include "resolver/dns_message.h"
 
 namespace tunnels::proxies {
 
 namespace asio = boost::asio;
+using Reply = std::optional<std::vector<std::uint8_t>>;
+
+namespace {
+
+// A one-shot signal between coroutines of one thread: Wait() returns once
+// Set() has been called, at once if it already was.
+class Event {
+ public:
+  explicit Event(const asio::any_io_executor& executor)
+      : timer_(executor, asio::steady_timer::time_point::max()) {}
+  void Set() {
+    set_ = true;
+    timer_.cancel();
+  }
+  asio::awaitable<void> Wait() {
+    while (!set_) {
+      boost::system::error_code ignored;  // operation_aborted: Set() was called
+      co_await timer_.async_wait(asio::redirect_error(asio::use_awaitable, ignored));
+    }
+  }
+
+ private:
+  bool set_ = false;
+  asio::steady_timer timer_;
+};
+
+// The addresses in the A and AAAA replies (either may be missing), kept in
+// `cache` for as long as both may be.
+AddressCache::Answer Combine(const std::string& host, const Reply (&replies)[2],
+                             const std::string& aaaa_failure, AddressCache& cache) {
+  AddressCache::Answer answer;
+  std::string last_error = "no address";
+  bool failed = false;  // a reply missing, malformed, truncated or not NOERROR/NXDOMAIN
+  std::chrono::seconds ttl = kMaxPositiveTtl;
+  for (int i = 0; i < 2; ++i) {
+    const Reply& reply = replies[i];
+    if (!reply) {
+      last_error = i == 1 && !aaaa_failure.empty() ? "the AAAA lookup failed: " + aaaa_failure
+                                                   : "no upstream DNS server answered";
+      failed = true;
+      continue;
+    }
+    const auto message = resolver::ParseMessage(*reply);
+    if (!message) {
+      last_error = "malformed answer from the upstream DNS server";
+      failed = true;
+      continue;
+    }
+    const resolver::RCode rcode = message->rcode();
+    if (message->header.tc ||
+        (rcode != resolver::RCode::kNoError && rcode != resolver::RCode::kNxDomain)) {
+      failed = true;
+    } else {
+      ttl = std::min(ttl, CacheTtl(*message));
+    }
+    if (rcode != resolver::RCode::kNoError) {
+      last_error = std::string("the upstream DNS server says ") + resolver::ToString(rcode);
+      continue;
+    }
+    for (const resolver::ResourceRecord& rr : message->answers) {
+      if (rr.klass != resolver::dns_class::kIn) continue;
+      if (rr.type == resolver::dns_type::kA && rr.rdata.size() == 4) {
+        answer.addresses.push_back(asio::ip::address_v4(
+            asio::ip::address_v4::bytes_type{rr.rdata[0], rr.rdata[1], rr.rdata[2], rr.rdata[3]}));
+      } else if (rr.type == resolver::dns_type::kAaaa && rr.rdata.size() == 16) {
+        asio::ip::address_v6::bytes_type b{};
+        std::copy(rr.rdata.begin(), rr.rdata.end(), b.begin());
+        answer.addresses.push_back(asio::ip::address_v6(b));
+      }
+    }
+  }
+  if (answer.addresses.empty()) answer.error = "cannot resolve '" + host + "': " + last_error;
+  // A failed half (an upstream that refuses AAAA, say) does not cost every
+  // connection a lookup when the other half has addresses: they are kept
+  // briefly, and the failed half asked for again after that. Nothing is kept
+  // when there is no address at all: the next connection asks again.
+  if (failed && answer.addresses.empty()) return answer;
+  if (failed) ttl = std::min(ttl, kDefaultNegativeTtl);
+  cache.Store(host, answer, ttl, AddressCache::Clock::now());
+  return answer;
+}
+
+}  // namespace
+
+struct NameResolver::Lookup {
+  explicit Lookup(const asio::any_io_executor& executor) : done(executor) {}
+  Event done;
+  AddressCache::Answer answer{{}, "the lookup ended before an answer"};
+};
+
+NameResolver::~NameResolver() = default;
 
 asio::awaitable<std::vector<asio::ip::address>> NameResolver::Resolve(const std::string& host,
                                                                       std::string* error) {
@@ -12,46 +108,80 @@ asio::awaitable<std::vector<asio::ip::address>> NameResolver::Resolve(const std:
   const asio::ip::address literal = asio::ip::make_address(host, ec);
   if (!ec) co_return std::vector<asio::ip::address>{literal};
 
-  std::vector<asio::ip::address> out;
-  std::string last_error = "no address";
-  for (const std::uint16_t type : {resolver::dns_type::kA, resolver::dns_type::kAaaa}) {
-    resolver::Message query;
-    query.header.id = next_id_++;
-    query.header.rd = true;
-    query.questions.push_back(resolver::Question{host, type, resolver::dns_class::kIn});
-    auto wire = resolver::Encode(query);
-    if (!wire) {
-      *error = "'" + host + "' is not a valid name";
-      co_return out;
-    }
-    auto reply = co_await upstream_.Forward(std::move(*wire), resolver::Transport::kUdp);
-    if (!reply) {
-      last_error = "no upstream DNS server answered";
-      continue;
-    }
-    const auto message = resolver::ParseMessage(*reply);
-    if (!message) {
-      last_error = "malformed answer from the upstream DNS server";
-      continue;
-    }
-    if (message->rcode() != resolver::RCode::kNoError) {
-      last_error =
-          std::string("the upstream DNS server says ") + resolver::ToString(message->rcode());
-      continue;
-    }
-    for (const resolver::ResourceRecord& rr : message->answers) {
-      if (rr.type == resolver::dns_type::kA && rr.rdata.size() == 4) {
-        out.push_back(asio::ip::address_v4(
-            asio::ip::address_v4::bytes_type{rr.rdata[0], rr.rdata[1], rr.rdata[2], rr.rdata[3]}));
-      } else if (rr.type == resolver::dns_type::kAaaa && rr.rdata.size() == 16) {
-        asio::ip::address_v6::bytes_type b{};
-        std::copy(rr.rdata.begin(), rr.rdata.end(), b.begin());
-        out.push_back(asio::ip::address_v6(b));
-      }
-    }
+  if (const AddressCache::Answer* hit = cache_.Find(host, AddressCache::Clock::now())) {
+    if (hit->addresses.empty()) *error = hit->error;
+    co_return hit->addresses;
   }
-  if (out.empty()) *error = "cannot resolve '" + host + "': " + last_error;
-  co_return out;
+
+  std::shared_ptr<Lookup> lookup;
+  if (const auto it = in_flight_.find(host); it != in_flight_.end()) {
+    lookup = it->second;
+    co_await lookup->done.Wait();
+  } else {
+    lookup = std::make_shared<Lookup>(co_await asio::this_coro::executor);
+    in_flight_.emplace(host, lookup);
+    // The requests waiting for this lookup hear of its end however it ends.
+    // A coroutine still suspended when tunnels stops is destroyed with the
+    // io_context, after this resolver: then there is nobody left to tell.
+    struct Publish {
+      NameResolver& self;
+      std::weak_ptr<const bool> self_alive;
+      const std::string& host;
+      Lookup& lookup;
+      ~Publish() {
+        if (self_alive.expired()) return;
+        self.in_flight_.erase(host);
+        lookup.done.Set();
+      }
+    } publish{*this, alive_, host, *lookup};
+    lookup->answer = co_await Ask(host);
+  }
+  if (lookup->answer.addresses.empty()) *error = lookup->answer.error;
+  co_return lookup->answer.addresses;
+}
+
+asio::awaitable<AddressCache::Answer> NameResolver::Ask(const std::string& host) {
+  std::vector<std::uint8_t> wires[2];
+  const std::uint16_t types[2] = {resolver::dns_type::kA, resolver::dns_type::kAaaa};
+  for (int i = 0; i < 2; ++i) {
+    resolver::Message query;
+    query.header.id = next_id_++;  // Upstream replaces it with a random one
+    query.header.rd = true;
+    query.questions.push_back(resolver::Question{host, types[i], resolver::dns_class::kIn});
+    auto wire = resolver::Encode(query);
+    if (!wire) co_return AddressCache::Answer{{}, "'" + host + "' is not a valid name"};
+    wires[i] = std::move(*wire);
+  }
+
+  // AAAA in a coroutine of its own, so that both questions are out at once:
+  // a lookup takes one round trip, not two. It needs only the Upstream,
+  // which outlives the engine.
+  struct Part {
+    explicit Part(const asio::any_io_executor& executor) : ready(executor) {}
+    Event ready;
+    Reply reply;
+    std::string failure;
+  };
+  const auto executor = co_await asio::this_coro::executor;
+  auto aaaa = std::make_shared<Part>(executor);
+  asio::co_spawn(executor, upstream_.Forward(std::move(wires[1]), resolver::Transport::kUdp),
+                 [aaaa](std::exception_ptr e, Reply reply) {
+                   if (e) {
+                     try {
+                       std::rethrow_exception(e);
+                     } catch (const std::exception& x) {
+                       aaaa->failure = x.what();
+                     }
+                   }
+                   aaaa->reply = std::move(reply);
+                   aaaa->ready.Set();
+                 });
+  Reply replies[2];
+  replies[0] = co_await upstream_.Forward(std::move(wires[0]), resolver::Transport::kUdp);
+  co_await aaaa->ready.Wait();
+  replies[1] = std::move(aaaa->reply);
+
+  co_return Combine(host, replies, aaaa->failure, cache_);
 }
 
 }  // namespace tunnels::proxies

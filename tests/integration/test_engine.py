@@ -57,7 +57,8 @@ class EngineWorld:
         self.client = world.host("client")
         self.srv = world.host("srv")
         world.link(self.client, self.srv, "10.0.0.2/24", "10.0.0.1/24")
-        self.dnsmasq = Dnsmasq(self.srv, "10.0.0.1", records={"test": "10.0.0.1"})
+        self.dnsmasq = Dnsmasq(self.srv, "10.0.0.1", records={"test": "10.0.0.1"},
+                               local=["nx.via-direct.test"])  # NXDOMAIN
         self.srv.use_nameserver("10.0.0.1")
         www = world.tmp_path / "www"
         www.mkdir()
@@ -91,6 +92,11 @@ class EngineWorld:
 
     def python(self, host, script, *args, timeout=60):
         return host.run(["python3", "-c", script, *map(str, args)], timeout=timeout).stdout.strip()
+
+    def lookups_by_tunnels(self, name: str) -> list[str]:
+        """The types tunnels (10.0.0.2) asked the upstream DNS for `name`."""
+        return sorted(q.qtype for q in self.dnsmasq.query_log()
+                      if q.name == name and q.client.startswith("10.0.0.2"))
 
     def tunnels_resolved_locally(self, name: str) -> bool:
         """Whether tunnels (10.0.0.2) asked the upstream DNS for `name`."""
@@ -203,11 +209,29 @@ def test_an_idle_connection_is_reset_after_connection_idle_timeout(world, tunnel
     wait_for_log(e.tunnels, r"\[NET\] idle\.via-dante\.test:9000 via dante -> idle for 2 s")
 
 
+def test_a_direct_name_is_looked_up_once_per_ttl(ew):
+    """Connections to a `direct` name reuse the upstream's answer for its TTL
+    (60 s in this world) instead of asking for it again each time."""
+    for _ in range(10):
+        assert ew.curl("http://seq.via-direct.test/").stdout == "hello from nginx\n"
+    assert ew.lookups_by_tunnels("seq.via-direct.test") == ["A", "AAAA"]
+    # A name that does not resolve fails each connection with the upstream's
+    # word, also when the answer comes from the cache.
+    for _ in range(2):
+        r = ew.curl("http://nx.via-direct.test/", check=False)
+        assert r.returncode != 0
+    wait_for_log(ew.tunnels, r"cannot resolve 'nx\.via-direct\.test': the upstream DNS server "
+                             r"says NXDOMAIN(.|\n)*cannot resolve 'nx\.via-direct\.test'")
+    assert ew.lookups_by_tunnels("nx.via-direct.test") == ["A", "AAAA"]
+
+
 def test_a_thousand_concurrent_connections(ew):
     server = ew.srv.spawn(["python3", "-c", ECHO_SERVER, "10.0.0.1", "9000"], name="echo")
     wait_for_port(ew.srv, "10.0.0.1", 9000, "echo server", server)
     out = ew.python(ew.client, MANY_CLIENTS, "many.via-direct.test", 9000, 1000, timeout=120)
     assert out == "1000 []"
+    # The thousand shared one lookup.
+    assert ew.lookups_by_tunnels("many.via-direct.test") == ["A", "AAAA"]
     # Through microsocks by IP (forcedAddress): given the name, microsocks
     # resolves each connection itself, and 1000 lookups at once overwhelm the
     # cache-less dnsmasq of this world; that is the peers' limit, not tunnels'.
