@@ -83,51 +83,7 @@ class LazySystemUndoer : public netns::Undoer {
   std::unique_ptr<netns::SystemUndoer> undoer_;
 };
 
-// Saves the pool's mappings when they differ from what was saved last.
-class MappingsSaver {
- public:
-  MappingsSaver(std::string path, std::string range, resolver::FakePool& pool,
-                const config::Log& log)
-      : path_(std::move(path)), range_(std::move(range)), pool_(pool), log_(log) {}
-
-  void Load() {
-    std::string text, error, why;
-    bool missing = false;
-    if (!ReadFile(path_, &text, &missing, &error)) {
-      if (!missing) log_.Warning("DNS", error + "; starting without saved mappings");
-      return;
-    }
-    std::vector<resolver::FakePool::Mapping> mappings;
-    if (!ParseMappings(text, range_, &mappings, &why)) {
-      log_.Info("DNS", "discarded the saved mappings in " + path_ + ": " + why);
-      ::unlink(path_.c_str());
-      return;
-    }
-    const std::size_t restored = pool_.Restore(mappings);
-    log_.Info("DNS", "restored " + std::to_string(restored) + " saved name-to-address mappings");
-    saved_ = text;
-  }
-
-  void Save() {
-    const std::string text = SerializeMappings(range_, pool_.Snapshot());
-    if (text == saved_) return;
-    std::string error;
-    if (!WriteFileAtomically(path_, text, &error)) {
-      log_.Limited("DNS", config::LogLevel::kWarning, "cannot save the mappings: " + error);
-      return;
-    }
-    saved_ = text;
-  }
-
- private:
-  std::string path_;
-  std::string range_;
-  resolver::FakePool& pool_;
-  const config::Log& log_;
-  std::string saved_;
-};
-
-void ScheduleSave(asio::steady_timer& timer, MappingsSaver& saver) {
+void ScheduleSave(asio::steady_timer& timer, MappingsStore& saver) {
   timer.expires_after(kSaveEvery);
   timer.async_wait([&timer, &saver](const boost::system::error_code& ec) {
     if (ec) return;
@@ -265,8 +221,7 @@ int RunSystem(const SystemOptions& options) {
     }
     for (const std::string& note : notes) log.Info("SYSTEM", "killed instance's leftover: " + note);
   }
-  MappingsSaver saver(state_dir + "/" + kMappingsFileName, o.private_addresses.ToString(),
-                      stack->pool(), log);
+  MappingsStore saver(state_dir, o.private_addresses.ToString(), stack->pool(), log);
   saver.Load();
   RaiseFileLimit(log);
 

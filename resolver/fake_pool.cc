@@ -80,6 +80,7 @@ FakePool::AllocateResult FakePool::Allocate(std::string_view name) {
     address = victim;
   }
   AddLocked(name, *address, now);
+  if (observer_) observer_(*address, name);
   result.address = address;
   result.created = true;
   return result;

@@ -85,6 +85,14 @@ class FakePool {
   // mapping. Names are compared byte for byte: pass them normalized.
   AllocateResult Allocate(std::string_view name);
 
+  // Told of every mapping Allocate() makes, before Allocate() returns it (so
+  // before any client can have seen the address), under the pool's lock:
+  // keep it short, and do not call back into the pool. For saving mappings
+  // as they are made (launcher/mappings_file.h). Set it before the pool is
+  // shared between threads.
+  using Observer = std::function<void(std::uint32_t address, std::string_view name)>;
+  void SetObserver(Observer observer) { observer_ = std::move(observer); }
+
   // The mapping of `address`, without counting as a use.
   std::optional<Mapping> Lookup(std::uint32_t address);
 
@@ -142,6 +150,7 @@ class FakePool {
   const std::uint32_t last_;  // the blackhole
   const Duration cleanup_time_;
   const Clock clock_;
+  Observer observer_;
 
   std::mutex mutex_;
   // Address -> mapping. Nodes never move, so by_name_ keys can point into

@@ -230,6 +230,21 @@ def test_a_restart_keeps_every_name_at_its_address(world, tunnels_bin):
     assert s.stop() == 0
 
 
+def test_names_mapped_just_before_a_kill_9_keep_their_addresses(world, tunnels_bin):
+    """The mappings file is rewritten every 10 s; a mapping made since then
+    is on disk before its address is answered, so SIGKILL loses none."""
+    s = SystemWorld(world, tunnels_bin)
+    s.start()
+    names = [f"k{i}.via-dante.test" for i in range(5)]
+    before = {n: s.address(n) for n in names}
+    s.stop(signal.SIGKILL)
+    t = s.start()
+    wait_for_log(t, r"restored 5 saved name-to-address mappings")
+    assert {n: s.address(n) for n in reversed(names)} == before
+    assert s.stop() == 0
+    s.assert_pristine()
+
+
 def test_sighup_adds_a_rule_while_a_100_mb_transfer_goes_on(world, tunnels_bin):
     s = SystemWorld(world, tunnels_bin, big=True)
     t = s.start()
