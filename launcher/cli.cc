@@ -10,6 +10,27 @@
 
 namespace tunnels::launcher {
 
+std::vector<std::string> CanonicalArguments(std::vector<std::string> args) {
+  static const std::vector<std::string> kCommands = {"check", "explain", "system", "run",
+                                                     "cleanup"};
+  static const std::vector<std::string> kAlone = {"--help", "-h", "--version"};
+  if (args.empty() || std::find(kAlone.begin(), kAlone.end(), args[0]) != kAlone.end()) {
+    return args;
+  }
+  // The first word that is not an option, up to `--`.
+  auto word = std::find_if(args.begin(), args.end(), [](const std::string& a) {
+    return a == "--" || a.empty() || a[0] != '-';
+  });
+  if (word != args.end() &&
+      std::find(kCommands.begin(), kCommands.end(), *word) != kCommands.end()) {
+    std::rotate(args.begin(), word, word + 1);  // the command first, its options after it
+  } else {
+    // The original took configuration paths with no command.
+    args.insert(args.begin(), "system");
+  }
+  return args;
+}
+
 int Main(int argc, char** argv) {
   CLI::App app{
       "tunnels: transparent proxying rules per domain name.\n"
@@ -73,14 +94,7 @@ int Main(int argc, char** argv) {
   cleanup->add_option("CONF", cleanup_paths,
                       "The configuration tunnels system ran with, for its stateDirectory");
 
-  // The original took configuration paths with no command: `tunnels CONF...`
-  // is `tunnels system CONF...`.
-  std::vector<std::string> args(argv + 1, argv + argc);
-  static const std::vector<std::string> kKnown = {"check",   "explain", "system", "run",
-                                                  "cleanup", "--help",  "-h",     "--version"};
-  if (!args.empty() && std::find(kKnown.begin(), kKnown.end(), args[0]) == kKnown.end()) {
-    args.insert(args.begin(), "system");
-  }
+  std::vector<std::string> args = CanonicalArguments({argv + 1, argv + argc});
   // Everything after `--` is the program's, untouched: CLI11 would still
   // read some of it as options.
   if (!args.empty() && args[0] == "run") {

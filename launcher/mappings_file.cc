@@ -74,9 +74,8 @@ std::vector<resolver::FakePool::Mapping> MergeMappings(
   std::unordered_map<std::uint32_t, std::size_t> by_address;
   std::unordered_map<std::string, std::size_t> by_name;
   auto add = [&](const resolver::FakePool::Mapping& m) {
-    for (const std::size_t old :
-         {by_address.count(m.address) ? by_address[m.address] : out.size(),
-          by_name.count(m.name) ? by_name[m.name] : out.size()}) {
+    for (const std::size_t old : {by_address.count(m.address) ? by_address[m.address] : out.size(),
+                                  by_name.count(m.name) ? by_name[m.name] : out.size()}) {
       if (old == out.size() || out[old].name.empty()) continue;
       by_address.erase(out[old].address);
       by_name.erase(out[old].name);
@@ -132,8 +131,9 @@ void MappingsStore::Load() {
   const bool written = Write(/*force=*/!merged.empty() || discarded);
   std::string error;
   if (!OpenAdded(/*empty=*/written || !added_usable, &error)) {
-    log_.Warning("DNS", error + "; mappings made since the last save (every 10 s) will be lost "
-                                "if tunnels is killed");
+    log_.Warning("DNS", error +
+                            "; mappings made since the last save (every 10 s) will be lost "
+                            "if tunnels is killed");
     return;
   }
   pool_.SetObserver([this](std::uint32_t address, std::string_view name) {

@@ -83,8 +83,8 @@ TEST_CASE("MergeMappings: a later mapping replaces an earlier one of its address
   const std::vector<Mapping> later = {{"d", 1, 0, {}}, {"b", 4, 0, {}}, {"e", 5, 0, {}}};
   std::vector<std::pair<std::string, std::uint32_t>> got;
   for (const auto& m : MergeMappings(earlier, later)) got.emplace_back(m.name, m.address);
-  CHECK(got == std::vector<std::pair<std::string, std::uint32_t>>{
-                   {"c", 3}, {"d", 1}, {"b", 4}, {"e", 5}});
+  CHECK(got ==
+        std::vector<std::pair<std::string, std::uint32_t>>{{"c", 3}, {"d", 1}, {"b", 4}, {"e", 5}});
   // One mapping replacing two: "e" takes c's address, and was at 5 before.
   got.clear();
   for (const auto& m : MergeMappings(MergeMappings(earlier, later), {{"e", 3, 0, {}}})) {
