@@ -35,7 +35,8 @@ int Main(int argc, char** argv) {
   CLI::App app{
       "tunnels: transparent proxying rules per domain name.\n"
       "Names that match a rule get a fake address; connections to it go through the rule's "
-      "proxy, with the name resolved on the proxy's side."};
+      "proxy, with the name resolved on the proxy's side.",
+      "tunnels"};
   app.set_version_flag("--version", std::string("tunnels ") + TUNNELS_VERSION);
   app.require_subcommand(1);
   app.footer("See tunnels(1) and tunnels.conf(5).");
