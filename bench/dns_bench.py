@@ -40,9 +40,7 @@ import resource
 import statistics
 import subprocess
 import sys
-import tempfile
 import textwrap
-import time
 from pathlib import Path
 from typing import NamedTuple
 
@@ -50,16 +48,10 @@ ROOT = Path(os.environ.get("TUNNELS_BENCH_ROOT") or Path(__file__).resolve().par
 sys.path.insert(0, str(ROOT / "tests" / "integration"))
 
 import world as w  # noqa: E402  (tests/integration/world.py)
+from benchlib import update_doc  # noqa: E402  (bench/benchlib.py)
 
 BEGIN = "<!-- dns-bench:begin -->"
 END = "<!-- dns-bench:end -->"
-DOC_INTRO = """# Benchmarks
-
-Measurements of tunnels against the programs it stands beside. Each section
-below is written by a script in `bench/`, which replaces only its own section
-(between its `<!-- NAME:begin -->` and `<!-- NAME:end -->` markers); rerun the
-command given in a section to refresh it.
-"""
 
 UPSTREAM_IP = "10.0.0.1"
 BENCH_IP = "10.0.0.2"
@@ -482,24 +474,6 @@ def report(results: dict[tuple[str, str, str], list[Sample]], scenarios: list[st
     return "\n".join(lines) + "\n"
 
 
-def update_doc(path: Path, section: str) -> None:
-    """Replace the dns-bench section of `path` (or append it), keeping every
-    other byte; create the file with a short intro if it does not exist."""
-    text = path.read_text() if path.exists() else DOC_INTRO
-    start, stop = text.find(BEGIN), text.find(END)
-    if start != -1 and stop != -1 and stop > start:
-        text = text[:start] + section.rstrip("\n") + text[stop + len(END):]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    if not text.endswith("\n"):
-        text += "\n"
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".BENCHMARKS.")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
-
-
 # --------------------------------------------------------------------------
 # Main
 # --------------------------------------------------------------------------
@@ -609,7 +583,7 @@ def main() -> int:
     section = report(results, scenarios, args, info)
     print(section)
     if args.update_doc:
-        update_doc(args.doc, section)
+        update_doc(args.doc, section, BEGIN, END)
         log(f"dns_bench.py: wrote the dns-bench section of {args.doc}")
     return 0
 

@@ -54,7 +54,6 @@ import re
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import NamedTuple
@@ -63,13 +62,10 @@ ROOT = Path(os.environ.get("TUNNELS_BENCH_ROOT") or Path(__file__).resolve().par
 sys.path.insert(0, str(ROOT / "tests" / "integration"))
 
 import world as w  # noqa: E402  (tests/integration/world.py)
+from benchlib import update_doc  # noqa: E402  (bench/benchlib.py)
 
 BEGIN = "<!-- engine-bench:begin -->"
 END = "<!-- engine-bench:end -->"
-DOC_INTRO = """# Benchmarks
-
-Measured numbers for the parts of tunnels that have performance goals. Each section is written by the benchmark named in it, between its markers; rerun the command shown to refresh it, and keep the markers so that other sections can be added beside it.
-"""
 
 SRV_IP = "10.0.0.1"
 DANTE_PORT = 1080
@@ -827,6 +823,11 @@ def report(tp: dict[str, list[Download]], wrk: dict[str, list[WrkRun]], mem: Mem
         "of trying a read that finds nothing.",
         "- Accepted sockets inherit `TCP_NODELAY` from the listener; nothing is formatted on the "
         "way of a relayed connection (log text only when logged).",
+        "- A `direct` rule looks a name up once per TTL (proxies/name_resolver.cc keeps the "
+        "answers, asks for A and AAAA at once, and lets concurrent connections share a lookup) "
+        "instead of asking dnsmasq for A, then AAAA, for every connection: with answers of TTL "
+        "300 s, 12,776 direct connections/s against 8,357 at 7ff3ef6, and 0.065 s of relay CPU "
+        "per 1000 of them against 0.105 s.",
         "",
         "Together about 10% less CPU per connection than before (measured side by side with "
         "the previous build: about 100 µs against 112 µs per connection through dante), "
@@ -950,24 +951,6 @@ def report(tp: dict[str, list[Download]], wrk: dict[str, list[WrkRun]], mem: Mem
     return "\n".join(lines) + "\n"
 
 
-def update_doc(path: Path, section: str) -> None:
-    """Replace the engine-bench section of `path` (or append it), keeping every
-    other byte; create the file with a short intro if it does not exist."""
-    text = path.read_text() if path.exists() else DOC_INTRO
-    start, stop = text.find(BEGIN), text.find(END)
-    if start != -1 and stop != -1 and stop > start:
-        text = text[:start] + section.rstrip("\n") + text[stop + len(END):]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    if not text.endswith("\n"):
-        text += "\n"
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".BENCHMARKS.")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
-
-
 # --------------------------------------------------------------------------
 # Main
 # --------------------------------------------------------------------------
@@ -1011,7 +994,7 @@ def main() -> int:
         section = report(tp, wrk, mem, args, raw["info"])
         print(section)
         if args.update_doc:
-            update_doc(args.doc, section)
+            update_doc(args.doc, section, BEGIN, END)
         return 0
     phases = args.phase or ["throughput", "conns", "memory"]
 
@@ -1095,7 +1078,7 @@ def main() -> int:
                 "command": os.environ.get("TUNNELS_BENCH_COMMAND") or "bench/run-engine-bench.sh",
             }, indent=1))
         if args.update_doc:
-            update_doc(args.doc, section)
+            update_doc(args.doc, section, BEGIN, END)
             log(f"engine_bench.py: wrote the engine-bench section of {args.doc}")
     return 0
 

@@ -6,24 +6,16 @@
 # bench/sandbox_bench.py in a private world of user, network, mount and PID
 # namespaces; nothing touches the real host's network.
 set -euo pipefail
-here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-root=$(cd "$here/.." && pwd)
+bench_name=sandbox bench_script=sandbox_bench.py
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+bench_start "$@"
 
-if [[ "${1-}" == "--inside-world" ]]; then
-  shift
-  mount -t tmpfs -o mode=0755 tunnels-bench /run
-  mkdir -p /run/netns /run/lock /run/tunnels-world/tmp
-  ip link set lo up
-  export TUNNELS_WORLD=1 PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
-  /usr/bin/python3 "$here/sandbox_bench.py" --tunnels "${TUNNELS_BENCH_BIN:-$root/build-bench/launcher/tunnels}" "$@" \
-    && rc=0 || rc=$?
-  exit "$rc"
-fi
-
-if [[ -z ${TUNNELS_BENCH_NO_BUILD-} ]]; then
-  cmake -S "$root" -B "$root/build-bench" -G Ninja -DCMAKE_BUILD_TYPE=Release \
-    -DTUNNELS_TESTS=OFF >/dev/null
-  cmake --build "$root/build-bench" --target tunnels -j "$(nproc)"
-fi
-exec unshare --user --map-root-user --net --mount --propagation private --pid --fork \
-  --mount-proc --kill-child -- "$here/run-sandbox-bench.sh" --inside-world "$@"
+bench_need curl curl
+bench_need /usr/sbin/nginx nginx-light
+bench_need danted dante-server
+bench_need /usr/sbin/dnsmasq dnsmasq-base
+bench_need dig bind9-dnsutils
+bench_need nft nftables
+bench_install
+bench_build
+bench_enter_world "bench/run-sandbox-bench.sh${*:+ $*}" "$@"

@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -23,6 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests" / "integration"))
 import world as w  # noqa: E402
+from benchlib import update_doc  # noqa: E402  (bench/benchlib.py)
 from peers import Dante, Nginx  # noqa: E402
 
 CONFIG = """
@@ -144,12 +143,8 @@ def main() -> int:
     ])
     print(section)
     if args.update_doc:
-        doc = ROOT / "docs" / "BENCHMARKS.md"
-        text = doc.read_text() if doc.exists() else "# Benchmarks\n"
-        pattern = re.compile(r"<!-- run-bench:begin -->.*?<!-- run-bench:end -->", re.S)
-        text = pattern.sub(lambda _: section, text) if pattern.search(text) else \
-            text.rstrip("\n") + "\n\n" + section + "\n"
-        doc.write_text(text)
+        update_doc(ROOT / "docs" / "BENCHMARKS.md", section, "<!-- run-bench:begin -->",
+                   "<!-- run-bench:end -->")
     return 0
 
 

@@ -29,13 +29,11 @@ Phases, contenders interleaved run by run (the order rotating), medians:
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
 import re
 import statistics
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 ROOT = Path(os.environ.get("TUNNELS_BENCH_ROOT") or Path(__file__).resolve().parent.parent)
@@ -44,6 +42,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import world as w  # noqa: E402
 from peers import Sshd  # noqa: E402
+from benchlib import update_doc  # noqa: E402
 from engine_bench import cpu_delta, machine, world_cpu  # noqa: E402
 
 BEGIN = "<!-- ssh-bench:begin -->"
@@ -422,20 +421,6 @@ def dpkg(package: str) -> str:
     return r.stdout.strip() or "?"
 
 
-def update_doc(path: Path, section: str) -> None:
-    text = path.read_text()
-    start, stop = text.find(BEGIN), text.find(END)
-    if start != -1 and stop != -1 and stop > start:
-        text = text[:start] + section.rstrip("\n") + text[stop + len(END):]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".BENCHMARKS.")
-    with os.fdopen(fd, "w") as f:
-        f.write(text if text.endswith("\n") else text + "\n")
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
-
-
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -497,7 +482,7 @@ def main() -> int:
     section = report(tp, cpu, conns, args, machine(), ciphers)
     print(section)
     if args.update_doc:
-        update_doc(args.doc, section)
+        update_doc(args.doc, section, BEGIN, END)
         log(f"ssh_bench.py: wrote the ssh-bench section of {args.doc}")
     return 0
 

@@ -1,0 +1,33 @@
+"""What the benchmark scripts in bench/ share: writing their section of
+docs/BENCHMARKS.md."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+DOC_INTRO = """# Benchmarks
+
+Measured numbers for the parts of tunnels that have performance goals. Each section is written by the benchmark named in it, between its markers; rerun the command shown to refresh it, and keep the markers so that other sections can be added beside it.
+"""
+
+
+def update_doc(path: Path, section: str, begin: str, end: str) -> None:
+    """Replace the part of `path` from `begin` to `end` (markers included)
+    with `section`, or append `section` when the markers are missing; keep
+    every other byte. A missing file starts with a short introduction. The
+    file is replaced in one rename, so a reader never sees half of it."""
+    text = path.read_text() if path.exists() else DOC_INTRO
+    start, stop = text.find(begin), text.find(end)
+    if start != -1 and stop != -1 and stop > start:
+        text = text[:start] + section.rstrip("\n") + text[stop + len(end):]
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    if not text.endswith("\n"):
+        text += "\n"
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".BENCHMARKS.")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
