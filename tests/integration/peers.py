@@ -15,7 +15,6 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
     import crypt  # deprecated since 3.11, still in Debian 12's python
 import os
-import socket
 import textwrap
 from pathlib import Path
 

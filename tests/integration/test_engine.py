@@ -1,7 +1,8 @@
 """The proxy engine end to end, against real peers in a private world.
 
-Host "srv" (10.0.0.1): dnsmasq (every *.test name is 10.0.0.1, every query
-logged), nginx on :80 with a 100 MB file, dante on :1080 (no auth) and :1081
+Host "srv" (10.0.0.1), as sites.TwoHosts builds it: dnsmasq (every *.test
+name is 10.0.0.1, every query logged), nginx on :80 with a 100 MB file; and
+dante on :1080 (no auth) and :1081
 (username/password), microsocks on :1082, tinyproxy on :8888 (Basic auth),
 and small Python servers for half-close and many connections.
 Host "client" (10.0.0.2): tunnels system on 127.0.0.1:53 as the client's
@@ -9,19 +10,15 @@ resolver, and curl."""
 
 from __future__ import annotations
 
-import hashlib
-import signal
-import textwrap
 import time
 
 import pytest
 
-from peers import Dante, Microsocks, Nginx, Tinyproxy, wait_for_port
+from peers import Dante, Microsocks, Tinyproxy, wait_for_port
 from scripts import (ECHO_FOREVER_SERVER, ECHO_SERVER, HALF_CLOSE_CLIENT, HALF_CLOSE_SERVER,
                      IDLE_CLIENT, MANY_CLIENTS, REFUSAL_PROBE)
-from world import Dnsmasq, wait_for_log, wait_until
-
-SIZE = 100 * 1024 * 1024
+from sites import SIZE, TwoHosts
+from world import wait_for_log, wait_until
 
 CONFIG = """
 upstreamDns: 10.0.0.1
@@ -51,24 +48,9 @@ rules:
   ads.test: block
 """
 
-class EngineWorld:
+class EngineWorld(TwoHosts):
     def __init__(self, world, tunnels_bin, big=False, options=""):
-        self.world = world
-        self.client = world.host("client")
-        self.srv = world.host("srv")
-        world.link(self.client, self.srv, "10.0.0.2/24", "10.0.0.1/24")
-        self.dnsmasq = Dnsmasq(self.srv, "10.0.0.1", records={"test": "10.0.0.1"},
-                               local=["nx.via-direct.test"])  # NXDOMAIN
-        self.srv.use_nameserver("10.0.0.1")
-        www = world.tmp_path / "www"
-        www.mkdir()
-        (www / "index.html").write_text("hello from nginx\n")
-        self.big_sha = None
-        if big:
-            data = open("/dev/urandom", "rb").read(SIZE)
-            (www / "big.bin").write_bytes(data)
-            self.big_sha = hashlib.sha256(data).hexdigest()
-        self.nginx = Nginx(self.srv, "10.0.0.1", 80, www)
+        super().__init__(world, big=big, nxdomain=["nx.via-direct.test"])
         self.dante = Dante(self.srv, "10.0.0.1", 1080)
         self.dante_auth = Dante(self.srv, "10.0.0.1", 1081, users={"alice": "secret"})
         self.micro = Microsocks(self.srv, "10.0.0.1", 1082)
@@ -81,27 +63,6 @@ class EngineWorld:
                                          name="tunnels", line_buffered=False)
         wait_for_log(self.tunnels, r"\[DNS\] listening on udp 127\.0\.0\.1:53")
         self.client.use_nameserver("127.0.0.1")
-
-    def curl(self, url, *args, check=True, timeout=60):
-        return self.client.run(["curl", "-sS", "--fail", "--max-time", str(timeout - 5),
-                                *args, url], check=check, timeout=timeout)
-
-    def sha_of(self, url):
-        r = self.client.run(f"curl -sS --fail --max-time 100 '{url}' | sha256sum", timeout=120)
-        return r.stdout.split()[0]
-
-    def python(self, host, script, *args, timeout=60):
-        return host.run(["python3", "-c", script, *map(str, args)], timeout=timeout).stdout.strip()
-
-    def lookups_by_tunnels(self, name: str) -> list[str]:
-        """The types tunnels (10.0.0.2) asked the upstream DNS for `name`."""
-        return sorted(q.qtype for q in self.dnsmasq.query_log()
-                      if q.name == name and q.client.startswith("10.0.0.2"))
-
-    def tunnels_resolved_locally(self, name: str) -> bool:
-        """Whether tunnels (10.0.0.2) asked the upstream DNS for `name`."""
-        return any(q.name == name and q.client.startswith("10.0.0.2")
-                   for q in self.dnsmasq.query_log())
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ Host "client" (10.0.0.2): tunnels system as the client's resolver, and curl."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import signal
@@ -21,9 +20,9 @@ import pytest
 from peers import Dante, Nginx, Sshd, descendants, wait_for_port
 from scripts import (ECHO_FOREVER_SERVER, ECHO_SERVER, HALF_CLOSE_CLIENT, HALF_CLOSE_SERVER,
                      IDLE_CLIENT, MANY_CLIENTS, REFUSAL_PROBE, RESETTING_CLIENT, STREAM_SERVER)
-from world import Dnsmasq, require, wait_for_log, wait_until
+from sites import SIZE, TwoHosts
+from world import require, wait_for_log, wait_until
 
-SIZE = 100 * 1024 * 1024
 KEEPALIVE = 2  # seconds, the main proxy's keepaliveInterval
 
 # name -> (ssh-keygen arguments, passphrase)
@@ -73,23 +72,10 @@ def keys(tmp_path_factory):
     return out
 
 
-class SshWorld:
+class SshWorld(TwoHosts):
     def __init__(self, world, tunnels_bin, keys, big=False, options=""):
-        self.world, self.keys = world, keys
-        self.client = world.host("client")
-        self.srv = world.host("srv")
-        world.link(self.client, self.srv, "10.0.0.2/24", "10.0.0.1/24")
-        self.dnsmasq = Dnsmasq(self.srv, "10.0.0.1", records={"test": "10.0.0.1"})
-        self.srv.use_nameserver("10.0.0.1")
-        www = world.tmp_path / "www"
-        www.mkdir()
-        (www / "index.html").write_text("hello from nginx\n")
-        self.big_sha = None
-        if big:
-            data = open("/dev/urandom", "rb").read(SIZE)
-            (www / "big.bin").write_bytes(data)
-            self.big_sha = hashlib.sha256(data).hexdigest()
-        self.nginx = Nginx(self.srv, "10.0.0.1", 80, www)
+        super().__init__(world, big=big)
+        self.keys = keys
         www443 = world.tmp_path / "www443"
         www443.mkdir()
         (www443 / "ip").write_text("10.0.0.1\n")
@@ -149,19 +135,8 @@ class SshWorld:
         wait_for_log(self.tunnels, r"\[DNS\] listening on udp 127\.0\.0\.1:53")
         self.client.use_nameserver("127.0.0.1")
 
-    def curl(self, url, *args, check=True, timeout=60):
-        return self.client.run(["curl", "-sS", "--fail", "--max-time", str(timeout - 5),
-                                *args, url], check=check, timeout=timeout)
-
-    def python(self, host, script, *args, timeout=60):
-        return host.run(["python3", "-c", script, *map(str, args)], timeout=timeout).stdout.strip()
-
     def sessions_up(self, proxy: str) -> int:
         return len(re.findall(rf"ssh proxy '{proxy}' \([^)]*\): session up", self.tunnels.output()))
-
-    def tunnels_resolved_locally(self, name: str) -> bool:
-        return any(q.name == name and q.client.startswith("10.0.0.2")
-                   for q in self.dnsmasq.query_log())
 
 
 @pytest.fixture

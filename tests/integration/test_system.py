@@ -16,39 +16,24 @@ import os
 import re
 import signal
 import textwrap
-from pathlib import Path
 
 import pytest
 
-from peers import Dante, Microsocks, Nginx
-from world import Dnsmasq, dig, require, wait_for_log, wait_until
+from peers import Dante, Microsocks
+from sites import TwoHosts
+from world import dig, require, wait_for_log, wait_until
 
-SIZE = 100 * 1024 * 1024
 ORIGINAL = "# the world's own resolv.conf\nnameserver 10.0.0.1\n"
 TABLE = "tunnels_redirects"
 READY = r"\[DNS\] listening on udp 127\.0\.0\.1:53"
 
 
-class SystemWorld:
+class SystemWorld(TwoHosts):
     def __init__(self, world, tunnels_bin, *, big=False, link=False, immutable=False,
                  rules=".via-dante.test: dante\n"):
         require("nft", "nftables")
-        self.world = world
+        super().__init__(world, big=big)
         self.bin = str(tunnels_bin)
-        self.client = world.host("client")
-        self.srv = world.host("srv")
-        world.link(self.client, self.srv, "10.0.0.2/24", "10.0.0.1/24")
-        self.dnsmasq = Dnsmasq(self.srv, "10.0.0.1", records={"test": "10.0.0.1"})
-        self.srv.use_nameserver("10.0.0.1")
-        www = world.tmp_path / "www"
-        www.mkdir()
-        (www / "index.html").write_text("hello from nginx\n")
-        self.big_sha = None
-        if big:
-            data = os.urandom(SIZE)
-            (www / "big.bin").write_bytes(data)
-            self.big_sha = hashlib.sha256(data).hexdigest()
-        self.nginx = Nginx(self.srv, "10.0.0.1", 80, www)
         self.dante = Dante(self.srv, "10.0.0.1", 1080)
         self.micro = Microsocks(self.srv, "10.0.0.1", 1082)
 
@@ -138,9 +123,6 @@ class SystemWorld:
         assert answers, name
         return answers[0]
 
-    def curl(self, url, check=True, timeout=60):
-        return self.client.run(["curl", "-sS", "--fail", "--max-time", str(timeout - 5), url],
-                               check=check, timeout=timeout)
 
 
 @pytest.mark.parametrize("kind", ["file", "link"])

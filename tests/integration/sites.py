@@ -1,0 +1,61 @@
+"""The two-host world that the end-to-end tests of the engine, the ssh proxy
+and system mode start from.
+
+Host "client" (10.0.0.2), where tunnels runs, is linked to host "srv"
+(10.0.0.1), where dnsmasq answers every *.test name with 10.0.0.1 (logging
+every query) and nginx serves index.html ("hello from nginx") and, when
+asked for, big.bin: SIZE random bytes whose SHA-256 is `big_sha`. Each test
+module adds its proxies and its tunnels configuration."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from typing import Iterable
+
+from peers import Nginx
+from world import Dnsmasq
+
+SIZE = 100 * 1024 * 1024
+HELLO = "hello from nginx\n"
+CLIENT_IP, SRV_IP = "10.0.0.2", "10.0.0.1"
+
+
+class TwoHosts:
+    def __init__(self, world, *, big: bool = False, nxdomain: Iterable[str] = ()):
+        """nxdomain: names dnsmasq answers with NXDOMAIN instead."""
+        self.world = world
+        self.client = world.host("client")
+        self.srv = world.host("srv")
+        world.link(self.client, self.srv, f"{CLIENT_IP}/24", f"{SRV_IP}/24")
+        self.dnsmasq = Dnsmasq(self.srv, SRV_IP, records={"test": SRV_IP}, local=list(nxdomain))
+        self.srv.use_nameserver(SRV_IP)
+        www = world.tmp_path / "www"
+        www.mkdir()
+        (www / "index.html").write_text(HELLO)
+        self.big_sha = None
+        if big:
+            data = os.urandom(SIZE)
+            (www / "big.bin").write_bytes(data)
+            self.big_sha = hashlib.sha256(data).hexdigest()
+        self.nginx = Nginx(self.srv, SRV_IP, 80, www)
+
+    def curl(self, url, *args, check=True, timeout=60):
+        return self.client.run(["curl", "-sS", "--fail", "--max-time", str(timeout - 5),
+                                *args, url], check=check, timeout=timeout)
+
+    def sha_of(self, url):
+        r = self.client.run(f"curl -sS --fail --max-time 100 '{url}' | sha256sum", timeout=120)
+        return r.stdout.split()[0]
+
+    def python(self, host, script, *args, timeout=60):
+        return host.run(["python3", "-c", script, *map(str, args)], timeout=timeout).stdout.strip()
+
+    def lookups_by_tunnels(self, name: str) -> list[str]:
+        """The types tunnels (on client) asked the upstream DNS for `name`."""
+        return sorted(q.qtype for q in self.dnsmasq.query_log()
+                      if q.name == name and q.client.startswith(CLIENT_IP))
+
+    def tunnels_resolved_locally(self, name: str) -> bool:
+        """Whether tunnels (on client) asked the upstream DNS for `name`."""
+        return bool(self.lookups_by_tunnels(name))
