@@ -55,6 +55,8 @@ class AddressCache {
   void Store(const std::string& host, Answer answer, std::chrono::seconds ttl,
              Clock::time_point now);
 
+  void Erase(const std::string& host) { entries_.erase(host); }
+
   std::size_t size() const { return entries_.size(); }
 
  private:

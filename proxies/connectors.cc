@@ -243,6 +243,8 @@ asio::awaitable<std::optional<tcp::socket>> ConnectTcp(NameResolver& resolver,
     errors += (errors.empty() ? "" : "; ") + Text(endpoint) + ": " + ec.message();
   }
   *error = errors.empty() ? "no time left to connect" : "cannot connect to " + errors;
+  // Every address failed: the next connection looks the name up again.
+  if (!errors.empty()) resolver.Forget(host);
   co_return std::nullopt;
 }
 

@@ -30,6 +30,11 @@ class NameResolver {
   boost::asio::awaitable<std::vector<boost::asio::ip::address>> Resolve(const std::string& host,
                                                                         std::string* error);
 
+  // Forgets what the cache holds for `host`: none of its addresses could be
+  // reached, so the next connection asks again instead of trying the same
+  // addresses until their TTL runs out (a server that moved, say).
+  void Forget(const std::string& host) { cache_.Erase(host); }
+
   // What the cache holds: for tests and the log.
   std::size_t cached() const { return cache_.size(); }
 

@@ -176,6 +176,11 @@ def test_a_direct_name_is_looked_up_once_per_ttl(ew):
     for _ in range(10):
         assert ew.curl("http://seq.via-direct.test/").stdout == "hello from nginx\n"
     assert ew.lookups_by_tunnels("seq.via-direct.test") == ["A", "AAAA"]
+    # When none of its addresses answers (nothing listens on port 9), the
+    # answer is forgotten: the next connection asks again.
+    for _ in range(2):
+        assert ew.curl("http://closed.via-direct.test:9/", check=False).returncode != 0
+    assert ew.lookups_by_tunnels("closed.via-direct.test") == ["A", "A", "AAAA", "AAAA"]
     # A name that does not resolve fails each connection with the upstream's
     # word, also when the answer comes from the cache.
     for _ in range(2):

@@ -212,9 +212,13 @@ TEST_CASE("concurrent requests for a name share one lookup of A and AAAA; later 
   f.Resolve({"a.test", "a.test"});
   CHECK(f.server.asked.size() == 2);
   CHECK(f.names.cached() == 1);
+  // None of the addresses answered (the engine says so): asked again.
+  f.names.Forget("a.test");
+  f.Resolve({"a.test"});
+  CHECK(f.server.asked.size() == 4);
   // An IP literal is its own answer, asked of nobody.
   CHECK(f.Resolve({"192.0.2.7"})[0].addresses == std::vector<std::string>{"192.0.2.7"});
-  CHECK(f.server.asked.size() == 2);
+  CHECK(f.server.asked.size() == 4);
 }
 
 TEST_CASE("answers with TTL 0 or no address at all are not kept; half answers briefly",
