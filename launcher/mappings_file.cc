@@ -14,21 +14,24 @@ namespace {
 
 constexpr char kHeader[] = "# tunnels mappings for ";
 
+// "ADDRESS NAME\n" appended to `text`.
+void AppendLine(std::string& text, std::uint32_t address, std::string_view name) {
+  char dotted[INET_ADDRSTRLEN] = {};
+  const in_addr a{htonl(address)};
+  inet_ntop(AF_INET, &a, dotted, sizeof dotted);
+  text += dotted;
+  text += ' ';
+  text += name;
+  text += '\n';
+}
+
 }  // namespace
 
 std::string SerializeMappings(const std::string& range,
                               const std::vector<resolver::FakePool::Mapping>& mappings) {
   std::string text = std::string(kHeader) + range + "\n";
   text.reserve(text.size() + mappings.size() * 40);
-  for (const auto& m : mappings) {
-    char address[INET_ADDRSTRLEN] = {};
-    const in_addr a{htonl(m.address)};
-    inet_ntop(AF_INET, &a, address, sizeof address);
-    text += address;
-    text += ' ';
-    text += m.name;
-    text += '\n';
-  }
+  for (const auto& m : mappings) AppendLine(text, m.address, m.name);
   return text;
 }
 
@@ -140,8 +143,8 @@ void MappingsStore::Load() {
     if (!added_) return;
     // One write(2) per line: whatever kills the process, the file holds
     // whole lines (and a cut last line would be skipped when read).
-    std::string line = SerializeMappings(range_, {{std::string(name), address, 0, {}}});
-    line.erase(0, line.find('\n') + 1);
+    std::string line;
+    AppendLine(line, address, name);
     ssize_t n;
     do {
       n = ::write(added_.get(), line.data(), line.size());
@@ -150,8 +153,8 @@ void MappingsStore::Load() {
       added_empty_ = false;
       return;
     }
-    log_.Warning("DNS", "cannot append to " + added_path_ + ": " +
-                            (n < 0 ? std::strerror(errno) : "short write") +
+    const std::string why = n < 0 ? std::strerror(errno) : "short write";
+    log_.Warning("DNS", "cannot append to " + added_path_ + ": " + why +
                             "; from now on, new mappings are saved every 10 s only");
     added_.Reset();
   });
@@ -198,7 +201,8 @@ bool MappingsStore::OpenAdded(bool empty, std::string* error) {
   const std::string header = SerializeMappings(range_, {});
   if (::ftruncate(added_.get(), 0) != 0 ||
       ::write(added_.get(), header.data(), header.size()) != static_cast<ssize_t>(header.size())) {
-    *error = "cannot empty " + added_path_ + ": " + std::strerror(errno);
+    const std::string why = std::strerror(errno);
+    *error = "cannot empty " + added_path_ + ": " + why;
     added_.Reset();
     return false;
   }

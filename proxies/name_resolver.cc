@@ -171,6 +171,8 @@ asio::awaitable<AddressCache::Answer> NameResolver::Ask(const std::string& host)
                        std::rethrow_exception(e);
                      } catch (const std::exception& x) {
                        aaaa->failure = x.what();
+                     } catch (...) {
+                       aaaa->failure = "an unknown exception";
                      }
                    }
                    aaaa->reply = std::move(reply);
