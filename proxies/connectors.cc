@@ -226,13 +226,19 @@ asio::awaitable<std::optional<tcp::socket>> ConnectTcp(NameResolver& resolver,
   if (addresses.empty()) co_return std::nullopt;
   auto executor = co_await asio::this_coro::executor;
   std::string errors;
-  for (const asio::ip::address& address : addresses) {
-    if (Clock::now() >= deadline) break;
-    const tcp::endpoint endpoint(address, port);
+  for (std::size_t i = 0; i < addresses.size(); ++i) {
+    const Clock::time_point now = Clock::now();
+    if (now >= deadline) break;
+    // Each address left gets an equal share of the time left, so that one
+    // that never answers (its SYNs dropped) cannot use up the time of those
+    // after it; the last one gets whatever is left.
+    const auto left = static_cast<Clock::rep>(addresses.size() - i);
+    const Clock::time_point attempt_deadline = now + (deadline - now) / left;
+    const tcp::endpoint endpoint(addresses[i], port);
     auto socket = std::make_shared<tcp::socket>(executor);
     boost::system::error_code ec;
     {
-      resolver::Deadline<tcp::socket> guard(socket, deadline);
+      resolver::Deadline<tcp::socket> guard(socket, attempt_deadline);
       co_await socket->async_connect(endpoint, asio::redirect_error(asio::use_awaitable, ec));
       if (guard.expired()) ec = asio::error::timed_out;
     }

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from typing import Iterable
+from typing import Any, Iterable, Mapping
 
 from peers import Nginx
 from world import Dnsmasq
@@ -22,13 +22,17 @@ CLIENT_IP, SRV_IP = "10.0.0.2", "10.0.0.1"
 
 
 class TwoHosts:
-    def __init__(self, world, *, big: bool = False, nxdomain: Iterable[str] = ()):
-        """nxdomain: names dnsmasq answers with NXDOMAIN instead."""
+    def __init__(self, world, *, big: bool = False, nxdomain: Iterable[str] = (),
+                 records: Mapping[str, Any] | None = None):
+        """nxdomain: names dnsmasq answers with NXDOMAIN instead; records:
+        more {name: ip or [ips]} for dnsmasq (answered in the reverse order
+        of each list)."""
         self.world = world
         self.client = world.host("client")
         self.srv = world.host("srv")
         world.link(self.client, self.srv, f"{CLIENT_IP}/24", f"{SRV_IP}/24")
-        self.dnsmasq = Dnsmasq(self.srv, SRV_IP, records={"test": SRV_IP}, local=list(nxdomain))
+        self.dnsmasq = Dnsmasq(self.srv, SRV_IP, records={"test": SRV_IP, **(records or {})},
+                               local=list(nxdomain))
         self.srv.use_nameserver(SRV_IP)
         www = world.tmp_path / "www"
         www.mkdir()

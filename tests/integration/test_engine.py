@@ -17,8 +17,8 @@ import pytest
 from peers import Dante, Microsocks, Tinyproxy, wait_for_port
 from scripts import (ECHO_FOREVER_SERVER, ECHO_SERVER, HALF_CLOSE_CLIENT, HALF_CLOSE_SERVER,
                      IDLE_CLIENT, MANY_CLIENTS, REFUSAL_PROBE)
-from sites import SIZE, TwoHosts
-from world import wait_for_log, wait_until
+from sites import HELLO, SIZE, TwoHosts
+from world import dig, wait_for_log, wait_until
 
 CONFIG = """
 upstreamDns: 10.0.0.1
@@ -50,7 +50,8 @@ rules:
 
 class EngineWorld(TwoHosts):
     def __init__(self, world, tunnels_bin, big=False, options=""):
-        super().__init__(world, big=big, nxdomain=["nx.via-direct.test"])
+        super().__init__(world, big=big, nxdomain=["nx.via-direct.test"],
+                         records={"two.via-direct.test": ["10.0.0.1", "10.0.0.3"]})
         self.dante = Dante(self.srv, "10.0.0.1", 1080)
         self.dante_auth = Dante(self.srv, "10.0.0.1", 1081, users={"alice": "secret"})
         self.micro = Microsocks(self.srv, "10.0.0.1", 1082)
@@ -189,6 +190,22 @@ def test_a_direct_name_is_looked_up_once_per_ttl(ew):
     wait_for_log(ew.tunnels, r"cannot resolve 'nx\.via-direct\.test': the upstream DNS server "
                              r"says NXDOMAIN(.|\n)*cannot resolve 'nx\.via-direct\.test'")
     assert ew.lookups_by_tunnels("nx.via-direct.test") == ["A", "AAAA"]
+
+
+def test_an_address_that_never_answers_leaves_time_for_the_next(ew):
+    """A name's first address drops every SYN: the connection still reaches
+    the second one, since each address gets a share of the 10 s connect
+    timeout instead of the first one taking all of it."""
+    ew.srv.run(["ip", "addr", "add", "10.0.0.3/32", "dev", "lo"])
+    ew.srv.run(["nft", "add table ip silent; add chain ip silent input "
+                "{ type filter hook input priority 0; }; "
+                "add rule ip silent input ip daddr 10.0.0.3 tcp flags syn drop"])
+    answer = dig(ew.client, "10.0.0.1", "two.via-direct.test").addresses
+    assert answer == ["10.0.0.3", "10.0.0.1"]  # the silent one first
+    start = time.monotonic()
+    assert ew.curl("http://two.via-direct.test/").stdout == HELLO
+    took = time.monotonic() - start
+    assert 4.5 < took < 8, took  # 10.0.0.3's half of the time, then 10.0.0.1 at once
 
 
 def test_a_thousand_concurrent_connections(ew):
