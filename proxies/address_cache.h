@@ -56,6 +56,7 @@ class AddressCache {
              Clock::time_point now);
 
   void Erase(const std::string& host) { entries_.erase(host); }
+  void Clear() { entries_.clear(); }
 
   std::size_t size() const { return entries_.size(); }
 

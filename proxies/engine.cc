@@ -321,6 +321,9 @@ void Engine::Start() {
 void Engine::Update(std::shared_ptr<const config::Config> config,
                     std::shared_ptr<const config::RuleSet> rules) {
   impl_->current = impl_->MakeGeneration(std::move(config), std::move(rules));
+  // A reload is when a user expects names to be looked up afresh (as
+  // dnsmasq's cache is cleared by SIGHUP), e.g. after fixing a DNS record.
+  impl_->resolver.ForgetAll();
 }
 
 void Engine::Stop() {

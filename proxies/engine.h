@@ -38,6 +38,7 @@ class Engine {
 
   // New connections from now on follow `config` and `rules` (a reload);
   // live ones keep the configuration and connectors they started with.
+  // The answers kept for `direct` and proxy names are forgotten.
   void Update(std::shared_ptr<const config::Config> config,
               std::shared_ptr<const config::RuleSet> rules);
 

@@ -34,6 +34,8 @@ class NameResolver {
   // reached, so the next connection asks again instead of trying the same
   // addresses until their TTL runs out (a server that moved, say).
   void Forget(const std::string& host) { cache_.Erase(host); }
+  // Forgets every answer (a reload: see Engine::Update).
+  void ForgetAll() { cache_.Clear(); }
 
   // What the cache holds: for tests and the log.
   std::size_t cached() const { return cache_.size(); }

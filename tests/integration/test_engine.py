@@ -10,6 +10,7 @@ resolver, and curl."""
 
 from __future__ import annotations
 
+import signal
 import time
 
 import pytest
@@ -182,6 +183,11 @@ def test_a_direct_name_is_looked_up_once_per_ttl(ew):
     for _ in range(2):
         assert ew.curl("http://closed.via-direct.test:9/", check=False).returncode != 0
     assert ew.lookups_by_tunnels("closed.via-direct.test") == ["A", "A", "AAAA", "AAAA"]
+    # A reload (SIGHUP) forgets every answer.
+    ew.tunnels.signal(signal.SIGHUP)
+    wait_for_log(ew.tunnels, r"\[CONFIG\] reloaded")
+    assert ew.curl("http://seq.via-direct.test/").stdout == HELLO
+    assert ew.lookups_by_tunnels("seq.via-direct.test") == ["A", "A", "AAAA", "AAAA"]
     # A name that does not resolve fails each connection with the upstream's
     # word, also when the answer comes from the cache.
     for _ in range(2):

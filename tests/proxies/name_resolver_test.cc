@@ -216,9 +216,13 @@ TEST_CASE("concurrent requests for a name share one lookup of A and AAAA; later 
   f.names.Forget("a.test");
   f.Resolve({"a.test"});
   CHECK(f.server.asked.size() == 4);
+  f.names.ForgetAll();  // a reload
+  CHECK(f.names.cached() == 0);
+  f.Resolve({"a.test"});
+  CHECK(f.server.asked.size() == 6);
   // An IP literal is its own answer, asked of nobody.
   CHECK(f.Resolve({"192.0.2.7"})[0].addresses == std::vector<std::string>{"192.0.2.7"});
-  CHECK(f.server.asked.size() == 4);
+  CHECK(f.server.asked.size() == 6);
 }
 
 TEST_CASE("answers with TTL 0 or no address at all are not kept; half answers briefly",
