@@ -88,7 +88,8 @@ std::unique_ptr<Connector> MakeHttpConnector(const config::Proxy& proxy, Connect
 std::unique_ptr<Connector> MakeDirectConnector(ConnectorContext& context);
 
 // Opens a TCP connection to host:port, resolving a name through `resolver`
-// and trying each address in turn, by `deadline`.
+// and trying its addresses in order, the next one 250 ms after the one
+// before unless that one failed sooner (RFC 8305), by `deadline`.
 boost::asio::awaitable<std::optional<boost::asio::ip::tcp::socket>> ConnectTcp(
     NameResolver& resolver, const std::string& host, std::uint16_t port, Clock::time_point deadline,
     std::string* error);

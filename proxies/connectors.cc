@@ -1,6 +1,8 @@
 // The socks5, http and direct connectors.
+#include <boost/asio/co_spawn.hpp>
 #include <boost/asio/read.hpp>
 #include <boost/asio/redirect_error.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
@@ -218,39 +220,95 @@ std::string ConnectorContext::Credential(const std::string& value) {
   return out;
 }
 
+namespace {
+
+// RFC 8305's connection attempt delay: how long an attempt to one address
+// runs alone before the next address is tried beside it.
+constexpr std::chrono::milliseconds kAttemptDelay{250};
+
+// The attempts of one ConnectTcp, which awaits every one of them before it
+// returns (losers are closed, so they end at once).
+struct Race {
+  explicit Race(const asio::any_io_executor& executor)
+      : progress(executor, asio::steady_timer::time_point::max()) {}
+  asio::steady_timer progress;  // cancelled whenever an attempt ends
+  std::shared_ptr<tcp::socket> winner;
+  std::vector<std::shared_ptr<tcp::socket>> sockets;
+  std::size_t running = 0;
+  std::string errors;  // of the attempts that failed, "address:port: why; ..."
+
+  void Failed(const tcp::endpoint& endpoint, const std::string& why) {
+    errors += (errors.empty() ? "" : "; ") + Text(endpoint) + ": " + why;
+  }
+  // Until an attempt ends (or `until`).
+  asio::awaitable<void> Wait(asio::steady_timer::time_point until) {
+    progress.expires_at(until);
+    boost::system::error_code ignored;  // operation_aborted: an attempt ended
+    co_await progress.async_wait(asio::redirect_error(asio::use_awaitable, ignored));
+  }
+};
+
+asio::awaitable<void> Attempt(std::shared_ptr<Race> race, std::shared_ptr<tcp::socket> socket,
+                              tcp::endpoint endpoint, Clock::time_point deadline) {
+  boost::system::error_code ec;
+  {
+    resolver::Deadline<tcp::socket> guard(socket, deadline);
+    co_await socket->async_connect(endpoint, asio::redirect_error(asio::use_awaitable, ec));
+    if (guard.expired()) ec = asio::error::timed_out;
+  }
+  if (!ec && !race->winner) {
+    race->winner = socket;
+  } else if (ec && !race->winner) {
+    race->Failed(endpoint, ec.message());
+  }
+}
+
+}  // namespace
+
 asio::awaitable<std::optional<tcp::socket>> ConnectTcp(NameResolver& resolver,
                                                        const std::string& host, std::uint16_t port,
                                                        Clock::time_point deadline,
                                                        std::string* error) {
   const auto addresses = co_await resolver.Resolve(host, error);
   if (addresses.empty()) co_return std::nullopt;
-  auto executor = co_await asio::this_coro::executor;
-  std::string errors;
-  for (std::size_t i = 0; i < addresses.size(); ++i) {
-    const Clock::time_point now = Clock::now();
-    if (now >= deadline) break;
-    // Each address left gets an equal share of the time left, so that one
-    // that never answers (its SYNs dropped) cannot use up the time of those
-    // after it; the last one gets whatever is left.
-    const auto left = static_cast<Clock::rep>(addresses.size() - i);
-    const Clock::time_point attempt_deadline = now + (deadline - now) / left;
+  const auto executor = co_await asio::this_coro::executor;
+  // The addresses in order, each attempt given kAttemptDelay before the next
+  // one starts beside it (at once when it has failed already), all until
+  // `deadline`; the first connection wins (RFC 8305, section 5). So an
+  // address whose SYNs are dropped delays a connection by 250 ms, not by
+  // the whole connect timeout.
+  auto race = std::make_shared<Race>(executor);
+  for (std::size_t i = 0; i < addresses.size() && !race->winner; ++i) {
+    if (Clock::now() >= deadline) break;
     const tcp::endpoint endpoint(addresses[i], port);
     auto socket = std::make_shared<tcp::socket>(executor);
-    boost::system::error_code ec;
-    {
-      resolver::Deadline<tcp::socket> guard(socket, attempt_deadline);
-      co_await socket->async_connect(endpoint, asio::redirect_error(asio::use_awaitable, ec));
-      if (guard.expired()) ec = asio::error::timed_out;
-    }
-    if (!ec) {
-      socket->set_option(tcp::no_delay(true), ec);
-      co_return std::move(*socket);
-    }
-    errors += (errors.empty() ? "" : "; ") + Text(endpoint) + ": " + ec.message();
+    race->sockets.push_back(socket);
+    ++race->running;
+    asio::co_spawn(executor, Attempt(race, socket, endpoint, deadline),
+                   [race, endpoint](std::exception_ptr e) {
+                     if (e && !race->winner) race->Failed(endpoint, "an exception");
+                     --race->running;
+                     race->progress.cancel();
+                   });
+    if (i + 1 == addresses.size()) break;
+    const Clock::time_point next = std::min(deadline, Clock::now() + kAttemptDelay);
+    while (!race->winner && race->running > 0 && Clock::now() < next) co_await race->Wait(next);
   }
-  *error = errors.empty() ? "no time left to connect" : "cannot connect to " + errors;
+  while (!race->winner && race->running > 0) {
+    co_await race->Wait(asio::steady_timer::time_point::max());
+  }
+  boost::system::error_code ignored;
+  for (const auto& socket : race->sockets) {
+    if (socket != race->winner) socket->close(ignored);
+  }
+  while (race->running > 0) co_await race->Wait(asio::steady_timer::time_point::max());
+  if (race->winner) {
+    race->winner->set_option(tcp::no_delay(true), ignored);
+    co_return std::move(*race->winner);
+  }
+  *error = race->errors.empty() ? "no time left to connect" : "cannot connect to " + race->errors;
   // Every address failed: the next connection looks the name up again.
-  if (!errors.empty()) resolver.Forget(host);
+  if (!race->errors.empty()) resolver.Forget(host);
   co_return std::nullopt;
 }
 
