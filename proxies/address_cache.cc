@@ -46,6 +46,14 @@ void AddressCache::Store(const std::string& host, Answer answer, std::chrono::se
   entries_.emplace(host, Entry{std::move(answer), expires});
 }
 
+void AddressCache::Promote(const std::string& host, const boost::asio::ip::address& address) {
+  const auto it = entries_.find(host);
+  if (it == entries_.end()) return;
+  auto& addresses = it->second.answer.addresses;
+  const auto found = std::find(addresses.begin(), addresses.end(), address);
+  if (found != addresses.end()) std::rotate(addresses.begin(), found, found + 1);
+}
+
 void AddressCache::MakeRoom(Clock::time_point now) {
   // Linear, but only when full, and a full sweep frees every expired entry
   // at once: the cost is spread over the stores that filled it.

@@ -56,6 +56,8 @@ class AddressCache {
              Clock::time_point now);
 
   void Erase(const std::string& host) { entries_.erase(host); }
+  // Moves `address` to the front of `host`'s answer, if it is in it.
+  void Promote(const std::string& host, const boost::asio::ip::address& address);
   void Clear() { entries_.clear(); }
 
   std::size_t size() const { return entries_.size(); }

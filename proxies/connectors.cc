@@ -303,6 +303,11 @@ asio::awaitable<std::optional<tcp::socket>> ConnectTcp(NameResolver& resolver,
   }
   while (race->running > 0) co_await race->Wait(asio::steady_timer::time_point::max());
   if (race->winner) {
+    // Not the first address: the ones before it are slow or dead, so the
+    // next connections start with this one.
+    if (race->winner != race->sockets.front()) {
+      resolver.Prefer(host, race->winner->remote_endpoint(ignored).address());
+    }
     race->winner->set_option(tcp::no_delay(true), ignored);
     co_return std::move(*race->winner);
   }

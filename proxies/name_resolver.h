@@ -34,6 +34,11 @@ class NameResolver {
   // reached, so the next connection asks again instead of trying the same
   // addresses until their TTL runs out (a server that moved, say).
   void Forget(const std::string& host) { cache_.Erase(host); }
+  // `address` of `host` took a connection when the one before it did not:
+  // the next connections try it first.
+  void Prefer(const std::string& host, const boost::asio::ip::address& address) {
+    cache_.Promote(host, address);
+  }
   // Forgets every answer (a reload: see Engine::Update).
   void ForgetAll() { cache_.Clear(); }
 

@@ -10,6 +10,7 @@ resolver, and curl."""
 
 from __future__ import annotations
 
+import re
 import signal
 import time
 
@@ -205,13 +206,25 @@ def test_an_address_that_never_answers_leaves_time_for_the_next(ew):
     ew.srv.run(["ip", "addr", "add", "10.0.0.3/32", "dev", "lo"])
     ew.srv.run(["nft", "add table ip silent; add chain ip silent input "
                 "{ type filter hook input priority 0; }; "
-                "add rule ip silent input ip daddr 10.0.0.3 tcp flags syn drop"])
+                "add rule ip silent input ip daddr 10.0.0.3 tcp flags syn counter drop"])
+
+    def syns_dropped():
+        out = ew.srv.run(["nft", "list", "chain", "ip", "silent", "input"]).stdout
+        return int(re.search(r"counter packets (\d+)", out).group(1))
+
     answer = dig(ew.client, "10.0.0.1", "two.via-direct.test").addresses
     assert answer == ["10.0.0.3", "10.0.0.1"]  # the silent one first
     start = time.monotonic()
     assert ew.curl("http://two.via-direct.test/").stdout == HELLO
     took = time.monotonic() - start
     assert 0.25 <= took < 2, took  # 10.0.0.3 alone for 250 ms, then 10.0.0.1 beside it
+    assert syns_dropped() >= 1
+    # The next connections start with the address that answered: no SYN to
+    # the silent one.
+    dropped = syns_dropped()
+    for _ in range(3):
+        assert ew.curl("http://two.via-direct.test/").stdout == HELLO
+    assert syns_dropped() == dropped
 
 
 def test_a_thousand_concurrent_connections(ew):

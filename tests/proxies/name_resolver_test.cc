@@ -197,6 +197,16 @@ TEST_CASE("AddressCache keeps an answer for its TTL and stays within its capacit
   CHECK(cache.Find("a", t0 + seconds(35)) == nullptr);
   CHECK(cache.Find("c", t0 + seconds(35)) != nullptr);
   CHECK(cache.Find("d", t0 + seconds(35)) != nullptr);
+
+  // An address that took a connection goes first; the rest keep their order.
+  const auto a = [](const char* text) { return asio::ip::make_address(text); };
+  cache.Store("m", {{a("10.0.0.1"), a("10.0.0.2"), a("10.0.0.3")}, ""}, seconds(10), t0);
+  cache.Promote("m", a("10.0.0.3"));
+  CHECK(cache.Find("m", t0)->addresses ==
+        std::vector<asio::ip::address>{a("10.0.0.3"), a("10.0.0.1"), a("10.0.0.2")});
+  cache.Promote("m", a("192.0.2.1"));  // not in it: nothing changes
+  cache.Promote("none", a("10.0.0.3"));
+  CHECK(cache.Find("m", t0)->addresses.front() == a("10.0.0.3"));
 }
 
 TEST_CASE("concurrent requests for a name share one lookup of A and AAAA; later ones hit the cache",
