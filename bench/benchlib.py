@@ -1,5 +1,5 @@
-"""What the benchmark scripts in bench/ share: writing their section of
-docs/BENCHMARKS.md."""
+"""What the benchmark scripts in bench/ share: the end of their section of
+docs/BENCHMARKS.md, and writing it."""
 
 from __future__ import annotations
 
@@ -31,3 +31,9 @@ def update_doc(path: Path, section: str, begin: str, end: str) -> None:
         f.write(text)
     os.chmod(tmp, 0o644)
     os.replace(tmp, path)
+
+
+def produced_by(command: str, end: str) -> list[str]:
+    """The last lines of a section: the command that produced it, then the
+    section's end marker."""
+    return ["Produced by (as root, from the top of the tree):", "", "```sh", command, "```", end]

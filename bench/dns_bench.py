@@ -48,7 +48,7 @@ ROOT = Path(os.environ.get("TUNNELS_BENCH_ROOT") or Path(__file__).resolve().par
 sys.path.insert(0, str(ROOT / "tests" / "integration"))
 
 import world as w  # noqa: E402  (tests/integration/world.py)
-from benchlib import update_doc  # noqa: E402  (bench/benchlib.py)
+from benchlib import produced_by, update_doc  # noqa: E402  (bench/benchlib.py)
 
 BEGIN = "<!-- dns-bench:begin -->"
 END = "<!-- dns-bench:end -->"
@@ -464,12 +464,7 @@ def report(results: dict[tuple[str, str, str], list[Sample]], scenarios: list[st
         f"dnsperf {info['dnsperf']}, dnsmasq {info['dnsmasq']}, tunnels at "
         f"{info['commit']}, Release build. Date: {info['date']}.",
         "",
-        "Produced by (as root, from the top of the tree):",
-        "",
-        "```sh",
-        command,
-        "```",
-        END,
+        *produced_by(command, END),
     ]
     return "\n".join(lines) + "\n"
 

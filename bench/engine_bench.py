@@ -62,7 +62,7 @@ ROOT = Path(os.environ.get("TUNNELS_BENCH_ROOT") or Path(__file__).resolve().par
 sys.path.insert(0, str(ROOT / "tests" / "integration"))
 
 import world as w  # noqa: E402  (tests/integration/world.py)
-from benchlib import update_doc  # noqa: E402  (bench/benchlib.py)
+from benchlib import produced_by, update_doc  # noqa: E402  (bench/benchlib.py)
 
 BEGIN = "<!-- engine-bench:begin -->"
 END = "<!-- engine-bench:end -->"
@@ -941,12 +941,7 @@ def report(tp: dict[str, list[Download]], wrk: dict[str, list[WrkRun]], mem: Mem
         f"Machine: {info['nproc']} cores ({info['cpu']}), Linux {info['kernel']}. "
         f"{info['versions']}. tunnels at {info['commit']}, Release build. Date: {info['date']}.",
         "",
-        "Produced by (as root, from the top of the tree):",
-        "",
-        "```sh",
-        command,
-        "```",
-        END,
+        *produced_by(command, END),
     ]
     return "\n".join(lines) + "\n"
 

@@ -42,7 +42,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import world as w  # noqa: E402
 from peers import Sshd  # noqa: E402
-from benchlib import update_doc  # noqa: E402
+from benchlib import produced_by, update_doc  # noqa: E402
 from engine_bench import cpu_delta, machine, world_cpu  # noqa: E402
 
 BEGIN = "<!-- ssh-bench:begin -->"
@@ -386,12 +386,7 @@ def report(tp: dict[str, list[float]], cpu: dict[str, list[tuple[float, float]]]
         f"libssh {dpkg('libssh-4')}. tunnels at {info['commit']}, Release build. "
         f"Load average {args.loadavg}. Date: {info['date']}.",
         "",
-        "Produced by (as root, from the top of the tree):",
-        "",
-        "```sh",
-        command,
-        "```",
-        END,
+        *produced_by(command, END),
     ]
     return "\n".join(lines) + "\n"
 
