@@ -55,6 +55,21 @@ class Hold {
   std::weak_ptr<const bool> engine_alive_;
 };
 
+// The server's address, when the stream has a socket of its own.
+tcp::endpoint PeerOf(const Stream& stream) {
+  boost::system::error_code ec;
+  if (stream.carry) return {};
+  const tcp::endpoint peer = stream.socket.remote_endpoint(ec);
+  return ec ? tcp::endpoint{} : peer;
+}
+
+// How the [NET] line names the way a connection went: the proxy, and for
+// `direct` the address connected to, since which of the name's addresses
+// answered is what a user checks a direct rule by.
+std::string Via(const std::string& proxy, const tcp::endpoint& peer) {
+  return proxy == "direct" && peer.port() != 0 ? proxy + " (" + Text(peer) + ")" : proxy;
+}
+
 }  // namespace
 
 struct Engine::Impl {
@@ -128,6 +143,9 @@ struct Engine::Impl {
 
   asio::awaitable<void> Accept();
   asio::awaitable<void> Serve(std::shared_ptr<tcp::socket> client);
+  // Relays a connection its connector has made, then logs its [NET] line.
+  asio::awaitable<void> Carry(std::shared_ptr<tcp::socket> client, Stream stream, std::string what,
+                              std::string proxy);
 };
 
 asio::awaitable<void> Engine::Impl::Accept() {
@@ -235,33 +253,40 @@ asio::awaitable<void> Engine::Impl::Serve(std::shared_ptr<tcp::socket> client) {
       log.Debug("ENGINE", what + " via " + proxy +
                               (target.host != *name ? " to " + target.ToString() : std::string()));
     }
-    struct Count {
-      std::size_t& n;
-      explicit Count(std::size_t& c) : n(++c) {}
-      ~Count() { --n; }
-    } relaying_now(relaying);
-    const Clock::time_point relay_start = Clock::now();
-    RelayResult r;
-    if (stream->carry) {
-      r = co_await stream->carry(client, idle.timeout());
-    } else {
-      auto server = std::make_shared<tcp::socket>(std::move(stream->socket));
-      r = co_await Relay(client, server, std::move(stream->pending), &idle);
-    }
-    // One line per connection, at its end (as many as connections, whatever
-    // the peers do: not rate-limited); formatted only when shown.
-    if (log.Enabled("NET", config::LogLevel::kInfo)) {
-      char duration[32];
-      std::snprintf(duration, sizeof duration, "%.3f s",
-                    std::chrono::duration<double>(Clock::now() - relay_start).count());
-      log.Info("NET", what + " via " + proxy + " -> " + (r.error.empty() ? "closed" : r.error) +
-                          ", " + std::to_string(r.to_server) + " bytes up, " +
-                          std::to_string(r.to_client) + " down, " + duration);
-    }
+    co_await Carry(std::move(client), std::move(*stream), what, proxy);
     co_return;
   }
   log.Limited("ENGINE", config::LogLevel::kWarning, "cannot connect " + what + ": " + errors);
   Reset(*client);
+}
+
+asio::awaitable<void> Engine::Impl::Carry(std::shared_ptr<tcp::socket> client, Stream stream,
+                                          std::string what, std::string proxy) {
+  struct Count {
+    std::size_t& n;
+    explicit Count(std::size_t& c) : n(++c) {}
+    ~Count() { --n; }
+  } relaying_now(relaying);
+  const tcp::endpoint peer = PeerOf(stream);
+  const Clock::time_point start = Clock::now();
+  RelayResult r;
+  if (stream.carry) {
+    r = co_await stream.carry(client, idle.timeout());
+  } else {
+    auto server = std::make_shared<tcp::socket>(std::move(stream.socket));
+    r = co_await Relay(client, server, std::move(stream.pending), &idle);
+  }
+  // One line per connection, at its end (as many as connections, whatever
+  // the peers do: not rate-limited); formatted only when shown.
+  if (log.Enabled("NET", config::LogLevel::kInfo)) {
+    char duration[32];
+    std::snprintf(duration, sizeof duration, "%.3f s",
+                  std::chrono::duration<double>(Clock::now() - start).count());
+    log.Info("NET", what + " via " + Via(proxy, peer) + " -> " +
+                        (r.error.empty() ? "closed" : r.error) + ", " +
+                        std::to_string(r.to_server) + " bytes up, " + std::to_string(r.to_client) +
+                        " down, " + duration);
+  }
 }
 
 Engine::Engine(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}

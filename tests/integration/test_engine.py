@@ -89,7 +89,8 @@ def test_every_connector_carries_100_mb_intact(world, tunnels_bin):
     assert "username%alice" in e.dante_auth.log()
     # Each connection ends with one line: what, how, the bytes each way and
     # how long it took.
-    for name, proxy in (("via-dante", "dante"), ("via-direct", "direct")):
+    # For direct, the address it connected to.
+    for name, proxy in (("via-dante", "dante"), ("via-direct", r"direct \(10\.0\.0\.1:80\)")):
         m = wait_for_log(e.tunnels, rf"^.*\[NET\] big\.{name}\.test:80 via {proxy} -> closed, "
                                     rf"(\d+) bytes up, (\d+) down, (\d+\.\d+) s$")
         assert 0 < int(m[1]) < 4096 and SIZE < int(m[2]) < SIZE + 4096, m[0]
@@ -168,7 +169,8 @@ def test_an_idle_connection_is_reset_after_connection_idle_timeout(world, tunnel
         how, after = e.python(e.client, IDLE_CLIENT, name, 9000, 0.5, 5).split()
         assert how == "reset", (name, how, after)
         assert 1.9 <= float(after) < 10, (name, after)
-    wait_for_log(e.tunnels, r"\[NET\] idle\.via-direct\.test:9000 via direct -> idle for 2 s "
+    wait_for_log(e.tunnels, r"\[NET\] idle\.via-direct\.test:9000 via direct \(10\.0\.0\.1:9000\) "
+                            r"-> idle for 2 s "
                             r"\(connectionIdleTimeout\); reset both sides, \d+ bytes up")
     wait_for_log(e.tunnels, r"\[NET\] idle\.via-dante\.test:9000 via dante -> idle for 2 s")
 
