@@ -48,7 +48,8 @@ ROOT = Path(os.environ.get("TUNNELS_BENCH_ROOT") or Path(__file__).resolve().par
 sys.path.insert(0, str(ROOT / "tests" / "integration"))
 
 import world as w  # noqa: E402  (tests/integration/world.py)
-from benchlib import produced_by, update_doc  # noqa: E402  (bench/benchlib.py)
+from benchlib import (cpu_model, first_line, produced_by,  # noqa: E402
+                      tunnels_commit, update_doc)
 
 BEGIN = "<!-- dns-bench:begin -->"
 END = "<!-- dns-bench:end -->"
@@ -257,24 +258,7 @@ def fmt_ms(seconds: float) -> str:
     return f"{seconds * 1000:.3f} ms"
 
 
-def first_line(cmd: list[str]) -> str:
-    try:
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=10)
-        text = (out.stdout + out.stderr).strip().splitlines()
-        return text[0] if text else "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
 def machine() -> dict[str, str]:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     dnsperf_version = "unknown"
     out = subprocess.run(["dnsperf", "-h"], capture_output=True, text=True)
     m = re.search(r"Version (\S+)", out.stdout + out.stderr)
@@ -282,16 +266,13 @@ def machine() -> dict[str, str]:
         dnsperf_version = m.group(1)
     dnsmasq_version = first_line([DNSMASQ, "--version"])
     m = re.match(r"Dnsmasq version (\S+)", dnsmasq_version)
-    commit = first_line(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"])
-    dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
-                           capture_output=True, text=True).stdout.strip()
     return {
         "nproc": str(os.cpu_count()),
-        "cpu": cpu,
+        "cpu": cpu_model(),
         "kernel": platform.release(),
         "dnsperf": dnsperf_version,
         "dnsmasq": m.group(1) if m else dnsmasq_version,
-        "commit": commit + (" (with uncommitted changes in the tree)" if dirty else ""),
+        "commit": tunnels_commit(ROOT),
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
     }
 

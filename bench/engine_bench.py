@@ -62,7 +62,8 @@ ROOT = Path(os.environ.get("TUNNELS_BENCH_ROOT") or Path(__file__).resolve().par
 sys.path.insert(0, str(ROOT / "tests" / "integration"))
 
 import world as w  # noqa: E402  (tests/integration/world.py)
-from benchlib import produced_by, update_doc  # noqa: E402  (bench/benchlib.py)
+from benchlib import (cpu_model, dpkg_version, produced_by,  # noqa: E402
+                      tunnels_commit, update_doc)
 
 BEGIN = "<!-- engine-bench:begin -->"
 END = "<!-- engine-bench:end -->"
@@ -589,42 +590,15 @@ def measure_memory(bench: Bench, target: int, via: str) -> Memory:
 # --------------------------------------------------------------------------
 
 
-def first_line(cmd: list[str]) -> str:
-    try:
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=10)
-        text = (out.stdout + out.stderr).strip().splitlines()
-        return text[0] if text else "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
-def dpkg_version(package: str) -> str:
-    out = subprocess.run(["dpkg-query", "-W", "-f", "${Version}", package], capture_output=True,
-                         text=True)
-    return out.stdout.strip() or "unknown"
-
-
 def machine() -> dict[str, str]:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    commit = first_line(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"])
-    dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no",
-                            "--", "proxies", "launcher", "netns", "resolver", "config"],
-                           capture_output=True, text=True).stdout.strip()
     return {
         "nproc": str(os.cpu_count()),
-        "cpu": cpu,
+        "cpu": cpu_model(),
         "kernel": platform.release(),
         "versions": ", ".join(f"{p} {dpkg_version(p)}" for p in
                               ("redsocks", "dante-server", "nginx-light", "curl", "wrk",
                                "dnsmasq-base")),
-        "commit": commit + (" (with uncommitted changes in the tree)" if dirty else ""),
+        "commit": tunnels_commit(ROOT),
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
     }
 

@@ -21,7 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests" / "integration"))
 import world as w  # noqa: E402
-from benchlib import update_doc  # noqa: E402  (bench/benchlib.py)
+from benchlib import cpu_model, tunnels_commit, update_doc  # noqa: E402  (bench/benchlib.py)
 from peers import Dante, Nginx  # noqa: E402
 
 CONFIG = """
@@ -111,8 +111,7 @@ def main() -> int:
 
     med = {k: statistics.median(v) for k, v in starts.items()}
     dl = {k: statistics.median(v) for k, v in downloads.items()}
-    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo")
-                if l.startswith("model name")), "unknown")
+    cpu = cpu_model()
     rows = [
         "| Measurement | Goal | tunnels | Comparison | Ratio | Goal met |",
         "|---|---|---|---|---|---|",
@@ -137,6 +136,7 @@ def main() -> int:
         "as every process of the benchmark.",
         "",
         f"- Machine: nproc {os.cpu_count()}, {cpu}",
+        f"- tunnels at {tunnels_commit(ROOT)}, Release build",
         f"- Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
         "- Command: `bench/run-sandbox-bench.sh --update-doc`",
         "<!-- run-bench:end -->",

@@ -42,7 +42,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import world as w  # noqa: E402
 from peers import Sshd  # noqa: E402
-from benchlib import produced_by, update_doc  # noqa: E402
+from benchlib import dpkg_version, first_line, produced_by, update_doc  # noqa: E402
 from engine_bench import cpu_delta, machine, world_cpu  # noqa: E402
 
 BEGIN = "<!-- ssh-bench:begin -->"
@@ -383,7 +383,7 @@ def report(tp: dict[str, list[float]], cpu: dict[str, list[tuple[float, float]]]
         "",
         f"Machine: {info['nproc']} cores ({info['cpu']}), Linux {info['kernel']}. "
         f"{first_line(['ssh', '-V'])}; sshuttle {first_line(['sshuttle', '--version'])}; "
-        f"libssh {dpkg('libssh-4')}. tunnels at {info['commit']}, Release build. "
+        f"libssh {dpkg_version('libssh-4')}. tunnels at {info['commit']}, Release build. "
         f"Load average {args.loadavg}. Date: {info['date']}.",
         "",
         *produced_by(command, END),
@@ -403,17 +403,6 @@ def outlier_lines(conns: dict[str, list[tuple[float, int]]]) -> list[str]:
                            "reported by wrk); the median leaves it out, the paired ratio "
                            "range above does not.")
     return out + ([""] if out else [])
-
-
-def first_line(cmd: list[str]) -> str:
-    r = subprocess.run(cmd, capture_output=True, text=True)
-    return ((r.stdout or r.stderr).strip().splitlines() or ["?"])[0]
-
-
-def dpkg(package: str) -> str:
-    r = subprocess.run(["dpkg-query", "-W", "-f", "${Version}", package], capture_output=True,
-                       text=True)
-    return r.stdout.strip() or "?"
 
 
 def main() -> int:
