@@ -2,7 +2,6 @@
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/read.hpp>
 #include <boost/asio/redirect_error.hpp>
-#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
@@ -11,6 +10,7 @@
 #include "proxies/codecs.h"
 #include "proxies/connector.h"
 #include "proxies/name_resolver.h"
+#include "proxies/wakeup.h"
 #include "resolver/deadline.h"
 
 namespace tunnels::proxies {
@@ -226,41 +226,73 @@ namespace {
 // runs alone before the next address is tried beside it.
 constexpr std::chrono::milliseconds kAttemptDelay{250};
 
-// The attempts of one ConnectTcp, which awaits every one of them before it
-// returns (losers are closed, so they end at once).
-struct Race {
-  explicit Race(const asio::any_io_executor& executor)
-      : progress(executor, asio::steady_timer::time_point::max()) {}
-  asio::steady_timer progress;  // cancelled whenever an attempt ends
-  std::shared_ptr<tcp::socket> winner;
-  std::vector<std::shared_ptr<tcp::socket>> sockets;
-  std::size_t running = 0;
-  std::string errors;  // of the attempts that failed, "address:port: why; ..."
-
-  void Failed(const tcp::endpoint& endpoint, const std::string& why) {
-    errors += (errors.empty() ? "" : "; ") + Text(endpoint) + ": " + why;
-  }
-  // Until an attempt ends (or `until`).
-  asio::awaitable<void> Wait(asio::steady_timer::time_point until) {
-    progress.expires_at(until);
-    boost::system::error_code ignored;  // operation_aborted: an attempt ended
-    co_await progress.async_wait(asio::redirect_error(asio::use_awaitable, ignored));
-  }
-};
-
-asio::awaitable<void> Attempt(std::shared_ptr<Race> race, std::shared_ptr<tcp::socket> socket,
-                              tcp::endpoint endpoint, Clock::time_point deadline) {
+// One connection attempt, by `deadline`.
+asio::awaitable<boost::system::error_code> Attempt(std::shared_ptr<tcp::socket> socket,
+                                                   tcp::endpoint endpoint,
+                                                   Clock::time_point deadline) {
   boost::system::error_code ec;
-  {
-    resolver::Deadline<tcp::socket> guard(socket, deadline);
-    co_await socket->async_connect(endpoint, asio::redirect_error(asio::use_awaitable, ec));
-    if (guard.expired()) ec = asio::error::timed_out;
+  resolver::Deadline<tcp::socket> guard(socket, deadline);
+  co_await socket->async_connect(endpoint, asio::redirect_error(asio::use_awaitable, ec));
+  if (guard.expired()) ec = asio::error::timed_out;
+  co_return ec;
+}
+
+// The attempts to a name's addresses, in order, each given kAttemptDelay
+// before the next one starts beside it (at once when it has failed
+// already), all until `deadline`; the first connection wins (RFC 8305,
+// section 5). So an address whose SYNs are dropped delays a connection by
+// 250 ms, not by the whole connect timeout. Awaits every attempt before it
+// returns (the losers are closed, so they end at once). Null when every
+// attempt failed, with their errors in `errors`.
+asio::awaitable<std::shared_ptr<tcp::socket>> Race(const std::vector<asio::ip::address>& addresses,
+                                                   std::uint16_t port, Clock::time_point deadline,
+                                                   std::string* errors) {
+  struct State {
+    explicit State(const asio::any_io_executor& executor) : progress(executor) {}
+    Wakeup progress;  // whenever an attempt ends
+    std::shared_ptr<tcp::socket> winner;
+    std::size_t running = 0;
+    std::string errors;  // "address:port: why; ..."
+  };
+  const auto executor = co_await asio::this_coro::executor;
+  auto state = std::make_shared<State>(executor);
+  std::vector<std::shared_ptr<tcp::socket>> sockets;
+  for (std::size_t i = 0; i < addresses.size() && !state->winner; ++i) {
+    if (Clock::now() >= deadline) break;
+    const tcp::endpoint endpoint(addresses[i], port);
+    auto socket = std::make_shared<tcp::socket>(executor);
+    sockets.push_back(socket);
+    ++state->running;
+    asio::co_spawn(
+        executor,
+        [state, socket, endpoint, deadline]() -> asio::awaitable<void> {
+          const boost::system::error_code ec = co_await Attempt(socket, endpoint, deadline);
+          if (state->winner) co_return;
+          if (!ec) {
+            state->winner = socket;
+          } else {
+            state->errors +=
+                (state->errors.empty() ? "" : "; ") + Text(endpoint) + ": " + ec.message();
+          }
+        },
+        [state](std::exception_ptr) {  // an exception (bad_alloc) counts as a failed attempt
+          --state->running;
+          state->progress.Notify();
+        });
+    if (i + 1 == addresses.size()) break;
+    const Clock::time_point next = std::min(deadline, Clock::now() + kAttemptDelay);
+    while (!state->winner && state->running > 0 && Clock::now() < next) {
+      co_await state->progress.Wait(next);
+    }
   }
-  if (!ec && !race->winner) {
-    race->winner = socket;
-  } else if (ec && !race->winner) {
-    race->Failed(endpoint, ec.message());
+  while (!state->winner && state->running > 0) co_await state->progress.Wait();
+  boost::system::error_code ignored;
+  for (const auto& socket : sockets) {
+    if (socket != state->winner) socket->close(ignored);
   }
+  while (state->running > 0) co_await state->progress.Wait();
+  *errors = std::move(state->errors);
+  co_return state->winner;
 }
 
 }  // namespace
@@ -271,49 +303,36 @@ asio::awaitable<std::optional<tcp::socket>> ConnectTcp(NameResolver& resolver,
                                                        std::string* error) {
   const auto addresses = co_await resolver.Resolve(host, error);
   if (addresses.empty()) co_return std::nullopt;
-  const auto executor = co_await asio::this_coro::executor;
-  // The addresses in order, each attempt given kAttemptDelay before the next
-  // one starts beside it (at once when it has failed already), all until
-  // `deadline`; the first connection wins (RFC 8305, section 5). So an
-  // address whose SYNs are dropped delays a connection by 250 ms, not by
-  // the whole connect timeout.
-  auto race = std::make_shared<Race>(executor);
-  for (std::size_t i = 0; i < addresses.size() && !race->winner; ++i) {
-    if (Clock::now() >= deadline) break;
-    const tcp::endpoint endpoint(addresses[i], port);
-    auto socket = std::make_shared<tcp::socket>(executor);
-    race->sockets.push_back(socket);
-    ++race->running;
-    asio::co_spawn(executor, Attempt(race, socket, endpoint, deadline),
-                   [race, endpoint](std::exception_ptr e) {
-                     if (e && !race->winner) race->Failed(endpoint, "an exception");
-                     --race->running;
-                     race->progress.cancel();
-                   });
-    if (i + 1 == addresses.size()) break;
-    const Clock::time_point next = std::min(deadline, Clock::now() + kAttemptDelay);
-    while (!race->winner && race->running > 0 && Clock::now() < next) co_await race->Wait(next);
-  }
-  while (!race->winner && race->running > 0) {
-    co_await race->Wait(asio::steady_timer::time_point::max());
-  }
-  boost::system::error_code ignored;
-  for (const auto& socket : race->sockets) {
-    if (socket != race->winner) socket->close(ignored);
-  }
-  while (race->running > 0) co_await race->Wait(asio::steady_timer::time_point::max());
-  if (race->winner) {
+  std::shared_ptr<tcp::socket> socket;
+  std::string errors;
+  if (Clock::now() >= deadline) {
+    // Nothing tried: "no time left" below.
+  } else if (addresses.size() == 1) {
+    // The common case (a proxy's address, a name with one address): no race
+    // to set up on the way of every connection.
+    const tcp::endpoint endpoint(addresses.front(), port);
+    socket = std::make_shared<tcp::socket>(co_await asio::this_coro::executor);
+    const boost::system::error_code ec = co_await Attempt(socket, endpoint, deadline);
+    if (ec) {
+      errors = Text(endpoint) + ": " + ec.message();
+      socket.reset();
+    }
+  } else {
+    socket = co_await Race(addresses, port, deadline, &errors);
     // Not the first address: the ones before it are slow or dead, so the
     // next connections start with this one.
-    if (race->winner != race->sockets.front()) {
-      resolver.Prefer(host, race->winner->remote_endpoint(ignored).address());
-    }
-    race->winner->set_option(tcp::no_delay(true), ignored);
-    co_return std::move(*race->winner);
+    boost::system::error_code ec;
+    const asio::ip::address winner = socket ? socket->remote_endpoint(ec).address() : addresses[0];
+    if (!ec && winner != addresses.front()) resolver.Prefer(host, winner);
   }
-  *error = race->errors.empty() ? "no time left to connect" : "cannot connect to " + race->errors;
+  if (socket) {
+    boost::system::error_code ignored;
+    socket->set_option(tcp::no_delay(true), ignored);
+    co_return std::move(*socket);
+  }
+  *error = errors.empty() ? "no time left to connect" : "cannot connect to " + errors;
   // Every address failed: the next connection looks the name up again.
-  if (!race->errors.empty()) resolver.Forget(host);
+  if (!errors.empty()) resolver.Forget(host);
   co_return std::nullopt;
 }
 

@@ -1,10 +1,8 @@
 #include "proxies/name_resolver.h"
 
 #include <boost/asio/co_spawn.hpp>
-#include <boost/asio/redirect_error.hpp>
-#include <boost/asio/steady_timer.hpp>
-#include <boost/asio/use_awaitable.hpp>
 
+#include "proxies/wakeup.h"
 #include "resolver/dns_message.h"
 
 namespace tunnels::proxies {
@@ -13,28 +11,6 @@ namespace asio = boost::asio;
 using Reply = std::optional<std::vector<std::uint8_t>>;
 
 namespace {
-
-// A one-shot signal between coroutines of one thread: Wait() returns once
-// Set() has been called, at once if it already was.
-class Event {
- public:
-  explicit Event(const asio::any_io_executor& executor)
-      : timer_(executor, asio::steady_timer::time_point::max()) {}
-  void Set() {
-    set_ = true;
-    timer_.cancel();
-  }
-  asio::awaitable<void> Wait() {
-    while (!set_) {
-      boost::system::error_code ignored;  // operation_aborted: Set() was called
-      co_await timer_.async_wait(asio::redirect_error(asio::use_awaitable, ignored));
-    }
-  }
-
- private:
-  bool set_ = false;
-  asio::steady_timer timer_;
-};
 
 // The addresses in the A and AAAA replies (either may be missing), kept in
 // `cache` for as long as both may be.
@@ -95,8 +71,9 @@ AddressCache::Answer Combine(const std::string& host, const Reply (&replies)[2],
 }  // namespace
 
 struct NameResolver::Lookup {
-  explicit Lookup(const asio::any_io_executor& executor) : done(executor) {}
-  Event done;
+  explicit Lookup(const asio::any_io_executor& executor) : wakeup(executor) {}
+  bool done = false;
+  Wakeup wakeup;
   AddressCache::Answer answer{{}, "the lookup ended before an answer"};
 };
 
@@ -116,7 +93,7 @@ asio::awaitable<std::vector<asio::ip::address>> NameResolver::Resolve(const std:
   std::shared_ptr<Lookup> lookup;
   if (const auto it = in_flight_.find(host); it != in_flight_.end()) {
     lookup = it->second;
-    co_await lookup->done.Wait();
+    while (!lookup->done) co_await lookup->wakeup.Wait();
   } else {
     lookup = std::make_shared<Lookup>(co_await asio::this_coro::executor);
     in_flight_.emplace(host, lookup);
@@ -131,7 +108,8 @@ asio::awaitable<std::vector<asio::ip::address>> NameResolver::Resolve(const std:
       ~Publish() {
         if (self_alive.expired()) return;
         self.in_flight_.erase(host);
-        lookup.done.Set();
+        lookup.done = true;
+        lookup.wakeup.Notify();
       }
     } publish{*this, alive_, host, *lookup};
     lookup->answer = co_await Ask(host);
@@ -157,8 +135,9 @@ asio::awaitable<AddressCache::Answer> NameResolver::Ask(const std::string& host)
   // a lookup takes one round trip, not two. It needs only the Upstream,
   // which outlives the engine.
   struct Part {
-    explicit Part(const asio::any_io_executor& executor) : ready(executor) {}
-    Event ready;
+    explicit Part(const asio::any_io_executor& executor) : wakeup(executor) {}
+    bool ready = false;
+    Wakeup wakeup;
     Reply reply;
     std::string failure;
   };
@@ -176,11 +155,12 @@ asio::awaitable<AddressCache::Answer> NameResolver::Ask(const std::string& host)
                      }
                    }
                    aaaa->reply = std::move(reply);
-                   aaaa->ready.Set();
+                   aaaa->ready = true;
+                   aaaa->wakeup.Notify();
                  });
   Reply replies[2];
   replies[0] = co_await upstream_.Forward(std::move(wires[0]), resolver::Transport::kUdp);
-  co_await aaaa->ready.Wait();
+  while (!aaaa->ready) co_await aaaa->wakeup.Wait();
   replies[1] = std::move(aaaa->reply);
 
   co_return Combine(host, replies, aaaa->failure, cache_);
