@@ -171,14 +171,22 @@ void MappingsStore::Save() {
 }
 
 bool MappingsStore::Write(bool force) {
+  // Every 10 s on the DNS thread: serializing every mapping (megabytes in a
+  // full range) only when some were made or removed since.
+  const std::uint64_t changes = pool_.changes();
+  if (!force && changes == written_changes_ && !saved_.empty()) return true;
   const std::string text = SerializeMappings(range_, pool_.Snapshot());
-  if (text == saved_ && !force) return true;
+  if (text == saved_ && !force) {
+    written_changes_ = changes;
+    return true;
+  }
   std::string error;
   if (!WriteFileAtomically(path_, text, &error)) {
     log_.Limited("DNS", config::LogLevel::kWarning, "cannot save the mappings: " + error);
     return false;
   }
   saved_ = text;
+  written_changes_ = changes;
   return true;
 }
 

@@ -75,9 +75,10 @@ class MappingsStore {
   std::string range_;
   resolver::FakePool& pool_;
   const config::Log& log_;
-  std::string saved_;         // what `mappings` holds
-  netns::UniqueFd added_;     // O_APPEND; closed when it failed
-  bool added_empty_ = false;  // nothing appended since it was emptied
+  std::string saved_;                  // what `mappings` holds
+  std::uint64_t written_changes_ = 0;  // pool_.changes() when it was written
+  netns::UniqueFd added_;              // O_APPEND; closed when it failed
+  bool added_empty_ = false;           // nothing appended since it was emptied
 };
 
 // Writes `text` to a temporary file next to `path`, flushes it and renames

@@ -178,6 +178,12 @@ bool FakePool::Contains(std::uint32_t address) const {
 
 std::uint64_t FakePool::capacity() const { return std::uint64_t{last_} - network_ - 1; }
 
+std::uint64_t FakePool::changes() {
+  std::lock_guard lock(mutex_);
+  ExpireLocked(Now());
+  return changes_;
+}
+
 std::size_t FakePool::size() {
   std::lock_guard lock(mutex_);
   ExpireLocked(Now());
@@ -219,6 +225,7 @@ std::optional<std::uint32_t> FakePool::FreshAddressLocked() {
 }
 
 void FakePool::RemoveLocked(std::uint32_t address, Entry& entry) {
+  ++changes_;
   // by_name_'s key points into entry.name: erase it first.
   by_name_.erase(entry.name);
   if (entry.holds == 0) {
@@ -230,6 +237,7 @@ void FakePool::RemoveLocked(std::uint32_t address, Entry& entry) {
 }
 
 void FakePool::AddLocked(std::string_view name, std::uint32_t address, TimePoint now) {
+  ++changes_;
   auto [it, inserted] = entries_.try_emplace(address);
   Entry& entry = it->second;
   entry.name = std::string(name);

@@ -125,7 +125,10 @@ class FakePool {
   std::uint32_t blackhole() const { return last_; }
   std::uint64_t capacity() const;  // addresses that can be handed out
   std::size_t size();              // current mappings
-  std::size_t held();              // mappings with holds > 0
+  // How many mappings have been made or removed so far: Snapshot() can
+  // differ from an earlier one only if this did. Cheap, unlike Snapshot().
+  std::uint64_t changes();
+  std::size_t held();  // mappings with holds > 0
 
  private:
   struct Entry {
@@ -165,6 +168,7 @@ class FakePool {
   // Addresses freed by expiry, oldest first.
   std::deque<std::uint32_t> freed_;
   std::size_t held_count_ = 0;
+  std::uint64_t changes_ = 0;
 };
 
 }  // namespace tunnels::resolver

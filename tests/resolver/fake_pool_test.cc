@@ -330,5 +330,23 @@ TEST_CASE("the pool can be used from several threads", "[pool][threads]") {
   for (const FakePool::Mapping& m : pool->Snapshot()) CHECK(names.insert(m.name).second);
 }
 
+TEST_CASE("changes() counts mappings made and removed, not uses", "[pool]") {
+  TestClock clock;
+  auto pool = MakePool(clock, Ip(10, 0, 0, 0), 30, seconds(100));  // two addresses
+  CHECK(pool->changes() == 0);
+  const std::uint32_t a = MustAllocate(*pool, "a");
+  CHECK(pool->changes() == 1);
+  MustAllocate(*pool, "a");  // the same mapping, used again
+  CHECK(pool->Hold(a));
+  CHECK(pool->Release(a));
+  CHECK(pool->Touch(a));
+  CHECK(pool->changes() == 1);
+  MustAllocate(*pool, "b");
+  MustAllocate(*pool, "c");  // full: recycles a's mapping (one removed, one made)
+  CHECK(pool->changes() == 4);
+  clock.now += seconds(100);  // both expire
+  CHECK(pool->changes() == 6);
+}
+
 }  // namespace
 }  // namespace tunnels::resolver
