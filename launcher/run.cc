@@ -106,6 +106,7 @@ struct Identity {
   std::vector<gid_t> groups;
   std::string name;
   std::string home;
+  std::string shell;
 };
 
 std::optional<Identity> FindIdentity(const std::string& user, std::string* error) {
@@ -133,6 +134,7 @@ std::optional<Identity> FindIdentity(const std::string& user, std::string* error
   id.gid = pw->pw_gid;
   id.name = pw->pw_name;
   id.home = pw->pw_dir;
+  id.shell = pw->pw_shell ? pw->pw_shell : "";
   if (user.empty()) {
     if (const char* sudo_gid = std::getenv("SUDO_GID")) {
       id.gid = static_cast<gid_t>(std::strtoul(sudo_gid, nullptr, 10));
@@ -202,6 +204,8 @@ struct Plan {
   std::string resolv_conf;  // files to mount over the machine's
   std::string nsswitch;
   bool same_user = false;  // the caller's own identity: nothing to change
+  // "NAME=value" entries; prepared before the fork, as the argument list is.
+  std::vector<std::string> environment;
 };
 
 // Writes a message for the user on stderr; async-signal-safe enough for a
@@ -291,7 +295,10 @@ bool MountSandboxFiles(const Plan& plan) {
   std::vector<char*> argv;
   for (const std::string& a : plan.command) argv.push_back(const_cast<char*>(a.c_str()));
   argv.push_back(nullptr);
-  ::execvp(argv[0], argv.data());
+  std::vector<char*> envp;
+  for (const std::string& e : plan.environment) envp.push_back(const_cast<char*>(e.c_str()));
+  envp.push_back(nullptr);
+  ::execvpe(argv[0], argv.data(), envp.data());
   const int e = errno;
   Say(std::string("cannot run ") + plan.command[0] + ": " + std::strerror(e));
   ::_exit(e == ENOENT ? 127 : 126);
@@ -466,7 +473,7 @@ int Run(const RunOptions& options) {
   } teardown_report{log, ended};
 
   // Before the stack: its sockets must be closed before the io_context goes.
-  asio::io_context io(1);
+  StackIo io;
   // EPIPE instead of SIGPIPE for a write to a vanished peer (see system.cc).
   ::signal(SIGPIPE, SIG_IGN);
   const auto stack = Stack::Create(cfg, log, /*check_upstream_loop=*/false, &error);
@@ -490,6 +497,14 @@ int Run(const RunOptions& options) {
   plan.identity = *identity;
   plan.same_user = identity->uid == ::getuid() && options.user.empty() && !std::getenv("SUDO_UID");
   plan.cwd = fs::current_path().string();
+  {
+    std::vector<std::string> caller;
+    for (char** e = environ; *e; ++e) caller.emplace_back(*e);
+    plan.environment =
+        plan.same_user || identity->name.empty()
+            ? caller
+            : ProgramEnvironment(caller, identity->name, identity->home, identity->shell);
+  }
   plan.resolv_conf = WriteFile(fs::path(files.path()) / "resolv.conf", SandboxResolvConf());
   plan.nsswitch = WriteFile(fs::path(files.path()) / "nsswitch.conf",
                             SandboxNsswitch(ReadFile("/etc/nsswitch.conf")));
@@ -631,6 +646,7 @@ int Run(const RunOptions& options) {
                  std::max<std::chrono::seconds>(std::chrono::seconds(1),
                                                 cfg.options.address_cleanup_time / 8));
   io.run();
+  io.EndPendingWork();
   log.Debug("RUN", "program ended after " + ms_since(started));
   ended = std::chrono::steady_clock::now();
   // The sandbox's namespace goes away with its last process and our last

@@ -1,5 +1,6 @@
 #include "launcher/sandbox_files.h"
 
+#include <algorithm>
 #include <sstream>
 #include <vector>
 
@@ -48,6 +49,23 @@ std::string SandboxNsswitch(const std::string& machine_nsswitch) {
   }
   if (!saw_hosts) out << "hosts: files dns\n";
   return out.str();
+}
+
+std::vector<std::string> ProgramEnvironment(const std::vector<std::string>& caller,
+                                            const std::string& user, const std::string& home,
+                                            const std::string& shell) {
+  std::vector<std::pair<std::string, std::string>> set = {
+      {"HOME", home}, {"USER", user}, {"LOGNAME", user}};
+  if (!shell.empty()) set.emplace_back("SHELL", shell);
+  std::vector<std::string> out;
+  for (const std::string& entry : caller) {
+    const std::string name = entry.substr(0, entry.find('='));
+    const bool replaced =
+        std::any_of(set.begin(), set.end(), [&](const auto& kv) { return kv.first == name; });
+    if (!replaced) out.push_back(entry);
+  }
+  for (const auto& [name, value] : set) out.push_back(name + "=" + value);
+  return out;
 }
 
 }  // namespace tunnels::launcher

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 namespace tunnels::launcher {
 
@@ -15,5 +16,15 @@ std::string SandboxResolvConf();
 // it), and `dns` added when it is missing, so that every lookup of every
 // program reaches tunnels.
 std::string SandboxNsswitch(const std::string& machine_nsswitch);
+
+// The program's environment ("NAME=value" entries): the caller's, except
+// that a program started as another user (the one who ran sudo, or
+// --user) gets that user's HOME, USER, LOGNAME and SHELL, as `runuser` and
+// `sudo -u` give them. sudo sets them for root; a program running as alice
+// with HOME=/root cannot write its own settings. An empty `shell` leaves
+// SHELL alone.
+std::vector<std::string> ProgramEnvironment(const std::vector<std::string>& caller,
+                                            const std::string& user, const std::string& home,
+                                            const std::string& shell);
 
 }  // namespace tunnels::launcher

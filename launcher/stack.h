@@ -20,6 +20,20 @@
 
 namespace tunnels::launcher {
 
+// The io_context a Stack runs on. Coroutines suspended in it (a query being
+// forwarded, a DNS client over TCP, a relayed connection) hold guards that
+// refer to the stack's parts: a count in the DNS server, a hold on a fake
+// address. ~io_context destroys them, but only after the stack, since the
+// stack's sockets must be closed before the io_context goes. Calling
+// EndPendingWork() once run() has returned destroys them while the stack is
+// whole; the stack's sockets and timers are then closed as usual (asio
+// expects objects to outlive the shutdown of their io_context's services).
+class StackIo : public boost::asio::io_context {
+ public:
+  StackIo() : io_context(1) {}
+  void EndPendingWork() { shutdown(); }
+};
+
 class Stack {
  public:
   // Builds the parts that open no socket; null with `error` set when the

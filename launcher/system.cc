@@ -188,7 +188,7 @@ int RunSystem(const SystemOptions& options) {
   // fail that connection with EPIPE, not kill tunnels with SIGPIPE.
   ::signal(SIGPIPE, SIG_IGN);
   // Before the stack: its sockets must be closed before the io_context goes.
-  asio::io_context io(1);
+  StackIo io;
   const auto stack = Stack::Create(*loaded.config, log, /*check_upstream_loop=*/true, &error);
   if (!stack) {
     log.Error("DNS", error);
@@ -380,6 +380,7 @@ int RunSystem(const SystemOptions& options) {
     check_drained();
   });
   io.run();
+  io.EndPendingWork();
 
   saver.Save();
   if (std::string errors = changes.UndoAll(); !errors.empty()) {

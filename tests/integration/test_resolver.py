@@ -237,3 +237,45 @@ def test_sigterm_stops_cleanly(setup):
     wait_for_log(setup.proc, r"\[DNS\] stopping on SIGTERM")
     setup.proc.popen.wait(timeout=5)
     assert setup.proc.returncode == 0
+
+
+SILENT_UPSTREAM = r"""
+import signal, socket
+# Takes queries over UDP and TCP and answers none; says when each arrived.
+udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+udp.bind(("10.0.0.1", 5400))
+tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+tcp.bind(("10.0.0.1", 5400))
+tcp.listen()
+print("ready", flush=True)
+udp.recv(65535)
+print("udp query held", flush=True)
+conn, _ = tcp.accept()
+conn.recv(65535)
+print("tcp query held", flush=True)
+signal.pause()
+"""
+
+
+def test_sigterm_with_queries_in_flight_exits_cleanly(world, tunnels_bin):
+    # A forwarded UDP query and a DNS client over TCP are both waiting for an
+    # upstream that never answers when tunnels stops: their coroutines are
+    # destroyed with the stack still there (the sanitizer build checks that
+    # nothing is touched after it is freed), and tunnels exits 0 at once.
+    import signal
+    s = Setup(world, tunnels_bin, upstream="10.0.0.1:5400", start=False)
+    s.conf.write_text(s.conf.read_text().replace("upstreamDnsTimeout: 2", "upstreamDnsTimeout: 30"))
+    silent = s.up.spawn(["python3", "-c", SILENT_UPSTREAM], name="silent-upstream")
+    wait_for_log(silent, "ready")
+    s.start()
+    s.client.spawn(["dig", "@127.0.0.1", "-p", str(s.port), "+tries=1", "+timeout=20",
+                    "udp.plain.test"], name="dig-udp")
+    wait_for_log(silent, "udp query held")
+    s.client.spawn(["dig", "@127.0.0.1", "-p", str(s.port), "+tcp", "+tries=1", "+timeout=20",
+                    "tcp.plain.test"], name="dig-tcp")
+    wait_for_log(silent, "tcp query held")
+    s.proc.signal(signal.SIGTERM)
+    s.proc.popen.wait(timeout=5)
+    assert s.proc.returncode == 0, s.proc.output()
+    assert "Sanitizer" not in s.proc.output() and "runtime error" not in s.proc.output()

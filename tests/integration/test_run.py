@@ -7,6 +7,7 @@ which also runs nginx and dante. Every *.test name is 10.0.0.1."""
 from __future__ import annotations
 
 import os
+import pwd
 import re
 import signal
 import time
@@ -136,10 +137,14 @@ def test_program_runs_as_a_non_root_user_of_the_world(rw):
                 "and /etc/subgid ranges and newuidmap/newgidmap, package uidmap)")
     script = ("id -u; id -g; grep NoNewPrivs /proc/self/status; "
               "getent hosts www.via-dante.test; curl -sS --max-time 10 http://www.via-dante.test/; "
-              "if echo x 2>/dev/null >>/etc/resolv.conf; then echo resolv-writable; fi")
-    # --user, and the way sudo names the invoking user.
-    for how in ({"extra": ("--user", "nobody")},
-                {"env": {"SUDO_UID": str(NOBODY), "SUDO_GID": str(NOBODY)}}):
+              "if echo x 2>/dev/null >>/etc/resolv.conf; then echo resolv-writable; fi; "
+              "echo \"$HOME $USER $LOGNAME $SHELL $DISPLAY\"")
+    # --user, and the way sudo names the invoking user (sudo leaves root's
+    # HOME, USER, LOGNAME and SHELL; the program gets its user's own).
+    as_root = {"HOME": "/root", "USER": "root", "LOGNAME": "root", "SHELL": "/bin/bash",
+               "DISPLAY": ":7"}
+    for how in ({"extra": ("--user", "nobody"), "env": as_root},
+                {"env": {"SUDO_UID": str(NOBODY), "SUDO_GID": str(NOBODY), **as_root}}):
         r = rw.run("sh", "-c", script, **how)
         assert r.returncode == 0, (how, r.stderr)
         lines = r.stdout.split("\n")
@@ -150,6 +155,8 @@ def test_program_runs_as_a_non_root_user_of_the_world(rw):
         assert lines[3].split()[0].startswith("198.18."), r.stdout
         assert "hello from nginx" in r.stdout
         assert "resolv-writable" not in r.stdout
+        nobody = pwd.getpwuid(NOBODY)
+        assert lines[-2] == f"{nobody.pw_dir} nobody nobody {nobody.pw_shell} :7", r.stdout
     assert rw.leftovers()["veth"] == []
 
 
