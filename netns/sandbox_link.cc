@@ -94,6 +94,7 @@ struct Record {
   std::string link;            // the caller's end of the veth pair
   std::string network;         // the /30, for people reading the file
   std::string forward_before;  // ip_forward's value before ("0": someone must turn it off)
+  std::string forward_side;    // ForwardingSideSettings, when forward_before is "0"
 };
 
 std::string Serialize(const Record& r) {
@@ -101,7 +102,8 @@ std::string Serialize(const Record& r) {
          "# (see netns/sandbox_link.h); removed when it exits.\n"
          "pid=" +
          r.pid + "\nnetns=" + r.netns + "\ntable=" + r.table + "\nlink=" + r.link +
-         "\nnetwork=" + r.network + "\nip_forward_before=" + r.forward_before + "\n";
+         "\nnetwork=" + r.network + "\nip_forward_before=" + r.forward_before +
+         "\nip_forward_side=" + r.forward_side + "\n";
 }
 
 bool Parse(const std::string& text, Record* r) {
@@ -123,6 +125,7 @@ bool Parse(const std::string& text, Record* r) {
   r->link = values["link"];
   r->network = values["network"];
   r->forward_before = values["ip_forward_before"];
+  r->forward_side = values["ip_forward_side"];  // absent in files of older versions
   return !r->netns.empty() && ValidName(r->table, 64, false) && ValidName(r->link, 15, false) &&
          (r->forward_before == "0" || r->forward_before == "1");
 }
@@ -217,6 +220,15 @@ std::string Join(std::string a, const std::string& b) {
   return a + b;
 }
 
+// After ip_forward went back to 0: the parameters that this rewrote, as
+// they were before it was turned on. "" or the failures.
+std::string RestoreSideAfterForwardingOff(const std::string& side, const std::string& sysctl_root) {
+  std::string value, e;
+  if (!Sysctl::Get(kForwardKey, &value, &e, sysctl_root)) return e;
+  if (value != "0") return "";  // turned on again by someone else: theirs now
+  return RestoreForwardingSideSettings(side, sysctl_root);
+}
+
 // Undoes what a stale record says. `keep_forwarding`: a live instance (or
 // the one being created) needs ip_forward. Returns "" or the failures.
 std::string CleanupOne(const Entry& entry, bool keep_forwarding, Kernel& k,
@@ -238,8 +250,13 @@ std::string CleanupOne(const Entry& entry, bool keep_forwarding, Kernel& k,
         errors = Join(errors, e);
       } else if (std::string w = forward->Restore(); !w.empty()) {
         errors = Join(errors, w);
+      } else if (std::string w2 = RestoreSideAfterForwardingOff(r.forward_side, sysctl_root);
+                 !w2.empty()) {
+        errors = Join(errors, w2);
       } else {
-        notes->push_back("set net.ipv4.ip_forward back to 0, which " + who + " had turned on");
+        notes->push_back(
+            "set net.ipv4.ip_forward back to 0, which " + who + " had turned on" +
+            (r.forward_side.empty() ? std::string() : ", and wrote back " + r.forward_side));
       }
     }
   }
@@ -283,7 +300,7 @@ std::string CleanupOne(const Entry& entry, bool keep_forwarding, Kernel& k,
 // stale, says ip_forward was 0 before tunnels turned it on.
 std::string CleanupLocked(const std::string& dir, Kernel& k, const std::string& sysctl_root,
                           bool self_needs_forwarding, std::vector<std::string>* notes,
-                          bool* inherit_zero) {
+                          bool* inherit_zero, std::string* inherit_side = nullptr) {
   std::vector<Entry> entries = Scan(dir, "");
   const std::string netns = k.NetnsId();
   const bool keep_forwarding = self_needs_forwarding || AnyLive(entries, netns);
@@ -291,6 +308,7 @@ std::string CleanupLocked(const std::string& dir, Kernel& k, const std::string& 
   for (Entry& e : entries) {
     if (e.parsed && e.record.netns == netns && e.record.forward_before == "0" && inherit_zero) {
       *inherit_zero = true;
+      if (inherit_side && inherit_side->empty()) *inherit_side = e.record.forward_side;
     }
     if (e.live) continue;
     if (!e.parsed) {
@@ -320,6 +338,73 @@ std::string CleanupLocked(const std::string& dir, Kernel& k, const std::string& 
 // ---------------------------------------------------------------------------
 // Pure parts
 // ---------------------------------------------------------------------------
+
+std::string ForwardingSideSettings(const std::string& sysctl_root) {
+  std::string out;
+  auto keep = [&](const std::string& path, const char* after_off) {
+    std::string value, e;
+    if (Sysctl::Get(path, &value, &e, sysctl_root) && value != after_off) {
+      out += (out.empty() ? "" : " ") + path + ":" + value;
+    }
+  };
+  keep("net/ipv4/conf/all/accept_redirects", "1");
+  keep("net/ipv4/conf/default/forwarding", "0");
+  std::vector<std::string> names;
+  if (DIR* d = ::opendir((sysctl_root + "/net/ipv4/conf").c_str())) {
+    while (const dirent* e = ::readdir(d)) {
+      const std::string name = e->d_name;
+      if (name != "." && name != ".." && name != "all" && name != "default") {
+        names.push_back(name);
+      }
+    }
+    ::closedir(d);
+  }
+  std::sort(names.begin(), names.end());
+  for (const std::string& name : names) keep("net/ipv4/conf/" + name + "/forwarding", "0");
+  return out;
+}
+
+std::string RestoreForwardingSideSettings(const std::string& settings,
+                                          const std::string& sysctl_root) {
+  // Checked whole first: the state file is root's, but what it names is
+  // written as root, so only these parameters, with numbers.
+  std::vector<std::pair<std::string, std::string>> writes;
+  std::size_t at = 0;
+  while (at < settings.size()) {
+    std::size_t end = settings.find(' ', at);
+    if (end == std::string::npos) end = settings.size();
+    const std::string word = settings.substr(at, end - at);
+    at = end + 1;
+    if (word.empty()) continue;
+    const std::size_t colon = word.rfind(':');
+    const std::string path = word.substr(0, colon == std::string::npos ? 0 : colon);
+    const std::string value = colon == std::string::npos ? "" : word.substr(colon + 1);
+    const std::string prefix = "net/ipv4/conf/";
+    const std::string name = path.substr(0, path.rfind('/'));
+    const bool known =
+        path == "net/ipv4/conf/all/accept_redirects" ||
+        (path.starts_with(prefix) && path.ends_with("/forwarding") && name.size() > prefix.size() &&
+         name != prefix + "all" && name.find('/', prefix.size()) == std::string::npos);
+    const bool number =
+        !value.empty() && value.size() <= 3 &&
+        std::all_of(value.begin(), value.end(), [](char c) { return c >= '0' && c <= '9'; });
+    if (!known || !number) return "malformed forwarding setting '" + word + "' in a state file";
+    writes.emplace_back(path, value);
+  }
+  std::string errors;
+  for (const auto& [path, value] : writes) {
+    std::string e;
+    // An interface that is gone took its setting with it.
+    struct stat st {};
+    if (::stat((sysctl_root + "/" + path).c_str(), &st) != 0 && errno == ENOENT) continue;
+    if (std::unique_ptr<Sysctl> set = Sysctl::Set(path, value, &e, sysctl_root)) {
+      set->Release();  // written for good: this is the undo
+    } else {
+      errors = Join(errors, e);
+    }
+  }
+  return errors;
+}
 
 std::string CheckSandboxLinkSpec(const SandboxLinkSpec& spec) {
   if (spec.sandbox_netns_fd < 0) {
@@ -447,6 +532,10 @@ Status SandboxLink::RestoreForwarding() {
     return Status::Ok();
   }
   if (std::string e = forwarding_->Restore(); !e.empty()) return Status{0, e};
+  if (std::string e = RestoreSideAfterForwardingOff(forwarding_side_, spec_.sysctl_root);
+      !e.empty()) {
+    return Status{0, e};
+  }
   return Status::Ok();
 }
 
@@ -553,8 +642,10 @@ std::unique_ptr<SandboxLink> SandboxLink::Create(const SandboxLinkSpec& spec,
   // Stale instances first: their /30s, tables and interfaces are free then.
   // One with our own state file's name (our pid, reused) is one of them.
   bool inherit_zero = false;
+  std::string inherit_side;
   if (std::string e = CleanupLocked(spec.state_dir, k, spec.sysctl_root,
-                                    /*self_needs_forwarding=*/true, &self->notes_, &inherit_zero);
+                                    /*self_needs_forwarding=*/true, &self->notes_, &inherit_zero,
+                                    &inherit_side);
       !e.empty()) {
     return fail("cannot clean up after a killed instance: " + e);
   }
@@ -622,6 +713,13 @@ std::unique_ptr<SandboxLink> SandboxLink::Create(const SandboxLinkSpec& spec,
   }
   const bool was_off = forward_now == "0" || inherit_zero;
   self->drop_others_ = was_off;
+  // What turning it off again will have to write back: as it is now, or
+  // as the instance that turned it on recorded it.
+  if (forward_now == "0") {
+    self->forwarding_side_ = ForwardingSideSettings(spec.sysctl_root);
+  } else if (was_off) {
+    self->forwarding_side_ = inherit_side;
+  }
 
   // The state file, before the first change: from here on a SIGKILL leaves
   // a record for CleanupStale.
@@ -644,6 +742,7 @@ std::unique_ptr<SandboxLink> SandboxLink::Create(const SandboxLinkSpec& spec,
     r.link = host_if;
     r.network = net.ToString();
     r.forward_before = was_off ? "0" : "1";
+    r.forward_side = self->forwarding_side_;
     if (::ftruncate(fd.get(), 0) != 0 || !WriteAll(fd.get(), Serialize(r))) {
       const Status st = Status::Errno(errno);
       ::unlink(state_path.c_str());

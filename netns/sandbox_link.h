@@ -41,7 +41,12 @@
 //     on, and a reply to the sandbox comes in on the outer interface (eth0,
 //     say), which would then route for everyone on that side anyway.
 //     Turning it on after the table is in place leaves no moment in which
-//     this host forwards for others.
+//     this host forwards for others. Writing ip_forward also rewrites other
+//     parameters (the kernel's inet_forward_change): turning it off sets
+//     conf.all.accept_redirects to 1 and conf.default.forwarding and every
+//     interface's forwarding to 0, whatever they were before. So the ones
+//     that differ from that are recorded before it is turned on, and
+//     written back after it is turned off (also by CleanupStale).
 //
 // Without `outbound` (--strict) nothing changes here; only `lo` comes up in
 // the sandbox, whose programs then have no route out (ENETUNREACH at once).
@@ -181,8 +186,21 @@ class SandboxLink {
   std::string state_path_;
   UniqueFd state_fd_;                   // holds the flock on state_path_
   std::unique_ptr<Sysctl> forwarding_;  // net.ipv4.ip_forward, when this instance answers for it
+  std::string forwarding_side_;  // what to write back once it is off (see ForwardingSideSettings)
   std::vector<std::string> notes_;
 };
+
+// The parameters under `sysctl_root` that turning net.ipv4.ip_forward off
+// would leave different from now (see step 5 above), as "path:value" words
+// separated by spaces: conf/all/accept_redirects when not 1, and
+// conf/default and conf/<interface> forwarding when not 0.
+std::string ForwardingSideSettings(const std::string& sysctl_root);
+
+// Writes back what ForwardingSideSettings recorded; "" or the failures. An
+// interface that is gone since is skipped; a malformed word is an error and
+// nothing of it is written.
+std::string RestoreForwardingSideSettings(const std::string& settings,
+                                          const std::string& sysctl_root);
 
 // "" when `spec` is usable, otherwise why not. Create checks this first.
 std::string CheckSandboxLinkSpec(const SandboxLinkSpec& spec);

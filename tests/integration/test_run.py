@@ -185,6 +185,41 @@ def test_nothing_remains_after_exit_sigterm_and_sigkill(rw):
     assert [f for f in state if f != ".lock"] == []
 
 
+def test_what_turning_forwarding_on_and_off_rewrites_is_put_back(rw):
+    # Writing net.ipv4.ip_forward also rewrites all.accept_redirects and the
+    # forwarding flag of default and of every interface; tunnels turns it on
+    # and off again, and leaves a hardened host (accept_redirects 0) and an
+    # interface forwarding on its own as they were: after a clean exit, and
+    # after a SIGKILL and `tunnels cleanup`.
+    o = rw.outer
+    o.run(["ip", "link", "add", "fwd0", "type", "veth", "peer", "name", "fwd1"])
+    keys = ["ip_forward", "conf/all/accept_redirects", "conf/default/forwarding",
+            "conf/fwd0/forwarding", "conf/fwd1/forwarding"]
+
+    def settings():
+        return {k: o.run(["cat", f"/proc/sys/net/ipv4/{k}"]).stdout.strip() for k in keys}
+
+    for key, value in (("ip_forward", 0), ("conf/all/accept_redirects", 0),
+                       ("conf/fwd0/forwarding", 1)):
+        o.run(["sh", "-c", f"echo {value} > /proc/sys/net/ipv4/{key}"])
+    before = settings()
+    assert before == {"ip_forward": "0", "conf/all/accept_redirects": "0",
+                      "conf/default/forwarding": "0", "conf/fwd0/forwarding": "1",
+                      "conf/fwd1/forwarding": "0"}
+    r = rw.run("curl", "-sS", "--max-time", "10", "http://plain.test/")  # forwarded
+    assert r.stdout == "hello from nginx\n", r.stderr
+    assert settings() == before
+
+    p = rw.spawn("sleep", "1000", name="kill")
+    wait_until(lambda: rw.leftovers()["veth"], what="the sandbox's veth")
+    assert settings()["ip_forward"] == "1"
+    p.popen.send_signal(signal.SIGKILL)
+    p.popen.wait(timeout=10)
+    wait_until(lambda: not rw.leftovers()["veth"], what="the veth to go with the sandbox")
+    o.run([rw.bin, "cleanup"])
+    assert settings() == before
+
+
 def test_two_sandboxes_at_once(rw):
     a = rw.spawn("sleep", "1000", name="first")
     wait_until(lambda: rw.leftovers()["veth"], what="the first sandbox")

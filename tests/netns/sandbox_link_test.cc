@@ -729,5 +729,88 @@ TEST_CASE("CleanupStale on a directory that does not exist does nothing") {
   CHECK_FALSE(fs::exists(f.temp.dir / "nope"));
 }
 
+void WriteSysctl(const fs::path& root, const std::string& path, const std::string& value) {
+  fs::create_directories((root / path).parent_path());
+  std::ofstream(root / path) << value << "\n";
+}
+
+TEST_CASE("What turning ip_forward off rewrites is recorded first and written back after") {
+  // The kernel's inet_forward_change: off sets all.accept_redirects to 1,
+  // default and every interface's forwarding to 0. The fake /proc/sys does
+  // not do it by itself; the test does, where the kernel would.
+  Fixture f;
+  const fs::path sys = f.temp.dir / "sys";
+  WriteSysctl(sys, "net/ipv4/conf/all/accept_redirects", "0");  // a hardened host
+  WriteSysctl(sys, "net/ipv4/conf/default/forwarding", "0");
+  WriteSysctl(sys, "net/ipv4/conf/eth0/forwarding", "1");  // set by its admin alone
+  WriteSysctl(sys, "net/ipv4/conf/wlan0/forwarding", "0");
+  WriteSysctl(sys, "net/ipv4/conf/gone0/forwarding", "1");
+  const std::string side =
+      "net/ipv4/conf/all/accept_redirects:0 net/ipv4/conf/eth0/forwarding:1 "
+      "net/ipv4/conf/gone0/forwarding:1";
+  CHECK(ForwardingSideSettings(sys.string()) == side);
+
+  SECTION("by the instance that turned forwarding on") {
+    auto link = f.Create(f.Spec());
+    REQUIRE(link != nullptr);
+    CHECK_THAT(ReadFile(link->state_file()),
+               Catch::Contains("ip_forward_before=0\nip_forward_side=" + side + "\n"));
+    // On and off again, as the kernel does it; gone0 went away meanwhile.
+    WriteSysctl(sys, "net/ipv4/conf/all/accept_redirects", "1");
+    WriteSysctl(sys, "net/ipv4/conf/eth0/forwarding", "0");
+    fs::remove_all(sys / "net/ipv4/conf/gone0");
+    link.reset();
+    CHECK(f.Forward() == "0\n");
+    CHECK(ReadFile(sys / "net/ipv4/conf/all/accept_redirects") == "0\n");
+    CHECK(ReadFile(sys / "net/ipv4/conf/eth0/forwarding") == "1\n");
+    CHECK(ReadFile(sys / "net/ipv4/conf/wlan0/forwarding") == "0\n");
+    CHECK(!fs::exists(sys / "net/ipv4/conf/gone0"));
+  }
+  SECTION("by CleanupStale after a SIGKILL") {
+    f.WriteState("tnl2.state", StaleRecord("2", "4:100", "0") +
+                                   "ip_forward_side=net/ipv4/conf/eth0/forwarding:1\n");
+    f.SetForward("1");
+    WriteSysctl(sys, "net/ipv4/conf/eth0/forwarding", "0");
+    std::vector<std::string> notes;
+    CHECK(f.CleanupStale(&notes).empty());
+    CHECK(f.Forward() == "0\n");
+    CHECK(ReadFile(sys / "net/ipv4/conf/eth0/forwarding") == "1\n");
+    REQUIRE(notes.size() == 1);
+    CHECK_THAT(notes[0], Catch::EndsWith(", and wrote back net/ipv4/conf/eth0/forwarding:1"));
+  }
+  SECTION("by the last of two instances, which takes the record over") {
+    auto first = f.Create(f.Spec("1"));
+    REQUIRE(first != nullptr);
+    auto second = f.Create(f.Spec("2"));
+    REQUIRE(second != nullptr);
+    CHECK_THAT(ReadFile(second->state_file()), Catch::Contains("ip_forward_side=" + side + "\n"));
+    first.reset();
+    CHECK(f.Forward() == "1\n");
+    WriteSysctl(sys, "net/ipv4/conf/eth0/forwarding", "0");
+    second.reset();
+    CHECK(f.Forward() == "0\n");
+    CHECK(ReadFile(sys / "net/ipv4/conf/eth0/forwarding") == "1\n");
+  }
+}
+
+TEST_CASE("Side settings from a state file: only those parameters, only numbers") {
+  Fixture f;
+  const fs::path sys = f.temp.dir / "sys";
+  WriteSysctl(sys, "net/ipv4/conf/eth0/forwarding", "0");
+  for (const std::string bad :
+       {"net/ipv4/conf/all/forwarding:1", "net/ipv4/ip_forward:1", "../../etc/passwd:1",
+        "net/ipv4/conf/eth0/forwarding:x", "net/ipv4/conf/eth0/forwarding",
+        "net/ipv4/conf/a/b/forwarding:1", "net/ipv4/conf/eth0/rp_filter:0"}) {
+    CAPTURE(bad);
+    CHECK_THAT(
+        RestoreForwardingSideSettings("net/ipv4/conf/eth0/forwarding:1 " + bad, sys.string()),
+        Catch::StartsWith("malformed forwarding setting"));
+    CHECK(ReadFile(sys / "net/ipv4/conf/eth0/forwarding") == "0\n");  // nothing written
+  }
+  CHECK(RestoreForwardingSideSettings("", sys.string()).empty());
+  CHECK(RestoreForwardingSideSettings("net/ipv4/conf/eth0/forwarding:1", sys.string()).empty());
+  CHECK(ReadFile(sys / "net/ipv4/conf/eth0/forwarding") == "1\n");
+}
+
 }  // namespace
 }  // namespace tunnels::netns
