@@ -142,6 +142,7 @@ class Socks5Connector : public ProxyConnector {
       co_return fail("cannot reach " + target.ToString() + ": " + Socks5ReplyText(code));
     }
     buffer.erase(buffer.begin(), buffer.begin() + static_cast<std::ptrdiff_t>(r.consumed));
+    if (guard.expired()) co_return fail("");  // closed by the deadline meanwhile
     co_return Stream{std::move(*shared), std::move(buffer), {}};
   }
 };
@@ -181,6 +182,7 @@ class HttpConnector : public ProxyConnector {
     }
     // Whatever followed the header is already the target's data.
     buffer.erase(buffer.begin(), buffer.begin() + static_cast<std::ptrdiff_t>(r.consumed));
+    if (guard.expired()) co_return fail("");  // closed by the deadline meanwhile
     co_return Stream{std::move(*shared), std::move(buffer), {}};
   }
 };

@@ -123,6 +123,7 @@ constexpr std::uint64_t kBulk = 256 * 1024;
 struct Direction {
   std::uint64_t bytes = 0;
   std::string error;
+  bool writing = false;  // the error came from the socket written to, not the one read
 };
 
 // Moves bytes from `from` to `to` until `from` reaches end of stream, then
@@ -184,11 +185,13 @@ asio::awaitable<Direction> Pump(tcp::socket& from, tcp::socket& to, bool wait_fi
                                  asio::redirect_error(asio::use_awaitable, ec));
           if (ec) {
             d.error = ec.message();
+            d.writing = true;
             co_return d;  // the pipe, not empty, is closed with this frame
           }
           continue;
         }
         d.error = std::strerror(errno);
+        d.writing = true;
         co_return d;
       }
       in_pipe -= static_cast<std::size_t>(m);
@@ -361,21 +364,38 @@ asio::awaitable<RelayResult> Relay(std::shared_ptr<tcp::socket> client,
   auto executor = co_await asio::this_coro::executor;
   auto done = std::make_shared<asio::steady_timer>(executor, asio::steady_timer::time_point::max());
   auto down = std::make_shared<std::optional<Direction>>();
+  // The error that ended the relay, named by the side it came from: the
+  // first one only, since the abort that follows it fails the other
+  // direction too ("Operation canceled"), which says nothing.
+  auto first_error = std::make_shared<std::string>();
   asio::co_spawn(
       executor,
-      [client, server, down, done, watching]() -> asio::awaitable<void> {
+      [client, server, down, done, watching, first_error]() -> asio::awaitable<void> {
         *down = co_await Pump(*server, *client, /*wait_first=*/true, *watching);
-        if (!(*down)->error.empty()) Abort(*client, *server);
+        if (!(*down)->error.empty()) {
+          if (first_error->empty()) {
+            *first_error = ((*down)->writing ? "client side: " : "server side: ") + (*down)->error;
+          }
+          Abort(*client, *server);
+        }
         done->cancel();
       },
-      [down, done](std::exception_ptr e) {
+      [down, done, first_error](std::exception_ptr e) {
         // Pump reports errors as values; an exception here is a bug, and the
         // relay still has to end.
-        if (e && !*down) *down = Direction{0, "internal error in relay"};
+        if (e && !*down) {
+          *down = Direction{0, "internal error in relay"};
+          if (first_error->empty()) *first_error = "server side: internal error in relay";
+        }
         done->cancel();
       });
   Direction up = co_await Pump(*client, *server, /*wait_first=*/false, *watching);
-  if (!up.error.empty()) Abort(*client, *server);
+  if (!up.error.empty()) {
+    if (first_error->empty()) {
+      *first_error = (up.writing ? "server side: " : "client side: ") + up.error;
+    }
+    Abort(*client, *server);
+  }
   if (!*down) {
     co_await done->async_wait(asio::redirect_error(asio::use_awaitable, ec));
   }
@@ -383,10 +403,8 @@ asio::awaitable<RelayResult> Relay(std::shared_ptr<tcp::socket> client,
   result.to_client += (*down) ? (*down)->bytes : 0;
   if (watching->fired()) {
     result.error = IdleReason(idle_timeout);
-  } else if (!up.error.empty()) {
-    result.error = "client side: " + up.error;
-  } else if (*down && !(*down)->error.empty()) {
-    result.error = "server side: " + (*down)->error;
+  } else {
+    result.error = *first_error;
   }
   boost::system::error_code ignored;
   client->close(ignored);

@@ -1,6 +1,13 @@
 // Deadlines for Boost.Asio operations. Boost 1.74 has no awaitable
-// operators, so a timer cancels the socket's pending operations instead; the
-// handler holds the socket by shared_ptr, so it can never outlive it.
+// operators, so a timer closes the socket instead; the handler holds the
+// socket by shared_ptr, so it can never outlive it. Closing, not cancelling:
+// a cancel reaches only the operation pending at that moment, and when the
+// timer fires between two operations (the first one's completion already
+// queued), the next one would wait without a deadline. After a close every
+// operation fails at once, and `expired()` tells why.
+//
+// So work that completed at the deadline may still find its socket closed:
+// whoever keeps the socket past the guard checks `expired()` first.
 #pragma once
 
 #include <boost/asio/steady_timer.hpp>
@@ -19,7 +26,7 @@ class Deadline {
       if (ec) return;  // cancelled: the operation finished in time
       *expired = true;
       boost::system::error_code ignored;
-      socket->cancel(ignored);
+      socket->close(ignored);
     });
   }
   ~Deadline() { timer_->cancel(); }

@@ -907,6 +907,13 @@ Result<std::vector<std::uint8_t>> BuildEmptyReply(const Query& query, RCode rcod
   return Encode(MakeReply(query, rcode, options), options.max_size);
 }
 
+Result<std::vector<std::uint8_t>> BuildTruncatedReply(const Query& query,
+                                                      const ReplyOptions& options) {
+  Message m = MakeReply(query, RCode::kNoError, options);
+  m.header.tc = true;
+  return Encode(m, options.max_size);
+}
+
 Result<std::vector<std::uint8_t>> BuildErrorReply(const QueryParseResult& rejected,
                                                   const ReplyOptions& options) {
   if (!rejected.reply_rcode) {

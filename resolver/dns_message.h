@@ -273,6 +273,10 @@ Result<std::vector<std::uint8_t>> BuildPtrReply(const Query& query, std::string_
 // NOTIMP, FORMERR.
 Result<std::vector<std::uint8_t>> BuildEmptyReply(const Query& query, RCode rcode,
                                                   const ReplyOptions& options);
+// An empty NOERROR reply with TC set: the answer does not fit, ask again
+// over TCP.
+Result<std::vector<std::uint8_t>> BuildTruncatedReply(const Query& query,
+                                                      const ReplyOptions& options);
 // The reply to a query that ParseQuery() rejected with a reply_rcode: echoes
 // the ID, and the question and OPT record when they were readable. Fails with
 // kNoReply when the rejected message gets no reply.

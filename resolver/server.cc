@@ -8,6 +8,7 @@
 #include <boost/asio/post.hpp>
 #include <boost/asio/read.hpp>
 #include <boost/asio/redirect_error.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
 #include <cerrno>
@@ -81,9 +82,7 @@ std::optional<Bytes> ServFail(std::span<const std::uint8_t> query, std::size_t m
 std::optional<Bytes> Truncated(std::span<const std::uint8_t> query, std::size_t max_size) {
   const QueryParseResult parsed = ParseQuery(query);
   if (!parsed.ok()) return std::nullopt;
-  Message m = MakeReply(*parsed.query, RCode::kNoError, ReplyOptions{max_size, 1232});
-  m.header.tc = true;
-  auto reply = Encode(m, max_size);
+  auto reply = BuildTruncatedReply(*parsed.query, ReplyOptions{max_size, 1232});
   if (!reply) return std::nullopt;
   return std::move(*reply);
 }
@@ -324,18 +323,28 @@ void DnsServer::Impl::FlushReplies() {
 }
 
 asio::awaitable<void> DnsServer::Impl::ServeTcp() {
+  asio::steady_timer backoff(io);
   while (!stopped) {
     auto socket = std::make_shared<tcp::socket>(io);
     boost::system::error_code ec;
     co_await acceptor.async_accept(*socket, asio::redirect_error(asio::use_awaitable, ec));
     if (ec) {
       if (stopped || ec == asio::error::operation_aborted) break;
-      // EMFILE and friends: say so, and keep serving UDP and other clients.
+      if (ec == asio::error::connection_aborted) continue;  // that client is gone; the next
+      // EMFILE and friends: say so, and keep serving UDP and the clients
+      // there are. The connection stays queued, so accepting again at once
+      // would fail at once, in a loop that starves everything else.
       log.Limited("DNS", config::LogLevel::kWarning, "accepting a TCP client: " + ec.message());
+      backoff.expires_after(std::chrono::milliseconds(100));
+      co_await backoff.async_wait(asio::redirect_error(asio::use_awaitable, ec));
       continue;
     }
     if (tcp_clients >= options.max_tcp_clients) {
-      log.Limited("DNS", config::LogLevel::kWarning, "too many TCP clients; closing the newest");
+      boost::system::error_code ignored;
+      const auto peer = socket->remote_endpoint(ignored);
+      log.Limited("DNS", config::LogLevel::kWarning,
+                  "too many TCP clients (" + std::to_string(options.max_tcp_clients) +
+                      "); closing the newest, " + Text(peer));
       continue;  // the socket closes here
     }
     ++tcp_clients;

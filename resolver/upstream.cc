@@ -38,7 +38,10 @@ bool Answers(std::span<const std::uint8_t> reply, std::span<const std::uint8_t> 
   }
   const auto rq = PeekQuestion(reply);
   const auto qq = PeekQuestion(query);
-  if (!rq || !qq) return !qq;  // a question-less query (never forwarded) matches anything
+  if (!qq) return true;  // a question-less query (never forwarded) matches anything
+  // FORMERR, NOTIMP, REFUSED and the like may come without the question;
+  // the ID on a connected socket is what ties them to the query.
+  if (!rq) return reply_header->qdcount == 0 && reply_header->rcode != 0;
   return rq->type == qq->type && rq->klass == qq->klass &&
          LowercaseName(rq->name) == LowercaseName(qq->name);
 }
@@ -113,14 +116,29 @@ asio::awaitable<std::optional<Bytes>> Upstream::TryUdp(
     co_await socket->async_wait(udp::socket::wait_read,
                                 asio::redirect_error(asio::use_awaitable, ec));
     if (ec) break;
-    const ssize_t n = ::recv(fd, buffer.data(), buffer.size(), MSG_DONTWAIT);
+    // MSG_TRUNC: the datagram's real length, also when it did not fit.
+    const ssize_t n = ::recv(fd, buffer.data(), buffer.size(), MSG_DONTWAIT | MSG_TRUNC);
     if (n < 0) {
       if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) continue;
       ec.assign(errno, boost::system::system_category());
       break;
     }
-    const std::span<const std::uint8_t> reply(buffer.data(), static_cast<std::size_t>(n));
-    if (Answers(reply, query)) co_return Bytes(reply.begin(), reply.end());
+    const std::size_t size = static_cast<std::size_t>(n);
+    const std::span<const std::uint8_t> reply(buffer.data(), std::min(size, buffer.size()));
+    if (Answers(reply, query)) {
+      if (size <= buffer.size()) co_return Bytes(reply.begin(), reply.end());
+      // Over dnsPacketSize: what was read is cut short, and passing it on
+      // would hand the client a message whose counts lie. Tell it to ask
+      // over TCP instead, as a server does whose answer does not fit.
+      log_.Limited("DNS", config::LogLevel::kInfo,
+                   "upstream " + Text(server) + ": a reply of " + std::to_string(size) +
+                       " bytes is over dnsPacketSize; the client is told to use TCP");
+      const QueryParseResult parsed = ParseQuery(query);
+      if (!parsed.ok()) co_return std::nullopt;
+      auto truncated = BuildTruncatedReply(*parsed.query, ReplyOptions{kMinUdpSize, 1232});
+      if (!truncated) co_return std::nullopt;
+      co_return std::move(*truncated);
+    }
     log_.Limited("DNS", config::LogLevel::kInfo,
                  "upstream " + Text(server) + ": ignored a reply that does not match the query");
   }

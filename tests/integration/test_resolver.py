@@ -7,6 +7,7 @@ and dig; host "up" runs dnsmasq on 10.0.0.1:53, joined by a veth link."""
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 import textwrap
 import time
@@ -279,3 +280,80 @@ def test_sigterm_with_queries_in_flight_exits_cleanly(world, tunnels_bin):
     s.proc.popen.wait(timeout=5)
     assert s.proc.returncode == 0, s.proc.output()
     assert "Sanitizer" not in s.proc.output() and "runtime error" not in s.proc.output()
+
+
+def test_upstream_reply_over_dns_packet_size_tells_the_client_to_use_tcp(world, tunnels_bin):
+    # dnsPacketSize caps what is read: an upstream reply longer than that is
+    # cut short by the read, and must not reach the client as a message
+    # whose counts lie. The client gets TC (ask over TCP) instead.
+    many = [f"192.0.2.{i}" for i in range(1, 61)]
+    s = Setup(world, tunnels_bin, extra="dnsPacketSize: 512\n",
+              records={"big.plain.test": many, "www.plain.test": "192.0.2.10"})
+    r = s.ask("big.plain.test", extra=["+bufsize=4096", "+ignore"])
+    assert r.status == "NOERROR", r.output
+    assert "tc" in r.flags, r.output
+    assert r.answers == [], r.output
+    assert "malformed" not in r.output.lower() and "bad packet" not in r.output.lower()
+    assert s.ask("www.plain.test").addresses == ["192.0.2.10"]  # small replies pass as before
+
+
+REFUSING_UPSTREAM = r"""
+import socket
+# Refuses every query as some servers and middleboxes do: REFUSED, and no
+# question section.
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("10.0.0.1", 5401))
+print("ready", flush=True)
+while True:
+    query, peer = s.recvfrom(65535)
+    flags = 0x8000 | (query[2] & 0x01) << 8 | 0x0080 | 5  # QR, RD as asked, RA, REFUSED
+    s.sendto(query[:2] + flags.to_bytes(2, "big") + bytes(8), peer)
+"""
+
+
+def test_an_error_reply_without_question_is_passed_on(world, tunnels_bin):
+    s = Setup(world, tunnels_bin, upstream="10.0.0.1:5401", start=False)
+    refusing = s.up.spawn(["python3", "-c", REFUSING_UPSTREAM], name="refusing-upstream")
+    wait_for_log(refusing, "ready")
+    s.start()
+    start = time.monotonic()
+    r = s.ask("www.plain.test", timeout=5)
+    assert r.status == "REFUSED", r.output  # the upstream's word, not SERVFAIL
+    assert time.monotonic() - start < 1.5  # at once, not after upstreamDnsTimeout (2 s)
+
+
+HOLD_TCP = r"""
+import signal, socket, sys
+# Opens TCP connections to the DNS port and holds them, sending nothing.
+held = [socket.create_connection(("127.0.0.1", int(sys.argv[1]))) for _ in range(int(sys.argv[2]))]
+print("holding", len(held), flush=True)
+signal.pause()
+"""
+
+
+def test_out_of_descriptors_the_tcp_server_waits_instead_of_spinning(world, tunnels_bin):
+    # With its descriptors used up by TCP clients, accept() fails at once for
+    # as long as a connection is queued; the server must back off, not retry
+    # in a loop that eats a core, and fake answers must go on.
+    s = Setup(world, tunnels_bin, start=False)
+    s.start = lambda: None
+    s.proc = s.client.spawn(["prlimit", "--nofile=48", str(tunnels_bin), "system", "-v",
+                             str(s.conf)], name="tunnels", line_buffered=False)
+    m = wait_for_log(s.proc, r"\[DNS\] listening on udp 127\.0\.0\.1:(\d+)")
+    s.port = int(m.group(1))
+    wait_for_log(s.proc, r"\[DNS\] listening on tcp")
+    mark = s.proc.mark()
+    s.client.spawn(["python3", "-c", HOLD_TCP, str(s.port), "80"], name="hold")
+    wait_for_log(s.proc, r"accepting a TCP client: Too many open files", since=mark)
+    pid = int(s.client.run(["pgrep", "-x", "tunnels"]).stdout.split()[0])
+
+    def cpu() -> float:
+        fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    before, started = cpu(), time.monotonic()
+    # Fake answers need no descriptor (forwarding does: a socket per query).
+    assert s.ask("abc.onion").status == "NOERROR"
+    time.sleep(1)  # a window to measure CPU time over, not a wait for an event
+    used = (cpu() - before) / (time.monotonic() - started)
+    assert used < 0.3, f"tunnels used {used:.0%} of a core while out of descriptors"

@@ -212,3 +212,33 @@ TEST_CASE("a relay is reset on both sides once idle for the watch's timeout, not
   CHECK(result->error == "idle for 1 s (connectionIdleTimeout); reset both sides");
   CHECK(result->to_server >= 10);
 }
+
+TEST_CASE("a reset names the side it came from, not the side the relay then aborted", "[relay]") {
+  for (const bool server_resets : {true, false}) {
+    CAPTURE(server_resets);
+    asio::io_context io(1);
+    tcp::acceptor acceptor(io, tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
+    Pair client = Connect(io, acceptor);
+    Pair server = Connect(io, acceptor);
+    std::optional<RelayResult> result;
+    asio::co_spawn(io, Relay(client.relay, server.relay, {}),
+                   [&](std::exception_ptr e, RelayResult r) {
+                     REQUIRE(!e);
+                     result = r;
+                   });
+    // One side resets (SO_LINGER 0, then close) while the other waits for
+    // bytes; the relay's abort then fails the waiting side's read as well.
+    const int resetting = server_resets ? server.app : client.app;
+    const linger abort_now{1, 0};
+    REQUIRE(::setsockopt(resetting, SOL_SOCKET, SO_LINGER, &abort_now, sizeof abort_now) == 0);
+    // Some bytes first, so that both directions are past their first wait.
+    SendAll(server.app, Bytes(100, 1));
+    SendAll(client.app, Bytes(100, 2));
+    ::close(resetting);
+    io.run();
+    ::close(server_resets ? client.app : server.app);
+    REQUIRE(result.has_value());
+    CHECK_THAT(result->error, Catch::StartsWith(server_resets ? "server side: " : "client side: "));
+    CHECK_THAT(result->error, !Catch::Contains("Operation canceled"));
+  }
+}
