@@ -189,6 +189,11 @@ int RunSystem(const SystemOptions& options) {
   ::signal(SIGPIPE, SIG_IGN);
   // Before the stack: its sockets must be closed before the io_context goes.
   StackIo io;
+  // Taken over before the first change: from here on SIGINT, SIGTERM and
+  // SIGHUP are queued for the handlers below instead of killing tunnels
+  // halfway through its setup, with its route and resolv.conf in place.
+  asio::signal_set hangup(io, SIGHUP);
+  asio::signal_set signals(io, SIGINT, SIGTERM);
   const auto stack = Stack::Create(*loaded.config, log, /*check_upstream_loop=*/true, &error);
   if (!stack) {
     log.Error("DNS", error);
@@ -301,7 +306,6 @@ int RunSystem(const SystemOptions& options) {
 
   // SIGHUP: the same files again; only a valid configuration replaces the
   // running one.
-  asio::signal_set hangup(io, SIGHUP);
   std::function<void()> wait_for_hangup = [&] {
     hangup.async_wait([&](const boost::system::error_code& sec, int) {
       if (sec) return;
@@ -336,7 +340,6 @@ int RunSystem(const SystemOptions& options) {
 
   // SIGTERM, SIGINT: stop accepting, give live connections kDrainTime to
   // finish; a second signal stops at once.
-  asio::signal_set signals(io, SIGINT, SIGTERM);
   asio::steady_timer drain(io);
   const auto drain_until = std::make_shared<std::chrono::steady_clock::time_point>();
   auto stop_now = [&] {
