@@ -77,6 +77,10 @@ struct ConnectorContext {
   const config::Log& log;
   std::uint32_t random_credentials_length = 16;
   std::mt19937_64 random{std::random_device{}()};
+  // What owns this context and the connectors made with it (the engine's
+  // configuration generation), for work that must keep them alive while it
+  // runs on another thread's behalf; empty when nothing does.
+  std::weak_ptr<const void> owner{};
 
   // Replaces a "$RANDOM" field by a fresh random string.
   std::string Credential(const std::string& value);

@@ -117,6 +117,7 @@ struct Engine::Impl {
                                              std::shared_ptr<const config::RuleSet> rules) {
     idle.SetTimeout(config->options.connection_idle_timeout);
     auto g = std::make_shared<Generation>(std::move(config), std::move(rules), resolver, log);
+    g->context.owner = g;
     AddConnectors(*g->config, g->context, g->connectors);
     return g;
   }

@@ -49,6 +49,7 @@
 #include <cerrno>
 #include <cstring>
 #include <map>
+#include <mutex>
 #include <set>
 #include <thread>
 #include <unordered_map>
@@ -247,6 +248,15 @@ class SshSession {
   }
 
   ~SshSession() {
+    {
+      // A blocking handshake on the session's thread would hold up the
+      // join below, on the engine's thread, for its whole timeout: every
+      // connection and DNS answer would wait. Cut it short, and keep one
+      // from starting.
+      std::lock_guard lock(handshake_mutex_);
+      destroying_ = true;
+      if (handshake_fd_ >= 0) ::shutdown(handshake_fd_, SHUT_RDWR);
+    }
     asio::post(*io_, [this] {
       stopping_ = true;
       SessionDown("tunnels is stopping", config::LogLevel::kDebug);
@@ -283,6 +293,7 @@ class SshSession {
   asio::awaitable<void> Supervise();
   asio::awaitable<bool> Establish(std::string* error);
   bool Handshake(int fd, std::string* error);
+  bool HandshakeSteps(std::string* error);
   bool VerifyHostKey(std::string* error);
   bool Authenticate(std::string* error);
   asio::awaitable<void> ReadLoop(std::uint64_t gen);
@@ -346,6 +357,11 @@ class SshSession {
   asio::executor_work_guard<asio::io_context::executor_type> work_;
   IdleWatch idle_;  // of the carried channels; the session thread's
   std::thread thread_;
+  // The blocking handshake's socket, while it runs, for ~SshSession to cut
+  // it short from the engine's thread; and whether that has begun.
+  std::mutex handshake_mutex_;
+  int handshake_fd_ = -1;
+  bool destroying_ = false;
 
   // Everything below belongs to the session thread.
   ssh_session ssh_ = nullptr;
@@ -562,10 +578,19 @@ asio::awaitable<bool> SshSession::Establish(std::string* error) {
   const Clock::time_point deadline = Clock::now() + std::chrono::seconds(10);
   auto box = std::make_shared<TransportBox>();
   const Target server{proxy_.address.host, proxy_.address.port};
+  // What owns this session, the parent connector and the context (the
+  // engine's configuration generation), held until the connection is made:
+  // a reload may drop its last other reference meanwhile. Gone already:
+  // this session is being destroyed.
+  std::shared_ptr<const void> owner = context_.owner.lock();
+  if (!owner) {
+    *error = "stopping";
+    co_return false;
+  }
   // On the engine's thread: the resolver and the parent connector live there.
   asio::co_spawn(
       engine_,
-      [this, box, server, deadline, io = io_]() -> asio::awaitable<void> {
+      [this, box, server, deadline, io = io_, owner]() -> asio::awaitable<void> {
         std::string e;
         Fd fd;
         if (parent_) {
@@ -637,9 +662,18 @@ bool SshSession::Handshake(int fd, std::string* error) {
     ssh_options_set(ssh_, SSH_OPTIONS_CIPHERS_S_C, ciphers);
   }
   ssh_set_blocking(ssh_, 1);
-  bool ok = ssh_connect(ssh_) == SSH_OK;
-  if (!ok) *error = std::string("SSH handshake failed: ") + ssh_get_error(ssh_);
-  ok = ok && VerifyHostKey(error) && Authenticate(error);
+  bool ok = false;
+  {
+    std::lock_guard lock(handshake_mutex_);
+    if (!destroying_) handshake_fd_ = fd;
+  }
+  if (handshake_fd_ < 0) {
+    *error = "stopping";
+  } else {
+    ok = HandshakeSteps(error);
+    std::lock_guard lock(handshake_mutex_);
+    handshake_fd_ = -1;  // before the descriptor is closed (by ssh_disconnect)
+  }
   if (!ok) {
     ssh_disconnect(ssh_);
     ssh_free(ssh_);
@@ -656,6 +690,16 @@ bool SshSession::Handshake(int fd, std::string* error) {
   Spawn(ReadLoop(generation_), "the session reader");
   Spawn(KeepaliveLoop(generation_), "the keepalive");
   return true;
+}
+
+// Key exchange, host key, authentication: blocking, each bounded by the
+// session's timeout, or cut short by ~SshSession.
+bool SshSession::HandshakeSteps(std::string* error) {
+  if (ssh_connect(ssh_) != SSH_OK) {
+    *error = std::string("SSH handshake failed: ") + ssh_get_error(ssh_);
+    return false;
+  }
+  return VerifyHostKey(error) && Authenticate(error);
 }
 
 bool SshSession::VerifyHostKey(std::string* error) {

@@ -334,3 +334,79 @@ def test_a_client_that_resets_mid_stream_ends_only_its_channel(sw):
     # ...and the session carries on with the next connection.
     assert sw.curl("http://www.main.test/").stdout == "hello from nginx\n"
     assert sw.sessions_up("main") == 1
+
+
+MUTE_SERVER = r"""
+import socket
+# Takes TCP connections and says nothing: an SSH handshake with it blocks.
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("10.0.0.1", 9002)); s.listen(8)
+print("listening", flush=True)
+held = []
+while True:
+    held.append(s.accept()[0])
+    print("accepted", flush=True)
+"""
+
+
+def test_stopping_does_not_wait_for_a_handshake_with_a_mute_server(world, tunnels_bin, keys):
+    # The session's handshake blocks its own thread for up to 10 s; tunnels
+    # stopping meanwhile (or a reload dropping that proxy) must not wait for
+    # it on the engine's thread, where every connection and DNS answer waits
+    # too.
+    site = TwoHosts(world)
+    mute = site.srv.spawn(["python3", "-c", MUTE_SERVER], name="mute")
+    wait_for_log(mute, "listening")
+    conf = world.tmp_path / "mute.yml"
+    conf.write_text(
+        "upstreamDns: 10.0.0.1\ndnsBindAddress: 127.0.0.1\ndnsPort: 53\n"
+        "overwriteResolvconf: false\nproxies:\n  mute:\n    type: ssh\n"
+        f"    address: 10.0.0.1:9002\n    username: root\n    privateKey: {keys['ed25519']}\n"
+        "    ed25519Fingerprint: \"SHA256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\"\n"
+        "rules:\n  .mute.test: mute\n")
+    tunnels = site.client.spawn([str(tunnels_bin), "system", "-v", str(conf)], name="tunnels",
+                                line_buffered=False)
+    wait_for_log(tunnels, r"\[DNS\] listening on udp 127\.0\.0\.1:53")
+    site.client.use_nameserver("127.0.0.1")
+    site.client.spawn(["curl", "-sS", "--max-time", "30", "http://www.mute.test/"], name="curl")
+    wait_for_log(mute, "accepted", timeout=10)
+    start = time.monotonic()
+    tunnels.signal(signal.SIGTERM)
+    tunnels.popen.wait(timeout=20)
+    assert tunnels.returncode == 0, tunnels.output()
+    assert time.monotonic() - start < 3, tunnels.output()
+
+
+def test_a_reload_does_not_wait_for_a_handshake_with_a_mute_server(world, tunnels_bin, keys):
+    # A reload drops the proxy's old session while its thread is blocked in a
+    # handshake (here the retry that follows the first one's 10 s timeout).
+    # The engine's thread must not wait for that handshake: DNS answers and
+    # connections would stop for up to 10 s.
+    site = TwoHosts(world)
+    mute = site.srv.spawn(["python3", "-c", MUTE_SERVER], name="mute")
+    wait_for_log(mute, "listening")
+    conf = world.tmp_path / "mute.yml"
+    conf.write_text(
+        "upstreamDns: 10.0.0.1\ndnsBindAddress: 127.0.0.1\ndnsPort: 53\n"
+        "overwriteResolvconf: false\nproxies:\n  mute:\n    type: ssh\n"
+        f"    address: 10.0.0.1:9002\n    username: root\n    privateKey: {keys['ed25519']}\n"
+        "    ed25519Fingerprint: \"SHA256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\"\n"
+        "rules:\n  .mute.test: mute\n")
+    tunnels = site.client.spawn([str(tunnels_bin), "system", "-v", str(conf)], name="tunnels",
+                                line_buffered=False)
+    wait_for_log(tunnels, r"\[DNS\] listening on udp 127\.0\.0\.1:53")
+    site.client.use_nameserver("127.0.0.1")
+    site.client.spawn(["curl", "-sS", "--max-time", "30", "http://www.mute.test/"], name="curl")
+    wait_for_log(mute, "accepted", timeout=10)
+    # The first handshake times out with the connection's 10 s; the session
+    # tries again at once, with no connection waiting for it.
+    wait_for_log(mute, r"accepted\n(.|\n)*accepted", timeout=20)
+    mark = tunnels.mark()
+    tunnels.signal(signal.SIGHUP)
+    wait_for_log(tunnels, r"\[CONFIG\] SIGHUP", since=mark)
+    start = time.monotonic()
+    r = site.client.run(["dig", "+tries=1", "+timeout=5", "@127.0.0.1", "www.plain.test"],
+                        check=False)
+    assert "status: NOERROR" in r.stdout, r.stdout
+    assert time.monotonic() - start < 2
+    wait_for_log(tunnels, r"\[CONFIG\] reloaded", since=mark)
