@@ -590,7 +590,9 @@ asio::awaitable<bool> SshSession::Establish(std::string* error) {
   // On the engine's thread: the resolver and the parent connector live there.
   asio::co_spawn(
       engine_,
-      [this, box, server, deadline, io = io_, owner]() -> asio::awaitable<void> {
+      // `owner` moves into the coroutine: the last reference must never be
+      // dropped on this session's own thread, whose destructor joins it.
+      [this, box, server, deadline, io = io_, owner = std::move(owner)]() -> asio::awaitable<void> {
         std::string e;
         Fd fd;
         if (parent_) {

@@ -410,3 +410,64 @@ def test_a_reload_does_not_wait_for_a_handshake_with_a_mute_server(world, tunnel
     assert "status: NOERROR" in r.stdout, r.stdout
     assert time.monotonic() - start < 2
     wait_for_log(tunnels, r"\[CONFIG\] reloaded", since=mark)
+
+
+SLOW_PARENT = r"""
+import signal, socket
+# A SOCKS5 parent proxy that fails the first connection at once, then holds
+# the next ones without a word until SIGUSR1 closes them.
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("10.0.0.1", 1090)); s.listen(8)
+held = []
+def close_all(*_):
+    for c in held:
+        c.close()
+    print("closed", flush=True)
+signal.signal(signal.SIGUSR1, close_all)
+print("listening", flush=True)
+s.accept()[0].close()
+print("refused", flush=True)
+while True:
+    held.append(s.accept()[0])
+    print("holding", flush=True)
+"""
+
+
+def test_a_reload_while_a_session_connects_through_its_parent_proxy(world, tunnels_bin, keys):
+    # The session's transport is being connected through parentSocks5Proxy
+    # (on the engine's thread) when a reload drops the session: what that
+    # connect uses (the parent connector, its context) must outlive it. The
+    # sanitizer build checks that nothing freed is touched when the parent
+    # finally answers.
+    site = TwoHosts(world)
+    parent = site.srv.spawn(["python3", "-c", SLOW_PARENT], name="parent")
+    wait_for_log(parent, "listening")
+    conf = world.tmp_path / "parent.yml"
+    conf.write_text(
+        "upstreamDns: 10.0.0.1\ndnsBindAddress: 127.0.0.1\ndnsPort: 53\n"
+        "overwriteResolvconf: false\nproxies:\n  vps:\n    type: ssh\n"
+        f"    address: 10.0.0.1:22\n    username: root\n    privateKey: {keys['ed25519']}\n"
+        "    ed25519Fingerprint: \"SHA256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\"\n"
+        "    parentSocks5Proxy: 10.0.0.1:1090\n"
+        "rules:\n  .vps.test: vps\n")
+    tunnels = site.client.spawn([str(tunnels_bin), "system", "-v", str(conf)], name="tunnels",
+                                line_buffered=False)
+    wait_for_log(tunnels, r"\[DNS\] listening on udp 127\.0\.0\.1:53")
+    site.client.use_nameserver("127.0.0.1")
+    r = site.curl("http://www.vps.test/", check=False, timeout=20)
+    assert r.returncode != 0
+    # A retry that starts after the connection gave up: nobody waits for it.
+    since = parent.mark()
+    wait_for_log(parent, "holding", timeout=15, since=since)
+    mark = tunnels.mark()
+    tunnels.signal(signal.SIGHUP)
+    wait_for_log(tunnels, r"\[CONFIG\] reloaded", since=mark)
+    parent.signal(signal.SIGUSR1)
+    wait_for_log(parent, "closed")
+    # The old session's connect ends on the parent's close; tunnels lives on.
+    assert site.client.run(["dig", "+short", "@127.0.0.1", "www.plain.test"]).stdout.strip()
+    assert tunnels.alive()
+    tunnels.signal(signal.SIGTERM)
+    tunnels.popen.wait(timeout=10)
+    assert tunnels.returncode == 0, tunnels.output()
+    assert "Sanitizer" not in tunnels.output()
