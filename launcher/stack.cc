@@ -19,6 +19,9 @@ std::unique_ptr<Stack> Stack::Create(const config::Config& config, const config:
   pool_options.network = o.private_addresses.address;
   pool_options.prefix_length = o.private_addresses.length;
   pool_options.cleanup_time = o.address_cleanup_time;
+  // As the query handler answers (below): addressCleanupTime / 4, at least 1 s.
+  pool_options.answer_ttl =
+      std::max<resolver::FakePool::Duration>(std::chrono::seconds(1), o.address_cleanup_time / 4);
   std::string pool_error;
   s->pool_ = resolver::FakePool::Create(pool_options, &pool_error);
   if (!s->pool_) {

@@ -40,6 +40,7 @@ FakePool::FakePool(Options options, std::uint32_t last)
       prefix_length_(options.prefix_length),
       last_(last),
       cleanup_time_(options.cleanup_time),
+      answer_ttl_(options.answer_ttl),
       clock_(std::move(options.clock)),
       next_fresh_(std::uint64_t{options.network} + 1) {}
 
@@ -72,9 +73,20 @@ FakePool::AllocateResult FakePool::Allocate(std::string_view name) {
                      "/" + std::to_string(prefix_length_) + " are held by live connections";
       return result;
     }
-    // The pool is full: recycle the mapping that has gone unused longest.
+    // The pool is full: recycle the mapping that has gone unused longest,
+    // unless a client may still hold its answer.
     const std::uint32_t victim = idle_.back();
     Entry& entry = entries_.at(victim);
+    if (now - entry.last_used < answer_ttl_) {
+      result.error =
+          "all " + std::to_string(capacity()) + " addresses of " + FormatIpv4(network_) + "/" +
+          std::to_string(prefix_length_) + " were handed out within the answers' TTL (" +
+          std::to_string(std::chrono::duration_cast<std::chrono::seconds>(answer_ttl_).count()) +
+          " s); recycling one would send the connections of clients that still "
+          "hold it to another name. Widen privateAddresses, or shorten "
+          "addressCleanupTime";
+      return result;
+    }
     result.evicted = entry.name;
     RemoveLocked(victim, entry);
     address = victim;

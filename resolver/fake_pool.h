@@ -51,6 +51,10 @@ class FakePool {
     std::uint32_t network = 0xC6120000u;  // host byte order; 198.18.0.0
     int prefix_length = 15;               // 1..30
     Duration cleanup_time = std::chrono::hours(1);
+    // The TTL of the fake answers. A full pool recycles only a mapping last
+    // used longer ago than this: a client may still hold a younger answer,
+    // and its connections would reach the new name. Zero: any idle one.
+    Duration answer_ttl{};
     Clock clock;
   };
 
@@ -152,6 +156,7 @@ class FakePool {
   const int prefix_length_;
   const std::uint32_t last_;  // the blackhole
   const Duration cleanup_time_;
+  const Duration answer_ttl_;
   const Clock clock_;
   Observer observer_;
 

@@ -9,6 +9,25 @@
 namespace tunnels::resolver {
 namespace {
 
+// A name from the network, fit for a log line: bytes outside printable
+// ASCII as \DDD (as dig writes them), and at most 100 of them.
+std::string PrintableName(std::string_view name) {
+  std::string out;
+  for (const char c : name.substr(0, 100)) {
+    const auto b = static_cast<unsigned char>(c);
+    if (b > 0x20 && b < 0x7f && b != '\\') {
+      out += c;
+    } else {
+      out += '\\';
+      out += static_cast<char>('0' + b / 100);
+      out += static_cast<char>('0' + b / 10 % 10);
+      out += static_cast<char>('0' + b % 10);
+    }
+  }
+  if (name.size() > 100) out += "...";
+  return out;
+}
+
 std::string Ipv4Text(std::uint32_t host_order) {
   in_addr a{};
   a.s_addr = htonl(host_order);
@@ -124,15 +143,16 @@ QueryHandler::Outcome QueryHandler::Handle(std::span<const std::uint8_t> bytes,
   reply_options.edns_payload_size =
       static_cast<std::uint16_t>(std::min<std::size_t>(options_.packet_size, 65535));
   if (!parsed.ok()) {
-    log_.Limited(
-        "DNS", config::LogLevel::kInfo,
-        "malformed query: " + parsed.error.ToString() +
-            (parsed.reply_rcode ? std::string("; answering ") + ToString(*parsed.reply_rcode)
-                                : std::string("; dropped")));
-    if (!parsed.reply_rcode) return Outcome{};
+    Outcome out;
+    out.problem = "malformed query: " + parsed.error.ToString() +
+                  (parsed.reply_rcode ? std::string("; answering ") + ToString(*parsed.reply_rcode)
+                                      : std::string("; dropped"));
+    if (!parsed.reply_rcode) return out;
     auto reply = BuildErrorReply(parsed, reply_options);
-    if (!reply) return Outcome{};
-    return Reply(std::move(*reply), "");
+    if (!reply) return out;
+    Outcome answered = Reply(std::move(*reply), "");
+    answered.problem = std::move(out.problem);
+    return answered;
   }
   const Query& q = *parsed.query;
   if (transport == Transport::kUdp) {
@@ -160,8 +180,10 @@ QueryHandler::Outcome QueryHandler::Handle(std::span<const std::uint8_t> bytes,
   char normal[256];
   std::size_t normal_len = 0;
   if (!config::NormalizeName(q.name, normal, &normal_len)) {
-    log_.Limited("DNS", config::LogLevel::kInfo, "malformed name in query; answering FORMERR");
-    return empty(RCode::kFormErr);
+    Outcome out = empty(RCode::kFormErr);
+    // The name printed as read, but never more than a line's worth of it.
+    out.problem = "malformed name in query (" + PrintableName(q.name) + "); answering FORMERR";
+    return out;
   }
   const std::string_view name(normal, normal_len);
 

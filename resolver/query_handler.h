@@ -38,6 +38,9 @@ class QueryHandler {
     Kind kind = Kind::kDrop;
     std::vector<std::uint8_t> reply;
     std::string name;  // the question's name, for the log
+    // What was wrong with a malformed query, for a log line; the caller
+    // adds who sent it, which only it knows.
+    std::string problem{};
   };
   Outcome Handle(std::span<const std::uint8_t> query, Transport transport) const;
 

@@ -66,6 +66,22 @@ std::string Text(const Endpoint& e) {
   return s.str();
 }
 
+// "127.0.0.1:5353", from what recvmmsg() wrote.
+std::string PeerText(const sockaddr_storage& peer, socklen_t length) {
+  udp::endpoint e;
+  if (length > e.capacity()) return "?";
+  std::memcpy(e.data(), &peer, length);
+  e.resize(length);
+  return Text(e);
+}
+
+// "name/TYPE" of a query, for a log line.
+std::string QuestionText(std::span<const std::uint8_t> query) {
+  const auto q = PeekQuestion(query);
+  if (!q) return "a query";
+  return (q->name.empty() ? std::string(".") : q->name) + "/" + std::to_string(q->type);
+}
+
 // The reply when no upstream server answered: SERVFAIL for the same question.
 std::optional<Bytes> ServFail(std::span<const std::uint8_t> query, std::size_t max_size) {
   const QueryParseResult parsed = ParseQuery(query);
@@ -228,6 +244,10 @@ void DnsServer::Impl::ServeUdpBatch(UdpBatch& batch, std::size_t received) {
     const std::span<const std::uint8_t> query(batch.buffers.get() + i * batch.slot,
                                               batch.in[i].msg_len);
     QueryHandler::Outcome outcome = handler.Handle(query, Transport::kUdp);
+    if (!outcome.problem.empty()) {
+      log.Limited("DNS", config::LogLevel::kInfo,
+                  outcome.problem + " (from " + PeerText(batch.peers[i], h.msg_namelen) + ")");
+    }
     switch (outcome.kind) {
       case QueryHandler::Kind::kReply: {
         Bytes& reply = batch.replies[replies];
@@ -244,9 +264,9 @@ void DnsServer::Impl::ServeUdpBatch(UdpBatch& batch, std::size_t received) {
       }
       case QueryHandler::Kind::kForward: {
         if (forwards_in_flight >= options.max_forwards_in_flight) {
-          log.Limited(
-              "DNS", config::LogLevel::kWarning,
-              "too many queries waiting for upstream servers; dropping one for " + outcome.name);
+          log.Limited("DNS", config::LogLevel::kWarning,
+                      "too many queries waiting for upstream servers; dropping one for " +
+                          outcome.name + " from " + PeerText(batch.peers[i], h.msg_namelen));
           break;
         }
         udp::endpoint client;
@@ -279,7 +299,8 @@ asio::awaitable<void> DnsServer::Impl::ForwardUdp(Bytes query, udp::endpoint cli
         parsed.ok() ? MaxUdpReplySize(*parsed.query, options.packet_size) : kMinUdpSize;
     if (!reply) {
       log.Limited("DNS", config::LogLevel::kWarning,
-                  "no upstream server answered in time; answering SERVFAIL");
+                  "no upstream server answered in time for " + QuestionText(query) + " from " +
+                      Text(client) + "; answering SERVFAIL");
       reply = ServFail(query, limit);
     } else if (reply->size() > limit) {
       reply = Truncated(query, limit);
@@ -372,9 +393,10 @@ asio::awaitable<void> DnsServer::Impl::ServeTcpClient(std::shared_ptr<tcp::socke
       if (ec) co_return;
       const std::size_t size = (std::size_t{length[0]} << 8) | length[1];
       if (size > limit) {
+        boost::system::error_code ignored;
         log.Limited("DNS", config::LogLevel::kInfo,
-                    "TCP client sent a message of " + std::to_string(size) +
-                        " bytes, over dnsPacketSize; closing");
+                    "TCP client " + Text(socket->remote_endpoint(ignored)) + " sent a message of " +
+                        std::to_string(size) + " bytes, over dnsPacketSize; closing");
         co_return;
       }
       query.resize(size);
@@ -383,12 +405,19 @@ asio::awaitable<void> DnsServer::Impl::ServeTcpClient(std::shared_ptr<tcp::socke
       if (ec) co_return;
     }
     QueryHandler::Outcome outcome = handler.Handle(query, Transport::kTcp);
+    if (!outcome.problem.empty()) {
+      boost::system::error_code ignored;
+      log.Limited("DNS", config::LogLevel::kInfo,
+                  outcome.problem + " (from " + Text(socket->remote_endpoint(ignored)) + ", tcp)");
+    }
     if (outcome.kind == QueryHandler::Kind::kDrop) co_return;
     if (outcome.kind == QueryHandler::Kind::kForward) {
       std::optional<Bytes> reply = co_await upstream.Forward(query, Transport::kTcp);
       if (!reply) {
+        boost::system::error_code ignored;
         log.Limited("DNS", config::LogLevel::kWarning,
-                    "no upstream server answered in time; answering SERVFAIL");
+                    "no upstream server answered in time for " + QuestionText(query) + " from " +
+                        Text(socket->remote_endpoint(ignored)) + " (tcp); answering SERVFAIL");
         reply = ServFail(query, limit);
       }
       if (!reply) co_return;

@@ -204,6 +204,9 @@ def test_malformed_queries_get_formerr_or_nothing_and_the_server_lives(setup):
         assert results[case] in ("1", "None"), (case, results[case])  # FORMERR or dropped
     assert setup.ask("abc.onion").status == "NOERROR"
     assert setup.proc.alive()
+    # The log says what was wrong and who sent it.
+    assert re.search(r"\[DNS\] malformed query: .* \(from 127\.0\.0\.1:\d+\)",
+                     setup.proc.output()), setup.proc.output()
 
 
 def test_an_upstream_that_is_tunnels_itself_is_refused(world, tunnels_bin):

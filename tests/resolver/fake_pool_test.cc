@@ -310,7 +310,7 @@ TEST_CASE("Snapshot and Restore carry the table over", "[pool][persist]") {
 }
 
 TEST_CASE("the pool can be used from several threads", "[pool][threads]") {
-  auto pool = FakePool::Create(FakePool::Options{Ip(10, 0, 0, 0), 22, seconds(3600), {}});
+  auto pool = FakePool::Create(FakePool::Options{Ip(10, 0, 0, 0), 22, seconds(3600), {}, {}});
   REQUIRE(pool != nullptr);
   std::vector<std::thread> threads;
   for (int t = 0; t < 4; ++t) {
@@ -346,6 +346,36 @@ TEST_CASE("changes() counts mappings made and removed, not uses", "[pool]") {
   CHECK(pool->changes() == 4);
   clock.now += seconds(100);  // both expire
   CHECK(pool->changes() == 6);
+}
+
+TEST_CASE("a full pool does not recycle a mapping a client may still hold", "[pool][recycle]") {
+  // Answers carry a TTL: a mapping used more recently than that may sit in
+  // some client's cache, and that client's next connection to the address
+  // would reach the new name instead.
+  TestClock clock;
+  FakePool::Options options;
+  options.network = Ip(192, 168, 7, 0);
+  options.prefix_length = 30;
+  options.cleanup_time = seconds(400);
+  options.answer_ttl = seconds(100);
+  options.clock = clock.Get();
+  std::string error;
+  auto pool = FakePool::Create(options, &error);
+  REQUIRE(pool);
+  const std::uint32_t a = MustAllocate(*pool, "a");
+  clock.now += seconds(10);
+  MustAllocate(*pool, "b");
+  clock.now += seconds(80);  // a was answered 90 s ago: still within its TTL
+  const FakePool::AllocateResult c = pool->Allocate("c");
+  CHECK_FALSE(c.ok());
+  CHECK_THAT(c.error, Catch::StartsWith("all 2 addresses of 192.168.7.0/30 were handed out "
+                                        "within the answers' TTL (100 s)"));
+  CHECK(pool->Lookup(a)->name == "a");
+  clock.now += seconds(10);  // 100 s: a's answer has run out everywhere
+  const FakePool::AllocateResult later = pool->Allocate("c");
+  REQUIRE(later.ok());
+  CHECK(later.address == a);
+  CHECK(later.evicted == "a");
 }
 
 }  // namespace
