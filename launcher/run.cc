@@ -420,10 +420,13 @@ void RemoveStaleFiles(const std::string& state_dir) {
 }  // namespace
 
 int Cleanup(const std::string& state_dir) {
-  const std::string report = netns::SandboxLink::CleanupStale(state_dir);
-  if (!report.empty()) std::cerr << "tunnels cleanup: " << report << "\n";
+  std::vector<std::string> notes;
+  const std::string errors = netns::SandboxLink::CleanupStale(state_dir, &notes);
+  for (const std::string& note : notes) std::cout << "tunnels cleanup: " << note << "\n";
   RemoveStaleFiles(state_dir);
-  return 0;
+  if (errors.empty()) return 0;
+  std::cerr << "tunnels cleanup: " << errors << "\n";
+  return 1;
 }
 
 int Run(const RunOptions& options) {
@@ -482,8 +485,10 @@ int Run(const RunOptions& options) {
     return kSetupFailed;
   }
   log.Debug("RUN", "configuration loaded after " + ms_since(started));
-  const std::string report = netns::SandboxLink::CleanupStale(options.state_dir);
-  if (!report.empty()) log.Info("RUN", report);
+  if (const std::string errors = netns::SandboxLink::CleanupStale(options.state_dir);
+      !errors.empty()) {
+    log.Warning("RUN", "cannot undo everything a killed instance left: " + errors);
+  }
   RemoveStaleFiles(options.state_dir);
   log.Debug("RUN", "stale state checked after " + ms_since(started));
 
