@@ -17,4 +17,11 @@ bool ReadAll(int fd, std::string* out);
 // when the file system refuses (or takes nothing).
 bool WriteAll(int fd, std::string_view text);
 
+// Creates the state directory `dir` (mode 0755) when missing, and checks
+// that it is fit for what tunnels keeps there and later replays as root:
+// a real directory (not a symbolic link) owned by the effective user or by
+// root, and writable by nobody else. "" when it is, or a sentence naming the
+// directory, what is wrong and what to do.
+std::string PrepareStateDirectory(const std::string& dir);
+
 }  // namespace tunnels::netns

@@ -187,16 +187,15 @@ Journal::Journal(std::string path, UniqueFd fd, std::vector<JournalEntry> leftov
 
 std::unique_ptr<Journal> Journal::Open(const std::string& dir, const std::string& name,
                                        std::string* error) {
-  if (::mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST) {
-    *error = "cannot create the state directory " + dir + ": " + ErrnoText(errno) +
-             " (set stateDirectory to a writable directory)";
+  if (std::string why = PrepareStateDirectory(dir); !why.empty()) {
+    *error = why;
     return nullptr;
   }
   const std::string path = dir + "/" + name;
   // The file may be unlinked by its finishing owner between open and
   // flock: then open it again, or two instances would lock different files.
   for (int attempt = 0; attempt < 10; ++attempt) {
-    UniqueFd fd(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644));
+    UniqueFd fd(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644));
     if (!fd) {
       *error = "cannot open the journal " + path + ": " + ErrnoText(errno) +
                " (set stateDirectory to a writable directory)";

@@ -137,9 +137,9 @@ class DirLock {
  public:
   static Status Take(const std::string& dir, DirLock* lock) {
     // One level is enough for /run/tunnels; tests pass directories that exist.
-    if (::mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST) return Status::Errno(errno);
+    if (std::string why = PrepareStateDirectory(dir); !why.empty()) return Status{0, why};
     const std::string path = dir + "/" + kLockName;
-    UniqueFd fd(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644));
+    UniqueFd fd(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644));
     if (!fd) return Status::Errno(errno);
     int rc;
     do {

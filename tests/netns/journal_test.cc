@@ -9,6 +9,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "netns/file_io.h"
 #include "netns/resolv_conf.h"
 #include "tests/netns/fake_kernel.h"
 
@@ -281,6 +282,32 @@ TEST_CASE("resolv.conf: an unwritable backup place fails before resolv.conf chan
   CHECK(error.find("cannot back") != std::string::npos);
   CHECK(error.find("resolvconfBackupPath") != std::string::npos);
   CHECK(dir.Read("resolv.conf") == "nameserver 10.0.0.1\n");
+}
+
+TEST_CASE("The state directory must be one only its owner (root) can write") {
+  // What is in it is replayed as root: a journal entry renames files and
+  // deletes nftables tables. A directory others can write, or a symbolic
+  // link to one, is refused before anything is read from it.
+  Dir dir;
+  const fs::path fresh = dir.path / "state";
+  CHECK(PrepareStateDirectory(fresh.string()).empty());
+  CHECK(fs::is_directory(fresh));
+  CHECK((fs::status(fresh).permissions() & fs::perms::others_write) == fs::perms::none);
+
+  fs::permissions(fresh, fs::perms::all);  // 0777, like /tmp without the sticky bit
+  CHECK_THAT(PrepareStateDirectory(fresh.string()), Catch::Contains("is writable by others"));
+  std::string error;
+  CHECK(Journal::Open(fresh.string(), "system.journal", &error) == nullptr);
+  CHECK_THAT(error, Catch::Contains("is writable by others"));
+  CHECK_FALSE(fs::exists(fresh / "system.journal"));
+
+  fs::create_directory(dir.path / "real");
+  fs::create_directory_symlink(dir.path / "real", dir.path / "link");
+  CHECK_THAT(PrepareStateDirectory((dir.path / "link").string()),
+             Catch::Contains("is a symbolic link"));
+  std::ofstream(dir.path / "file") << "x";
+  CHECK_THAT(PrepareStateDirectory((dir.path / "file").string()),
+             Catch::Contains("is not a directory"));
 }
 
 }  // namespace
