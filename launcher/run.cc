@@ -47,8 +47,10 @@
 #include "launcher/sandbox_files.h"
 #include "launcher/stack.h"
 #include "launcher/system.h"
+#include "netns/file_io.h"
 #include "netns/interception.h"
 #include "netns/sandbox_link.h"
+#include "netns/unique_fd.h"
 
 namespace tunnels::launcher {
 namespace {
@@ -351,9 +353,13 @@ void NoOp(int) {}
 
 // --- tunnels' side ------------------------------------------------------------
 
+// Writes a file the sandbox's program reads as whatever user it runs as:
+// mode 0644 whatever the umask (sudo keeps the caller's, 077 for some).
+// "" when it cannot be written.
 std::string WriteFile(const fs::path& path, const std::string& text) {
-  std::ofstream out(path);
-  out << text;
+  netns::UniqueFd fd(
+      ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644));
+  if (!fd || ::fchmod(fd.get(), 0644) != 0 || !netns::WriteAll(fd.get(), text)) return "";
   return path.string();
 }
 
@@ -371,7 +377,6 @@ class TempDir {
  public:
   explicit TempDir(const std::string& parent) {
     std::error_code ec;
-    fs::create_directories(parent, ec);
     const fs::path path = fs::path(parent) / ("run-" + std::to_string(::getpid()));
     fs::remove_all(path, ec);  // a dead instance's, with the same pid
     if (::mkdir(path.c_str(), 0700) == 0) path_ = path.string();
@@ -485,6 +490,10 @@ int Run(const RunOptions& options) {
     return kSetupFailed;
   }
   log.Debug("RUN", "configuration loaded after " + ms_since(started));
+  if (std::string why = netns::PrepareStateDirectory(options.state_dir); !why.empty()) {
+    log.Error("RUN", why);
+    return kSetupFailed;
+  }
   if (const std::string errors = netns::SandboxLink::CleanupStale(options.state_dir);
       !errors.empty()) {
     log.Warning("RUN", "cannot undo everything a killed instance left: " + errors);
@@ -513,6 +522,11 @@ int Run(const RunOptions& options) {
   plan.resolv_conf = WriteFile(fs::path(files.path()) / "resolv.conf", SandboxResolvConf());
   plan.nsswitch = WriteFile(fs::path(files.path()) / "nsswitch.conf",
                             SandboxNsswitch(ReadFile("/etc/nsswitch.conf")));
+  if (plan.resolv_conf.empty() || plan.nsswitch.empty()) {
+    log.Error("RUN",
+              Errno("cannot write the sandbox's resolv.conf and nsswitch.conf in " + files.path()));
+    return kSetupFailed;
+  }
 
   // Signals stay blocked from here on: tunnels reads them from a signalfd,
   // init with sigwaitinfo; the program gets the original mask back.

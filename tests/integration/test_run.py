@@ -160,6 +160,16 @@ def test_program_runs_as_a_non_root_user_of_the_world(rw):
     assert rw.leftovers()["veth"] == []
 
 
+def test_the_sandbox_files_are_readable_whatever_the_umask(rw):
+    # sudo keeps the caller's umask; with 077 the sandbox's resolv.conf and
+    # nsswitch.conf, written by root, must still be readable by the program.
+    if int(os.environ.get("TUNNELS_WORLD_IDS", "1")) <= NOBODY:
+        missing("the world maps no id but root (see the test above)")
+    r = rw.run("sh", "-c", "cat /etc/resolv.conf /etc/nsswitch.conf >/dev/null && echo readable",
+               extra=("--user", "nobody"), prefix=("sh", "-c", 'umask 077; exec "$@"', "sh"))
+    assert r.stdout == "readable\n", r.stderr
+
+
 def test_nothing_remains_after_exit_sigterm_and_sigkill(rw):
     forward_before = rw.leftovers()["ip_forward"]
     assert rw.run("true").returncode == 0
