@@ -199,9 +199,11 @@ std::unique_ptr<Interception> Interception::Create(const InterceptionSpec& spec,
                               " of an earlier instance");
   }
 
-  // 2. The route; a leftover `local` route for the range goes first, as
-  // any route for the range in table local would make the add fail.
-  if (Status s = k.DeleteLocalRoute(range, /*exact=*/false); s.ok()) {
+  // 2. The route; a leftover of tunnels' own (every attribute as it adds
+  // them) goes first, as any route for the range in table local would make
+  // the add fail. Anyone else's (an AnyIP route of the administrator's)
+  // stays, and the add says so.
+  if (Status s = k.DeleteLocalRoute(range, /*exact=*/true); s.ok()) {
     self->replaced_.push_back("replaced the leftover route " + RouteText(spec) +
                               " of an earlier instance");
   } else if (s.error != ESRCH) {

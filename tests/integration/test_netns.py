@@ -220,19 +220,29 @@ def test_after_sigkill_the_next_instance_replaces_the_leftovers(world, probe):
     assert_clean(gw)
 
 
-def test_leftovers_made_by_hand_are_replaced(world, probe):
+def test_a_leftover_table_made_by_hand_is_replaced(world, probe):
     gw = world.host("gw")
     gw.run(["nft", f"add table ip {TABLE}; add chain ip {TABLE} junk"])
-    gw.run(["ip", "route", "add", "local", RANGE, "dev", "lo", "table", "local"])
     p, port = start(gw, probe)
-    out = p.output()
-    assert f"note: replaced the leftover nftables table ip {TABLE}" in out
-    assert "note: replaced the leftover route" in out
+    assert f"note: replaced the leftover nftables table ip {TABLE}" in p.output()
     listing = table(gw)
     assert "junk" not in listing and f"tproxy to 127.0.0.1:{port}" in listing
     assert range_routes(gw) == [f"local {RANGE} dev lo proto static scope host src 127.0.0.1"]
     stop(p)
     assert_clean(gw)
+
+
+def test_a_local_route_someone_else_made_is_left_alone(world, probe):
+    # An AnyIP route of the administrator's for the range is not a leftover
+    # of tunnels' (those carry tunnels' attributes): tunnels refuses to start
+    # rather than delete it now and leave the machine without it at exit.
+    gw = world.host("gw")
+    gw.run(["ip", "route", "add", "local", RANGE, "dev", "lo", "table", "local"])
+    r = gw.run([probe, "--table", TABLE], check=False)
+    assert r.returncode == 1
+    assert "ip route show table local" in r.stderr, r.stderr
+    assert range_routes(gw) == [f"local {RANGE} dev lo scope host"]
+    assert table(gw) is None
 
 
 def test_a_running_instance_is_not_taken_over(world, probe):

@@ -40,7 +40,7 @@ struct Fixture {
 const std::string kFind = "find-table tunnels_redirects";
 const std::string kCreateTable = "nft-create tunnels_redirects";
 const std::string kDeleteTable = "nft-delete tunnels_redirects";
-const std::string kRemoveLeftoverRoute = "delete-route 198.18.0.0/15 any";
+const std::string kRemoveLeftoverRoute = "delete-route 198.18.0.0/15 exact";
 const std::string kAddRoute = "add-route 198.18.0.0/15";
 const std::string kDeleteRoute = "delete-route 198.18.0.0/15 exact";
 
@@ -79,7 +79,7 @@ TEST_CASE("Remove undoes once and reports nothing when all went well") {
 TEST_CASE("Leftovers of a killed instance are replaced and reported") {
   Fixture f;
   f.state->tables.insert("tunnels_redirects");     // not owned: its process is gone
-  f.state->local_routes["198.18.0.0/15"] = false;  // e.g. added by hand
+  f.state->local_routes["198.18.0.0/15"] = true;  // as tunnels adds it
   auto interception = f.Create();
   REQUIRE(interception != nullptr);
   // The leftover table goes in the same transaction that creates the new
@@ -150,6 +150,18 @@ TEST_CASE("When the leftover route cannot be removed, the table is removed again
   CHECK(f.Take() == Calls{kFind, kCreateTable, kRemoveLeftoverRoute, kDeleteTable, "destroyed"});
   CHECK_THAT(f.error, Catch::StartsWith("cannot remove the leftover route local 198.18.0.0/15"));
   CHECK(f.Clean());
+}
+
+TEST_CASE("A local route for the range that tunnels did not add is left alone") {
+  // An AnyIP route of the administrator's (or of another program's): not a
+  // leftover of ours, so it stays, and the add says why it cannot proceed.
+  Fixture f;
+  f.state->local_routes["198.18.0.0/15"] = false;
+  CHECK(f.Create() == nullptr);
+  CHECK(f.state->local_routes.count("198.18.0.0/15") == 1);
+  CHECK_THAT(f.error, Catch::Contains("ip route show table local"));
+  CHECK(f.Take() ==
+        Calls{kFind, kCreateTable, kRemoveLeftoverRoute, kAddRoute, kDeleteTable, "destroyed"});
 }
 
 TEST_CASE("Another route for the range in table local is a conflict with a hint") {
