@@ -124,11 +124,17 @@ int Main(int argc, char** argv) {
   }
   if (*cleanup) {
     std::string system_state = cleanup_state;
+    config::Options defaults;
+    std::string resolv_conf = defaults.resolvconf_path;
+    std::string backup = defaults.resolvconf_backup_path;
     int status = 0;
-    if (!cleanup_paths.empty() && cleanup_state_option->count() == 0) {
+    if (!cleanup_paths.empty()) {
       const config::LoadResult loaded = config::Load(cleanup_paths);
       if (loaded.ok()) {
-        system_state = loaded.config->options.state_directory;
+        if (cleanup_state_option->count() == 0)
+          system_state = loaded.config->options.state_directory;
+        resolv_conf = loaded.config->options.resolvconf_path;
+        backup = loaded.config->options.resolvconf_backup_path;
       } else {
         // A broken configuration must not keep the system broken: the
         // default place is still cleaned up.
@@ -139,7 +145,7 @@ int Main(int argc, char** argv) {
         status = 1;
       }
     }
-    if (CleanupSystem(system_state) != 0) status = 1;
+    if (CleanupSystem(system_state, resolv_conf, backup) != 0) status = 1;
     if (Cleanup(cleanup_state) != 0) status = 1;
     return status;
   }

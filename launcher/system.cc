@@ -141,7 +141,8 @@ void RaiseFileLimit(const config::Log& log) {
   }
 }
 
-int CleanupSystem(const std::string& state_dir) {
+int CleanupSystem(const std::string& state_dir, const std::string& resolv_conf,
+                  const std::string& backup) {
   LazySystemUndoer undoer;
   std::vector<std::string> notes;
   const std::string errors =
@@ -150,6 +151,21 @@ int CleanupSystem(const std::string& state_dir) {
   if (!errors.empty()) {
     std::cerr << "tunnels cleanup: " << errors << "\n";
     return 1;
+  }
+  // A journal still there belongs to a running instance (or failed above).
+  // Gone, it cannot say what to undo; tunnels' resolv.conf beside its
+  // backup says it well enough, and a machine without DNS is the worst a
+  // lost journal leaves behind.
+  struct stat st {};
+  const std::string journal = state_dir + "/" + netns::kSystemJournalName;
+  if (::stat(journal.c_str(), &st) != 0 && errno == ENOENT &&
+      netns::IsTunnelsResolvConf(resolv_conf) && ::lstat(backup.c_str(), &st) == 0) {
+    if (std::string why = netns::RestoreResolvConf(resolv_conf, backup); !why.empty()) {
+      std::cerr << "tunnels cleanup: " << why << "\n";
+      return 1;
+    }
+    std::cout << "tunnels cleanup: put " << resolv_conf << " back from " << backup
+              << " (tunnels' own was left there with no journal, as after a reboot)\n";
   }
   return 0;
 }

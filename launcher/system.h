@@ -21,8 +21,11 @@ struct SystemOptions {
 int RunSystem(const SystemOptions& options);
 
 // `tunnels cleanup`, system part: undoes what a killed `tunnels system`
-// journaled in `state_dir`, unless it still runs. Exit status.
-int CleanupSystem(const std::string& state_dir);
+// journaled in `state_dir`, unless it still runs. Without a journal (it
+// lives in /run, which a reboot empties) but with tunnels' own file at
+// `resolv_conf` and a backup at `backup`, puts the backup back. Exit status.
+int CleanupSystem(const std::string& state_dir, const std::string& resolv_conf,
+                  const std::string& backup);
 
 // Shared with `tunnels run`.
 void ScheduleExpiry(boost::asio::steady_timer& timer, resolver::FakePool& pool,

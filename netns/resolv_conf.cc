@@ -15,6 +15,8 @@
 namespace tunnels::netns {
 namespace {
 
+constexpr char kHeader[] = "# Written by tunnels while it runs; the original is in ";
+
 std::string ErrnoText(int error) { return std::strerror(error); }
 
 std::string Directory(const std::string& path) {
@@ -98,6 +100,12 @@ std::string ClearImmutable(const std::string& path) {
 
 }  // namespace
 
+bool IsTunnelsResolvConf(const std::string& path) {
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
+  std::string text;
+  return fd && ReadAll(fd.get(), &text) && text.starts_with(kHeader);
+}
+
 bool IsImmutable(const std::string& path) {
   UniqueFd fd(::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
   if (!fd) return false;
@@ -110,7 +118,7 @@ std::string ResolvConfContent(const std::string& dns_address, const std::string&
   std::string address = dns_address;
   if (address == "0.0.0.0") address = "127.0.0.1";
   if (address == "::") address = "::1";
-  return "# Written by tunnels while it runs; the original is in " + backup +
+  return std::string(kHeader) + backup +
          "\n# and comes back when tunnels stops (or with `tunnels cleanup`).\nnameserver " +
          address + "\n";
 }
@@ -126,6 +134,14 @@ bool TakeOverResolvConf(const std::string& path, const std::string& backup,
   if (!exists && errno != ENOENT) {
     *error = "cannot read " + path + ": " + ErrnoText(errno);
     return false;
+  }
+  if (!have_backup && !exists) {
+    // Nothing to keep, but the restore must know to remove tunnels' file.
+    if (std::string why = ReplaceWithLink(backup, kNoResolvConf); !why.empty()) {
+      *error = "cannot record at " + backup + " that " + path + " did not exist: " + why +
+               " (set resolvconfBackupPath to a writable place, or overwriteResolvconf: false)";
+      return false;
+    }
   }
   if (!have_backup && exists) {
     std::string why;
@@ -186,6 +202,14 @@ std::string RestoreResolvConf(const std::string& path, const std::string& backup
     return "cannot read the backup " + backup + ": " + ErrnoText(errno);
   }
   if (std::string why = ClearImmutable(path); !why.empty()) return why;
+  if (std::string target;
+      S_ISLNK(backup_stat.st_mode) && ReadLink(backup, &target) && target == kNoResolvConf) {
+    if (::unlink(path.c_str()) != 0 && errno != ENOENT) {
+      return "cannot remove " + path + " (there was none before tunnels): " + ErrnoText(errno);
+    }
+    ::unlink(backup.c_str());
+    return "";
+  }
   if (::rename(backup.c_str(), path.c_str()) == 0) return "";
   if (errno != EXDEV) {
     return "cannot rename " + backup + " to " + path + ": " + ErrnoText(errno);

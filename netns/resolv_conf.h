@@ -7,7 +7,8 @@
 //     copy tunnels' own file. A plain file is copied (content and mode) to a
 //     temporary file next to `backup` and renamed into place, so a backup is
 //     never half written; a symbolic link (systemd-resolved, resolvconf) is
-//     backed up as a link with the same target.
+//     backed up as a link with the same target. No `path` at all: the
+//     backup is a link to kNoResolvConf, which says so.
 //  2. clears the immutable attribute of `path` (an earlier run may have set
 //     it), writes `content` to a temporary file next to it and renames it
 //     over `path`: readers see the old file or the new one, never a part.
@@ -19,7 +20,8 @@
 //
 // RestoreResolvConf clears the attribute and renames the backup back over
 // `path` (a link comes back as the same link), which also removes the
-// backup. No backup: nothing to restore.
+// backup; a kNoResolvConf backup removes `path` instead. No backup: nothing
+// to restore.
 #pragma once
 
 #include <string>
@@ -37,6 +39,12 @@ bool TakeOverResolvConf(const std::string& path, const std::string& backup,
 
 // "" when restored or when there is no backup; otherwise why not.
 std::string RestoreResolvConf(const std::string& path, const std::string& backup);
+
+// The target of the backup link that stands for "there was no resolv.conf".
+inline constexpr char kNoResolvConf[] = "(tunnels: there was no resolv.conf)";
+
+// Whether `path` is the file tunnels writes (ResolvConfContent's first line).
+bool IsTunnelsResolvConf(const std::string& path);
 
 // The file tunnels writes: one nameserver, the DNS server's address
 // (0.0.0.0 and :: as the loopback address of their family).

@@ -169,6 +169,34 @@ def test_kill_9_leaves_nothing_after_cleanup_or_restart(world, tunnels_bin, then
         s.assert_pristine()
 
 
+def test_after_a_reboot_cleanup_gives_resolv_conf_back_without_a_journal(world, tunnels_bin):
+    # The journal lives in the state directory (/run by default), which a
+    # reboot empties, as it drops the route; resolv.conf and its backup, in
+    # /etc, stay. cleanup recognises tunnels' file and puts the backup back.
+    s = SystemWorld(world, tunnels_bin)
+    s.start()
+    s.stop(signal.SIGKILL)
+    (s.state / "system.journal").unlink()
+    s.client.run(["ip", "route", "del", "local", "198.18.0.0/15", "table", "local"])
+    r = s.cleanup()
+    assert r.returncode == 0, r.stderr
+    assert "back from" in r.stdout, r.stdout
+    s.assert_pristine()
+    # Nothing of tunnels' left: nothing more to do.
+    r = s.cleanup()
+    assert (r.returncode, r.stdout) == (0, ""), (r.stdout, r.stderr)
+
+
+def test_without_a_resolv_conf_before_there_is_none_after(world, tunnels_bin):
+    s = SystemWorld(world, tunnels_bin)
+    s.resolv.unlink()
+    s.start()
+    assert "nameserver 127.0.0.1\n" in s.resolv.read_text()
+    assert s.stop() == 0
+    assert not os.path.lexists(s.resolv)
+    assert not os.path.lexists(s.backup)
+
+
 def test_cleanup_leaves_a_running_instance_alone(world, tunnels_bin):
     s = SystemWorld(world, tunnels_bin)
     s.start()

@@ -233,6 +233,34 @@ TEST_CASE("resolv.conf: a symbolic link comes back as the same link") {
   CHECK(fs::read_symlink(path) == "stub-resolv.conf");
 }
 
+TEST_CASE("resolv.conf: none before tunnels, none after") {
+  // The backup then says so (a link to kNoResolvConf), and the restore
+  // removes tunnels' file instead of leaving it, immutable, in place.
+  Dir dir;
+  const std::string path = (dir.path / "resolv.conf").string();
+  const std::string backup = (dir.path / "backup").string();
+  std::string error;
+  std::vector<std::string> warnings;
+  REQUIRE(TakeOverResolvConf(path, backup, ResolvConfContent("127.0.0.1", backup), false, &error,
+                             &warnings));
+  CHECK(IsTunnelsResolvConf(path));
+  REQUIRE(fs::is_symlink(backup));
+  CHECK(fs::read_symlink(backup) == kNoResolvConf);
+  CHECK(RestoreResolvConf(path, backup).empty());
+  CHECK_FALSE(fs::exists(fs::symlink_status(path)));
+  CHECK_FALSE(fs::exists(fs::symlink_status(backup)));
+}
+
+TEST_CASE("resolv.conf: tunnels' own file is recognised, nothing else") {
+  Dir dir;
+  const std::string path = (dir.path / "resolv.conf").string();
+  std::ofstream(path) << ResolvConfContent("127.0.0.1", "/etc/resolv.conf.tunnels-backup");
+  CHECK(IsTunnelsResolvConf(path));
+  std::ofstream(path) << "nameserver 127.0.0.1\n# Written by tunnels while it runs\n";
+  CHECK_FALSE(IsTunnelsResolvConf(path));
+  CHECK_FALSE(IsTunnelsResolvConf((dir.path / "missing").string()));
+}
+
 TEST_CASE("resolv.conf: an earlier run's backup is never overwritten") {
   Dir dir;
   const std::string path = (dir.path / "resolv.conf").string();
