@@ -610,6 +610,8 @@ int Run(const RunOptions& options) {
     log.Error("RUN", error);
     return kSetupFailed;
   }
+  for (const std::string& note : link->notes()) log.Info("RUN", note);
+  for (const std::string& warning : link->warnings()) log.Warning("RUN", warning);
   if (!entered || !listening) {
     log.Error("RUN", sandbox_error);
     return kSetupFailed;
@@ -631,7 +633,7 @@ int Run(const RunOptions& options) {
                       (options.strict ? ", strict" : ""));
 
   int exit_status = kSetupFailed;
-  asio::posix::stream_descriptor signal_stream(io, ::dup(signals.get()));
+  asio::posix::stream_descriptor signal_stream(io, ::fcntl(signals.get(), F_DUPFD_CLOEXEC, 0));
   signalfd_siginfo info{};
   std::function<void()> read_signal = [&] {
     signal_stream.async_read_some(

@@ -78,6 +78,10 @@ class Kernel {
   // Looks up nftables table `ip NAME`. A missing table is not an error.
   virtual Status FindNftTable(const std::string& name, NftTable* table) = 0;
 
+  // What `nft list chains` prints: every chain of every table, with the
+  // type, hook and policy of the base chains.
+  virtual Status ListNftChains(std::string* listing) = 0;
+
   // `ip link add NAME group GROUP type veth peer name PEER netns FD`: a veth
   // pair whose end PEER is created directly in the network namespace that
   // `peer_netns_fd` refers to, so it never exists here. EEXIST when either

@@ -199,6 +199,16 @@ class LinuxKernelImpl final : public Kernel {
     });
   }
 
+  Status ListNftChains(std::string* listing) override {
+    return In([&] {
+      const int rc = nft_run_cmd_from_buffer(nft_.get(), "list chains");
+      MarkNetfilterSocketsCloseOnExec();
+      if (rc != 0) return NftStatus(nft_ctx_get_error_buffer(nft_.get()));
+      *listing = nft_ctx_get_output_buffer(nft_.get());
+      return Status::Ok();
+    });
+  }
+
   Status FindNftTable(const std::string& name, NftTable* table) override {
     return In([&] { return FindNftTableHere(name, table); });
   }

@@ -406,6 +406,30 @@ std::string RestoreForwardingSideSettings(const std::string& settings,
   return errors;
 }
 
+std::vector<std::string> ForwardDropChains(const std::string& listing) {
+  std::vector<std::string> found;
+  std::string table, chain;
+  std::string_view text = listing;
+  while (!text.empty()) {
+    std::string_view line = text.substr(0, text.find('\n'));
+    text.remove_prefix(std::min(text.size(), line.size() + 1));
+    while (!line.empty() && (line.front() == ' ' || line.front() == '\t')) line.remove_prefix(1);
+    if (line.starts_with("table ")) {
+      // "table ip filter {" (or "table inet ufw {"): "ip filter".
+      std::string_view rest = line.substr(6);
+      rest = rest.substr(0, rest.find(" {"));
+      table = rest.starts_with("ip ") || rest.starts_with("inet ") ? std::string(rest) : "";
+    } else if (line.starts_with("chain ")) {
+      std::string_view rest = line.substr(6);
+      chain = std::string(rest.substr(0, rest.find(" {")));
+    } else if (!table.empty() && line.find("hook forward") != std::string_view::npos &&
+               line.find("policy drop") != std::string_view::npos) {
+      found.push_back(table + " " + chain);
+    }
+  }
+  return found;
+}
+
 std::string CheckSandboxLinkSpec(const SandboxLinkSpec& spec) {
   if (spec.sandbox_netns_fd < 0) {
     return "no file descriptor of the sandbox's network namespace (got " +
@@ -817,6 +841,22 @@ std::unique_ptr<SandboxLink> SandboxLink::Create(const SandboxLinkSpec& spec,
   if (found.exists) {
     self->notes_.push_back("replaced the leftover nftables table " + table +
                            " of an earlier instance");
+  }
+
+  // Another firewall that drops what is forwarded (Docker's and ufw's
+  // FORWARD policy) would drop the sandbox's traffic whatever our table
+  // accepts: say so now, not as a silent timeout later. Best effort.
+  if (std::string listing; k.ListNftChains(&listing).ok()) {
+    for (const std::string& chain : ForwardDropChains(listing)) {
+      self->warnings_.push_back(
+          "the nftables chain " + chain +
+          " drops forwarded packets by policy (as Docker and ufw set it), so the sandbox's "
+          "connections that no rule sends through a proxy will time out; allow the sandboxes' "
+          "interfaces, which are all in group " +
+          std::to_string(kSandboxLinkGroup) + ", there: nft insert rule " + chain + " iifgroup " +
+          std::to_string(kSandboxLinkGroup) + " accept; nft insert rule " + chain + " oifgroup " +
+          std::to_string(kSandboxLinkGroup) + " accept");
+    }
   }
 
   // 5. IPv4 forwarding, last: the rules are in place by now.

@@ -170,6 +170,9 @@ class SandboxLink {
   const std::string& state_file() const { return state_path_; }
   // Sentences for the log: leftovers replaced, stale instances cleaned up.
   const std::vector<std::string>& notes() const { return notes_; }
+  // Sentences for the log at warning level: what will keep the sandbox's
+  // traffic from leaving (another firewall's forward chain that drops).
+  const std::vector<std::string>& warnings() const { return warnings_; }
   const SandboxLinkSpec& spec() const { return spec_; }
 
  private:
@@ -188,7 +191,14 @@ class SandboxLink {
   std::unique_ptr<Sysctl> forwarding_;  // net.ipv4.ip_forward, when this instance answers for it
   std::string forwarding_side_;  // what to write back once it is off (see ForwardingSideSettings)
   std::vector<std::string> notes_;
+  std::vector<std::string> warnings_;
 };
+
+// From `nft list chains` output: the base chains of the forward hook, in
+// tables of family ip or inet, whose policy is drop ("ip filter FORWARD").
+// Another table's drop is final whatever tunnels' own table accepts, so
+// these drop the sandbox's forwarded traffic (Docker and ufw set one).
+std::vector<std::string> ForwardDropChains(const std::string& listing);
 
 // The parameters under `sysctl_root` that turning net.ipv4.ip_forward off
 // would leave different from now (see step 5 above), as "path:value" words

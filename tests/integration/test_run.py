@@ -230,6 +230,27 @@ def test_what_turning_forwarding_on_and_off_rewrites_is_put_back(rw):
     assert settings() == before
 
 
+def test_a_firewall_that_drops_forwarding_is_named_with_the_fix(rw):
+    # Docker and ufw set the FORWARD policy to drop; a drop in any table is
+    # final, so the sandbox's direct traffic dies there. tunnels says so,
+    # and the rules it suggests let the traffic through.
+    rw.outer.run(["nft", "add table ip filter; add chain ip filter FORWARD "
+                  "{ type filter hook forward priority 0; policy drop; }"])
+    r = rw.run("curl", "-sS", "--max-time", "3", "http://plain.test/")
+    assert r.returncode != 0
+    m = re.search(r"the nftables chain ip filter FORWARD drops forwarded packets.*?: "
+                  r"(nft insert rule [^;]*); (nft insert rule .*)$", r.stderr, re.MULTILINE)
+    assert m, r.stderr
+    for command in m.groups():
+        rw.outer.run(command.split())
+    r = rw.run("curl", "-sS", "--max-time", "10", "http://plain.test/")
+    assert r.stdout == "hello from nginx\n", r.stderr
+    # Through a proxy, nothing is forwarded: that worked all along.
+    rw.outer.run(["nft", "flush chain ip filter FORWARD"])
+    r = rw.run("curl", "-sS", "--max-time", "10", "http://www.via-dante.test/")
+    assert r.stdout == "hello from nginx\n", r.stderr
+
+
 def test_two_sandboxes_at_once(rw):
     a = rw.spawn("sleep", "1000", name="first")
     wait_until(lambda: rw.leftovers()["veth"], what="the first sandbox")

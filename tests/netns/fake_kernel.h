@@ -40,6 +40,7 @@ struct FakeState {
   // and "destroyed" when the Kernel object goes away.
   std::vector<std::string> calls;
   std::vector<std::string> scripts;  // every nft script, in order
+  std::string chains_listing;        // what ListNftChains returns (not a recorded call)
   // If set, every call is also appended here as "<label>: <call>", to check
   // the order of calls across namespaces.
   std::shared_ptr<std::vector<std::string>> journal;
@@ -125,6 +126,12 @@ class FakeKernel final : public Kernel {
     }
     state_->tables.insert(name);
     mine_.insert(name);
+    return Status::Ok();
+  }
+
+  Status ListNftChains(std::string* listing) override {
+    const std::lock_guard lock(state_->mutex);
+    *listing = state_->chains_listing;
     return Status::Ok();
   }
 

@@ -78,7 +78,7 @@ TEST_CASE("Remove undoes once and reports nothing when all went well") {
 
 TEST_CASE("Leftovers of a killed instance are replaced and reported") {
   Fixture f;
-  f.state->tables.insert("tunnels_redirects");     // not owned: its process is gone
+  f.state->tables.insert("tunnels_redirects");    // not owned: its process is gone
   f.state->local_routes["198.18.0.0/15"] = true;  // as tunnels adds it
   auto interception = f.Create();
   REQUIRE(interception != nullptr);

@@ -812,5 +812,47 @@ TEST_CASE("Side settings from a state file: only those parameters, only numbers"
   CHECK(ReadFile(sys / "net/ipv4/conf/eth0/forwarding") == "1\n");
 }
 
+TEST_CASE("Forward chains of other firewalls that drop by policy are found") {
+  // As `nft list chains` prints them with Docker (iptables-nft) and ufw.
+  const std::string listing =
+      "table ip filter {\n"
+      "\tchain DOCKER {\n\t}\n"
+      "\tchain INPUT {\n\t\ttype filter hook input priority filter; policy drop;\n\t}\n"
+      "\tchain FORWARD {\n\t\ttype filter hook forward priority filter; policy drop;\n\t}\n"
+      "}\n"
+      "table inet ufw {\n"
+      "\tchain forward {\n\t\ttype filter hook forward priority filter; policy drop;\n\t}\n"
+      "}\n"
+      "table inet open {\n"
+      "\tchain forward {\n\t\ttype filter hook forward priority filter; policy accept;\n\t}\n"
+      "}\n"
+      "table ip6 filter6 {\n"
+      "\tchain FORWARD {\n\t\ttype filter hook forward priority filter; policy drop;\n\t}\n"
+      "}\n";
+  CHECK(ForwardDropChains(listing) ==
+        std::vector<std::string>{"ip filter FORWARD", "inet ufw forward"});
+  CHECK(ForwardDropChains("").empty());
+}
+
+TEST_CASE("Create warns about a forward chain that will drop the sandbox's traffic") {
+  Fixture f;
+  f.caller->chains_listing =
+      "table ip filter {\n\tchain FORWARD {\n"
+      "\t\ttype filter hook forward priority filter; policy drop;\n\t}\n}\n";
+  auto link = f.Create(f.Spec());
+  REQUIRE(link != nullptr);
+  REQUIRE(link->warnings().size() == 1);
+  CHECK_THAT(link->warnings()[0], Catch::StartsWith("the nftables chain ip filter FORWARD drops"));
+  CHECK_THAT(link->warnings()[0],
+             Catch::Contains("nft insert rule ip filter FORWARD iifgroup 7630444 accept"));
+
+  SECTION("and says nothing without one") {
+    f.caller->chains_listing.clear();
+    auto second = f.Create(f.Spec("2"));
+    REQUIRE(second != nullptr);
+    CHECK(second->warnings().empty());
+  }
+}
+
 }  // namespace
 }  // namespace tunnels::netns
