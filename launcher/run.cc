@@ -422,7 +422,60 @@ void RemoveStaleFiles(const std::string& state_dir) {
   }
 }
 
+// Starts `tunnels cleanup --state-dir DIR --after-eof-on 3` in a session of
+// its own, with the read end of a pipe whose write end (returned) only this
+// process holds: when this process ends, however it ends (SIGKILL, the OOM
+// killer), the guardian reads EOF and undoes what it left, so that IPv4
+// forwarding does not stay on after the table that limited it has gone
+// with its owner. After a normal exit it finds nothing to do. Its own
+// session keeps the terminal's signals (Ctrl-C) from it. -1 with `error`
+// set when it cannot be started.
+Fd StartGuardian(const std::string& state_dir, std::string* error) {
+  int pipe_fds[2];
+  if (::pipe2(pipe_fds, O_CLOEXEC) != 0) {
+    *error = Errno("cannot start the cleanup guardian (pipe)");
+    return Fd(-1);
+  }
+  Fd read_end(pipe_fds[0]);
+  Fd write_end(pipe_fds[1]);
+  // Everything the child needs, made before fork(): other threads may hold
+  // the allocator's locks, so the child only makes system calls.
+  const std::vector<std::string> args = {"tunnels", "cleanup",        "--state-dir",
+                                         state_dir, "--after-eof-on", "3"};
+  std::vector<char*> argv;
+  for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  sigset_t none;
+  ::sigemptyset(&none);
+  const pid_t pid = ::fork();
+  if (pid < 0) {
+    *error = Errno("cannot start the cleanup guardian (fork)");
+    return Fd(-1);
+  }
+  if (pid == 0) {
+    ::setsid();
+    ::sigprocmask(SIG_SETMASK, &none, nullptr);
+    if (read_end.get() == 3) {
+      ::fcntl(3, F_SETFD, 0);
+    } else if (::dup2(read_end.get(), 3) != 3) {
+      ::_exit(127);
+    }
+    ::execv("/proc/self/exe", argv.data());
+    ::_exit(127);
+  }
+  return write_end;
+}
+
 }  // namespace
+
+int WaitForEof(int fd) {
+  char buffer[64];
+  for (;;) {
+    const ssize_t n = ::read(fd, buffer, sizeof buffer);
+    if (n == 0) return 0;
+    if (n < 0 && errno != EINTR) return errno;
+  }
+}
 
 int Cleanup(const std::string& state_dir) {
   std::vector<std::string> notes;
@@ -596,6 +649,13 @@ int Run(const RunOptions& options) {
         },
         &sandbox_error);
   });
+  // Before the first change to this side: a process that undoes them if
+  // tunnels is killed (see StartGuardian).
+  Fd guardian;
+  if (!options.strict) {
+    guardian = StartGuardian(options.state_dir, &error);
+    if (guardian.get() < 0) log.Warning("RUN", error);
+  }
   netns::SandboxLinkSpec link_spec;
   link_spec.sandbox_netns_fd = netns.get();
   link_spec.name_prefix = "tnl" + std::to_string(::getpid());

@@ -189,10 +189,16 @@ def test_nothing_remains_after_exit_sigterm_and_sigkill(rw):
     wait_until(lambda: rw.outer.run(["pgrep", "-x", "sleep"], check=False).returncode == 1,
                what="the sandbox's processes to end")
     wait_until(lambda: not rw.leftovers()["veth"], what="the veth to go with the sandbox")
-    rw.outer.run([rw.bin, "cleanup"])
-    assert rw.leftovers() == {"veth": [], "nft": [], "ip_forward": forward_before}
+    # tunnels' guardian process undoes the rest (forwarding above all), with
+    # nobody running `tunnels cleanup`.
+    clean = {"veth": [], "nft": [], "ip_forward": forward_before}
+    wait_until(lambda: rw.leftovers() == clean, what="the guardian to undo the rest")
+    wait_until(lambda: rw.outer.run(["pgrep", "-f", "after-eof-on"], check=False).returncode == 1,
+               what="the guardian to end")
     state = rw.outer.run(["sh", "-c", "ls -A /run/tunnels 2>/dev/null"]).stdout.split()
     assert [f for f in state if f != ".lock"] == []
+    r = rw.outer.run([rw.bin, "cleanup"])
+    assert r.stdout == "", r.stdout  # nothing left for it
 
 
 def test_what_turning_forwarding_on_and_off_rewrites_is_put_back(rw):
@@ -200,7 +206,7 @@ def test_what_turning_forwarding_on_and_off_rewrites_is_put_back(rw):
     # forwarding flag of default and of every interface; tunnels turns it on
     # and off again, and leaves a hardened host (accept_redirects 0) and an
     # interface forwarding on its own as they were: after a clean exit, and
-    # after a SIGKILL and `tunnels cleanup`.
+    # after a SIGKILL.
     o = rw.outer
     o.run(["ip", "link", "add", "fwd0", "type", "veth", "peer", "name", "fwd1"])
     keys = ["ip_forward", "conf/all/accept_redirects", "conf/default/forwarding",
@@ -225,9 +231,8 @@ def test_what_turning_forwarding_on_and_off_rewrites_is_put_back(rw):
     assert settings()["ip_forward"] == "1"
     p.popen.send_signal(signal.SIGKILL)
     p.popen.wait(timeout=10)
-    wait_until(lambda: not rw.leftovers()["veth"], what="the veth to go with the sandbox")
-    o.run([rw.bin, "cleanup"])
-    assert settings() == before
+    # Put back by the guardian of the killed instance.
+    wait_until(lambda: settings() == before, what="the settings to be put back")
 
 
 def test_a_firewall_that_drops_forwarding_is_named_with_the_fix(rw):
