@@ -2,7 +2,6 @@
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
-#include <cstring>
 #include <iostream>
 
 #include "launcher/commands.h"
@@ -95,9 +94,11 @@ int Main(int argc, char** argv) {
       "stateDirectory)");
   cleanup->add_option("CONF", cleanup_paths,
                       "The configuration tunnels system ran with, for its stateDirectory");
-  // Internal: how tunnels run starts its guardian (see run.cc).
-  int cleanup_after_fd = -1;
-  cleanup->add_option("--after-eof-on", cleanup_after_fd)->group("");
+  // Internal: what the guardian of a tunnels run becomes (see run.cc). Not
+  // the system part: a tunnels system with another stateDirectory may be
+  // running.
+  bool cleanup_run_only = false;
+  cleanup->add_flag("--run-only", cleanup_run_only)->group("");
 
   std::vector<std::string> args = CanonicalArguments({argv + 1, argv + argc});
   // Everything after `--` is the program's, untouched: CLI11 would still
@@ -127,15 +128,7 @@ int Main(int argc, char** argv) {
     return Run(run_options);
   }
   if (*cleanup) {
-    if (cleanup_after_fd >= 0) {
-      // The guardian of one tunnels run: only what such instances leave.
-      if (const int e = WaitForEof(cleanup_after_fd); e != 0) {
-        std::cerr << "tunnels cleanup: waiting for tunnels run to end: " << std::strerror(e)
-                  << "\n";
-        return 1;
-      }
-      return Cleanup(cleanup_state);
-    }
+    if (cleanup_run_only) return Cleanup(cleanup_state);
     std::string system_state = cleanup_state;
     config::Options defaults;
     std::string resolv_conf = defaults.resolvconf_path;

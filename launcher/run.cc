@@ -422,14 +422,15 @@ void RemoveStaleFiles(const std::string& state_dir) {
   }
 }
 
-// Starts `tunnels cleanup --state-dir DIR --after-eof-on 3` in a session of
-// its own, with the read end of a pipe whose write end (returned) only this
-// process holds: when this process ends, however it ends (SIGKILL, the OOM
-// killer), the guardian reads EOF and undoes what it left, so that IPv4
-// forwarding does not stay on after the table that limited it has gone
-// with its owner. After a normal exit it finds nothing to do. Its own
-// session keeps the terminal's signals (Ctrl-C) from it. -1 with `error`
-// set when it cannot be started.
+// Forks the guardian: a process in a session of its own (the terminal's
+// Ctrl-C does not reach it) that holds only the read end of a pipe whose
+// write end (returned) only this process holds. When this process ends,
+// however it ends (SIGKILL, the OOM killer), the guardian reads EOF and
+// becomes `tunnels cleanup --state-dir DIR --run-only`, which undoes what
+// was left: IPv4 forwarding must not stay on after the table that limited
+// it went with its owner. After a normal exit that finds nothing to do.
+// It waits before it execs, so that loading a second tunnels does not slow
+// this one's start. -1 with `error` set when it cannot be started.
 Fd StartGuardian(const std::string& state_dir, std::string* error) {
   int pipe_fds[2];
   if (::pipe2(pipe_fds, O_CLOEXEC) != 0) {
@@ -440,8 +441,8 @@ Fd StartGuardian(const std::string& state_dir, std::string* error) {
   Fd write_end(pipe_fds[1]);
   // Everything the child needs, made before fork(): other threads may hold
   // the allocator's locks, so the child only makes system calls.
-  const std::vector<std::string> args = {"tunnels", "cleanup",        "--state-dir",
-                                         state_dir, "--after-eof-on", "3"};
+  const std::vector<std::string> args = {"tunnels", "cleanup", "--state-dir", state_dir,
+                                         "--run-only"};
   std::vector<char*> argv;
   for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
   argv.push_back(nullptr);
@@ -455,11 +456,21 @@ Fd StartGuardian(const std::string& state_dir, std::string* error) {
   if (pid == 0) {
     ::setsid();
     ::sigprocmask(SIG_SETMASK, &none, nullptr);
-    if (read_end.get() == 3) {
-      ::fcntl(3, F_SETFD, 0);
-    } else if (::dup2(read_end.get(), 3) != 3) {
-      ::_exit(127);
+    // Nothing of tunnels' but standard output and error: a socket or a
+    // namespace held here would outlive tunnels, and its own copy of the
+    // write end would keep EOF from coming.
+    if (read_end.get() != 3 && ::dup2(read_end.get(), 3) != 3) ::_exit(127);
+    ::close_range(4, ~0U, 0);
+    if (const int null = ::open("/dev/null", O_RDONLY); null > 0) {
+      ::dup2(null, 0);  // not the terminal's input
+      ::close(null);
     }
+    for (;;) {
+      char byte;
+      const ssize_t n = ::read(3, &byte, 1);
+      if (n == 0 || (n < 0 && errno != EINTR)) break;
+    }
+    ::close(3);
     ::execv("/proc/self/exe", argv.data());
     ::_exit(127);
   }
@@ -467,15 +478,6 @@ Fd StartGuardian(const std::string& state_dir, std::string* error) {
 }
 
 }  // namespace
-
-int WaitForEof(int fd) {
-  char buffer[64];
-  for (;;) {
-    const ssize_t n = ::read(fd, buffer, sizeof buffer);
-    if (n == 0) return 0;
-    if (n < 0 && errno != EINTR) return errno;
-  }
-}
 
 int Cleanup(const std::string& state_dir) {
   std::vector<std::string> notes;

@@ -28,9 +28,4 @@ int Run(const RunOptions& options);
 // on this side (state under `state_dir`), never touching running ones.
 int Cleanup(const std::string& state_dir);
 
-// Blocks until `fd` reads end of file (what the guardian of `tunnels run`
-// waits for: the end of the process that holds the other end). 0, or the
-// errno of a failed read.
-int WaitForEof(int fd);
-
 }  // namespace tunnels::launcher

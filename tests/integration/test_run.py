@@ -193,7 +193,8 @@ def test_nothing_remains_after_exit_sigterm_and_sigkill(rw):
     # nobody running `tunnels cleanup`.
     clean = {"veth": [], "nft": [], "ip_forward": forward_before}
     wait_until(lambda: rw.leftovers() == clean, what="the guardian to undo the rest")
-    wait_until(lambda: rw.outer.run(["pgrep", "-f", "after-eof-on"], check=False).returncode == 1,
+    wait_until(lambda: rw.outer.run(["pgrep", "-f", "tunnels (run|cleanup)"],
+                                    check=False).returncode == 1,
                what="the guardian to end")
     state = rw.outer.run(["sh", "-c", "ls -A /run/tunnels 2>/dev/null"]).stdout.split()
     assert [f for f in state if f != ".lock"] == []
