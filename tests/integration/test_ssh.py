@@ -336,6 +336,24 @@ def test_a_client_that_resets_mid_stream_ends_only_its_channel(sw):
     assert sw.sessions_up("main") == 1
 
 
+def start_one_ssh_proxy(site, tunnels_bin, keys, address, extra=""):
+    """tunnels system on site.client with one ssh proxy, `mute`, at `address`
+    (its host key pin never checked: these tests end before that), for
+    every *.mute.test name."""
+    conf = site.world.tmp_path / "one-proxy.yml"
+    conf.write_text(
+        "upstreamDns: 10.0.0.1\ndnsBindAddress: 127.0.0.1\ndnsPort: 53\n"
+        "overwriteResolvconf: false\nproxies:\n  mute:\n    type: ssh\n"
+        f"    address: {address}\n    username: root\n    privateKey: {keys['ed25519']}\n"
+        "    ed25519Fingerprint: \"SHA256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\"\n"
+        + extra + "rules:\n  .mute.test: mute\n")
+    tunnels = site.client.spawn([str(tunnels_bin), "system", "-v", str(conf)], name="tunnels",
+                                line_buffered=False)
+    wait_for_log(tunnels, r"\[DNS\] listening on udp 127\.0\.0\.1:53")
+    site.client.use_nameserver("127.0.0.1")
+    return tunnels
+
+
 MUTE_SERVER = r"""
 import socket
 # Takes TCP connections and says nothing: an SSH handshake with it blocks.
@@ -357,17 +375,7 @@ def test_stopping_does_not_wait_for_a_handshake_with_a_mute_server(world, tunnel
     site = TwoHosts(world)
     mute = site.srv.spawn(["python3", "-c", MUTE_SERVER], name="mute")
     wait_for_log(mute, "listening")
-    conf = world.tmp_path / "mute.yml"
-    conf.write_text(
-        "upstreamDns: 10.0.0.1\ndnsBindAddress: 127.0.0.1\ndnsPort: 53\n"
-        "overwriteResolvconf: false\nproxies:\n  mute:\n    type: ssh\n"
-        f"    address: 10.0.0.1:9002\n    username: root\n    privateKey: {keys['ed25519']}\n"
-        "    ed25519Fingerprint: \"SHA256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\"\n"
-        "rules:\n  .mute.test: mute\n")
-    tunnels = site.client.spawn([str(tunnels_bin), "system", "-v", str(conf)], name="tunnels",
-                                line_buffered=False)
-    wait_for_log(tunnels, r"\[DNS\] listening on udp 127\.0\.0\.1:53")
-    site.client.use_nameserver("127.0.0.1")
+    tunnels = start_one_ssh_proxy(site, tunnels_bin, keys, "10.0.0.1:9002")
     site.client.spawn(["curl", "-sS", "--max-time", "30", "http://www.mute.test/"], name="curl")
     wait_for_log(mute, "accepted", timeout=10)
     start = time.monotonic()
@@ -385,17 +393,7 @@ def test_a_reload_does_not_wait_for_a_handshake_with_a_mute_server(world, tunnel
     site = TwoHosts(world)
     mute = site.srv.spawn(["python3", "-c", MUTE_SERVER], name="mute")
     wait_for_log(mute, "listening")
-    conf = world.tmp_path / "mute.yml"
-    conf.write_text(
-        "upstreamDns: 10.0.0.1\ndnsBindAddress: 127.0.0.1\ndnsPort: 53\n"
-        "overwriteResolvconf: false\nproxies:\n  mute:\n    type: ssh\n"
-        f"    address: 10.0.0.1:9002\n    username: root\n    privateKey: {keys['ed25519']}\n"
-        "    ed25519Fingerprint: \"SHA256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\"\n"
-        "rules:\n  .mute.test: mute\n")
-    tunnels = site.client.spawn([str(tunnels_bin), "system", "-v", str(conf)], name="tunnels",
-                                line_buffered=False)
-    wait_for_log(tunnels, r"\[DNS\] listening on udp 127\.0\.0\.1:53")
-    site.client.use_nameserver("127.0.0.1")
+    tunnels = start_one_ssh_proxy(site, tunnels_bin, keys, "10.0.0.1:9002")
     site.client.spawn(["curl", "-sS", "--max-time", "30", "http://www.mute.test/"], name="curl")
     wait_for_log(mute, "accepted", timeout=10)
     # The first handshake times out with the connection's 10 s; the session
@@ -442,19 +440,9 @@ def test_a_reload_while_a_session_connects_through_its_parent_proxy(world, tunne
     site = TwoHosts(world)
     parent = site.srv.spawn(["python3", "-c", SLOW_PARENT], name="parent")
     wait_for_log(parent, "listening")
-    conf = world.tmp_path / "parent.yml"
-    conf.write_text(
-        "upstreamDns: 10.0.0.1\ndnsBindAddress: 127.0.0.1\ndnsPort: 53\n"
-        "overwriteResolvconf: false\nproxies:\n  vps:\n    type: ssh\n"
-        f"    address: 10.0.0.1:22\n    username: root\n    privateKey: {keys['ed25519']}\n"
-        "    ed25519Fingerprint: \"SHA256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\"\n"
-        "    parentSocks5Proxy: 10.0.0.1:1090\n"
-        "rules:\n  .vps.test: vps\n")
-    tunnels = site.client.spawn([str(tunnels_bin), "system", "-v", str(conf)], name="tunnels",
-                                line_buffered=False)
-    wait_for_log(tunnels, r"\[DNS\] listening on udp 127\.0\.0\.1:53")
-    site.client.use_nameserver("127.0.0.1")
-    r = site.curl("http://www.vps.test/", check=False, timeout=20)
+    tunnels = start_one_ssh_proxy(site, tunnels_bin, keys, "10.0.0.1:22",
+                                  "    parentSocks5Proxy: 10.0.0.1:1090\n")
+    r = site.curl("http://www.mute.test/", check=False, timeout=20)
     assert r.returncode != 0
     # A retry that starts after the connection gave up: nobody waits for it.
     since = parent.mark()
