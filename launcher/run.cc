@@ -20,6 +20,7 @@
 #include <grp.h>
 #include <linux/capability.h>
 #include <net/if.h>
+#include <poll.h>
 #include <pwd.h>
 #include <sched.h>
 #include <signal.h>
@@ -409,6 +410,18 @@ class InitGuard {
   pid_t pid_;
 };
 
+// Whether `pid` is a running process: not a zombie, which is what a killed
+// tunnels is for a moment after its guardian has seen it end.
+bool Running(pid_t pid) {
+  if (::kill(pid, 0) != 0 && errno != EPERM) return false;
+  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+  std::string text((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
+  const std::size_t end = text.rfind(')');  // the name may hold spaces and ')'
+  if (end == std::string::npos || end + 2 >= text.size()) return true;
+  const char state = text[end + 2];
+  return state != 'Z' && state != 'X';
+}
+
 // Removes the `run-<pid>` directories of instances no longer running.
 void RemoveStaleFiles(const std::string& state_dir) {
   std::error_code ec;
@@ -417,28 +430,28 @@ void RemoveStaleFiles(const std::string& state_dir) {
     if (!name.starts_with("run-") || !entry.is_directory(ec)) continue;
     const std::string pid = name.substr(4);
     if (pid.empty() || pid.find_first_not_of("0123456789") != std::string::npos) continue;
-    if (::kill(std::stoi(pid), 0) == 0 || errno == EPERM) continue;  // still running
+    if (Running(std::stoi(pid))) continue;
     fs::remove_all(entry.path(), ec);
   }
 }
 
 // Forks the guardian: a process in a session of its own (the terminal's
-// Ctrl-C does not reach it) that holds only the read end of a pipe whose
-// write end (returned) only this process holds. When this process ends,
-// however it ends (SIGKILL, the OOM killer), the guardian reads EOF and
-// becomes `tunnels cleanup --state-dir DIR --run-only`, which undoes what
-// was left: IPv4 forwarding must not stay on after the table that limited
-// it went with its owner. After a normal exit that finds nothing to do.
-// It waits before it execs, so that loading a second tunnels does not slow
-// this one's start. -1 with `error` set when it cannot be started.
-Fd StartGuardian(const std::string& state_dir, std::string* error) {
-  int pipe_fds[2];
-  if (::pipe2(pipe_fds, O_CLOEXEC) != 0) {
-    *error = Errno("cannot start the cleanup guardian (pipe)");
-    return Fd(-1);
+// Ctrl-C does not reach it) that holds nothing of tunnels' but a pidfd of
+// this process. When this process has ended, however it ended (SIGKILL, the
+// OOM killer), the pidfd turns readable and the guardian becomes `tunnels
+// cleanup --state-dir DIR --run-only`, which undoes what was left: IPv4
+// forwarding must not stay on after the table that limited it went with its
+// owner. After a normal exit that finds nothing to do. It waits before it
+// execs, so that loading a second tunnels does not slow this one's start.
+// False with `error` set when it cannot be started.
+bool StartGuardian(const std::string& state_dir, std::string* error) {
+  // The pidfd (close-on-exec) turns readable once this process is a zombie:
+  // by then it has closed every descriptor and left nothing running.
+  Fd self(static_cast<int>(::syscall(SYS_pidfd_open, ::getpid(), 0)));
+  if (self.get() < 0) {
+    *error = Errno("cannot start the cleanup guardian (pidfd_open)");
+    return false;
   }
-  Fd read_end(pipe_fds[0]);
-  Fd write_end(pipe_fds[1]);
   // Everything the child needs, made before fork(): other threads may hold
   // the allocator's locks, so the child only makes system calls.
   const std::vector<std::string> args = {"tunnels", "cleanup", "--state-dir", state_dir,
@@ -451,30 +464,27 @@ Fd StartGuardian(const std::string& state_dir, std::string* error) {
   const pid_t pid = ::fork();
   if (pid < 0) {
     *error = Errno("cannot start the cleanup guardian (fork)");
-    return Fd(-1);
+    return false;
   }
   if (pid == 0) {
     ::setsid();
     ::sigprocmask(SIG_SETMASK, &none, nullptr);
     // Nothing of tunnels' but standard output and error: a socket or a
-    // namespace held here would outlive tunnels, and its own copy of the
-    // write end would keep EOF from coming.
-    if (read_end.get() != 3 && ::dup2(read_end.get(), 3) != 3) ::_exit(127);
+    // namespace held here would outlive tunnels.
+    if (self.get() != 3 && ::dup2(self.get(), 3) != 3) ::_exit(127);
     ::close_range(4, ~0U, 0);
     if (const int null = ::open("/dev/null", O_RDONLY); null > 0) {
       ::dup2(null, 0);  // not the terminal's input
       ::close(null);
     }
-    for (;;) {
-      char byte;
-      const ssize_t n = ::read(3, &byte, 1);
-      if (n == 0 || (n < 0 && errno != EINTR)) break;
+    pollfd ended{3, POLLIN, 0};
+    while (::poll(&ended, 1, -1) < 0 && errno == EINTR) {
     }
     ::close(3);
     ::execv("/proc/self/exe", argv.data());
     ::_exit(127);
   }
-  return write_end;
+  return true;
 }
 
 }  // namespace
@@ -653,11 +663,7 @@ int Run(const RunOptions& options) {
   });
   // Before the first change to this side: a process that undoes them if
   // tunnels is killed (see StartGuardian).
-  Fd guardian;
-  if (!options.strict) {
-    guardian = StartGuardian(options.state_dir, &error);
-    if (guardian.get() < 0) log.Warning("RUN", error);
-  }
+  if (!options.strict && !StartGuardian(options.state_dir, &error)) log.Warning("RUN", error);
   netns::SandboxLinkSpec link_spec;
   link_spec.sandbox_netns_fd = netns.get();
   link_spec.name_prefix = "tnl" + std::to_string(::getpid());
