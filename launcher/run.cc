@@ -469,6 +469,7 @@ bool StartGuardian(const std::string& state_dir, std::string* error) {
   if (pid == 0) {
     ::setsid();
     ::sigprocmask(SIG_SETMASK, &none, nullptr);
+    ::prctl(PR_SET_NAME, "tunnels-guard");  // in ps and top, until it execs
     // Nothing of tunnels' but standard output and error: a socket or a
     // namespace held here would outlive tunnels.
     if (self.get() != 3 && ::dup2(self.get(), 3) != 3) ::_exit(127);
