@@ -66,27 +66,7 @@ constexpr int kForwarded[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2
 
 std::string Errno(const std::string& what) { return what + ": " + std::strerror(errno); }
 
-// A file descriptor that closes with its owner.
-class Fd {
- public:
-  Fd() = default;
-  explicit Fd(int fd) : fd_(fd) {}
-  ~Fd() { Reset(); }
-  Fd(Fd&& o) noexcept : fd_(std::exchange(o.fd_, -1)) {}
-  Fd& operator=(Fd&& o) noexcept {
-    Reset();
-    fd_ = std::exchange(o.fd_, -1);
-    return *this;
-  }
-  int get() const { return fd_; }
-  void Reset() {
-    if (fd_ >= 0) ::close(fd_);
-    fd_ = -1;
-  }
-
- private:
-  int fd_ = -1;
-};
+using Fd = netns::UniqueFd;
 
 bool HasCapabilities(std::string* missing) {
   __user_cap_header_struct header{_LINUX_CAPABILITY_VERSION_3, 0};
@@ -278,6 +258,15 @@ bool MountSandboxFiles(const Plan& plan) {
   return true;
 }
 
+// The null-terminated list of pointers execve() takes, into `strings`
+// (which must outlive it).
+std::vector<char*> ExecList(const std::vector<std::string>& strings) {
+  std::vector<char*> list;
+  for (const std::string& s : strings) list.push_back(const_cast<char*>(s.c_str()));
+  list.push_back(nullptr);
+  return list;
+}
+
 [[noreturn]] void ExecProgram(const Plan& plan, const sigset_t& original_mask) {
   for (int sig : kForwarded) ::signal(sig, SIG_DFL);
   ::signal(SIGCHLD, SIG_DFL);
@@ -295,12 +284,8 @@ bool MountSandboxFiles(const Plan& plan) {
   if (::chdir(plan.cwd.c_str()) != 0) {
     Say(Errno("cannot enter " + plan.cwd + " in the sandbox"));
   }
-  std::vector<char*> argv;
-  for (const std::string& a : plan.command) argv.push_back(const_cast<char*>(a.c_str()));
-  argv.push_back(nullptr);
-  std::vector<char*> envp;
-  for (const std::string& e : plan.environment) envp.push_back(const_cast<char*>(e.c_str()));
-  envp.push_back(nullptr);
+  std::vector<char*> argv = ExecList(plan.command);
+  std::vector<char*> envp = ExecList(plan.environment);
   ::execvpe(argv[0], argv.data(), envp.data());
   const int e = errno;
   Say(std::string("cannot run ") + plan.command[0] + ": " + std::strerror(e));
@@ -358,8 +343,7 @@ void NoOp(int) {}
 // mode 0644 whatever the umask (sudo keeps the caller's, 077 for some).
 // "" when it cannot be written.
 std::string WriteFile(const fs::path& path, const std::string& text) {
-  netns::UniqueFd fd(
-      ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644));
+  Fd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644));
   if (!fd || ::fchmod(fd.get(), 0644) != 0 || !netns::WriteAll(fd.get(), text)) return "";
   return path.string();
 }
@@ -456,9 +440,7 @@ bool StartGuardian(const std::string& state_dir, std::string* error) {
   // the allocator's locks, so the child only makes system calls.
   const std::vector<std::string> args = {"tunnels", "cleanup", "--state-dir", state_dir,
                                          "--run-only"};
-  std::vector<char*> argv;
-  for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-  argv.push_back(nullptr);
+  std::vector<char*> argv = ExecList(args);
   sigset_t none;
   ::sigemptyset(&none);
   const pid_t pid = ::fork();

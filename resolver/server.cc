@@ -13,6 +13,7 @@
 #include <boost/asio/write.hpp>
 #include <cerrno>
 #include <cstring>
+#include <optional>
 #include <sstream>
 
 #include "resolver/deadline.h"
@@ -66,13 +67,20 @@ std::string Text(const Endpoint& e) {
   return s.str();
 }
 
-// "127.0.0.1:5353", from what recvmmsg() wrote.
-std::string PeerText(const sockaddr_storage& peer, socklen_t length) {
+// The sender of a datagram, from what recvmmsg() wrote; none when it is not
+// an IP address.
+std::optional<udp::endpoint> Peer(const sockaddr_storage& peer, socklen_t length) {
   udp::endpoint e;
-  if (length > e.capacity()) return "?";
+  if (length > e.capacity()) return std::nullopt;
   std::memcpy(e.data(), &peer, length);
   e.resize(length);
-  return Text(e);
+  return e;
+}
+
+// "127.0.0.1:5353", for a log line.
+std::string PeerText(const sockaddr_storage& peer, socklen_t length) {
+  const auto e = Peer(peer, length);
+  return e ? Text(*e) : "?";
 }
 
 // "name/TYPE" of a query, for a log line.
@@ -269,12 +277,10 @@ void DnsServer::Impl::ServeUdpBatch(UdpBatch& batch, std::size_t received) {
                           outcome.name + " from " + PeerText(batch.peers[i], h.msg_namelen));
           break;
         }
-        udp::endpoint client;
-        if (h.msg_namelen > client.capacity()) break;  // not from an IP socket
-        std::memcpy(client.data(), &batch.peers[i], h.msg_namelen);
-        client.resize(h.msg_namelen);
+        const auto client = Peer(batch.peers[i], h.msg_namelen);
+        if (!client) break;  // not from an IP socket
         ++forwards_in_flight;
-        Spawn(ForwardUdp(Bytes(query.begin(), query.end()), client), "forwarding a query for ",
+        Spawn(ForwardUdp(Bytes(query.begin(), query.end()), *client), "forwarding a query for ",
               std::move(outcome.name));
         break;
       }
