@@ -50,7 +50,8 @@ const Rule& RuleAt(const LoadResult& r, std::size_t i) {
 }
 
 std::string SeedText() {
-  std::ifstream in(std::string(TUNNELS_SOURCE_DIR) + "/../shared/reference/seed-example.yml");
+  std::ifstream in(std::string(TUNNELS_SOURCE_DIR) + "/tests/fuzz/corpus/config/seed-example.yml");
+  REQUIRE(in);  // a missing copy would silently test nothing
   std::ostringstream s;
   s << in.rdbuf();
   return s.str();

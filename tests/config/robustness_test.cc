@@ -56,11 +56,10 @@ const std::string& ReadablePath() {
 std::vector<std::string> BaseConfigs() {
   std::vector<std::string> out;
   std::string seed =
-      ReadText(std::string(TUNNELS_SOURCE_DIR) + "/../shared/reference/seed-example.yml");
-  if (!seed.empty()) {
-    ReplaceAll(&seed, "/home/bob/.ssh/id_rsa", ReadablePath());
-    out.push_back(seed);
-  }
+      ReadText(std::string(TUNNELS_SOURCE_DIR) + "/tests/fuzz/corpus/config/seed-example.yml");
+  REQUIRE_FALSE(seed.empty());  // a missing copy would silently test less
+  ReplaceAll(&seed, "/home/bob/.ssh/id_rsa", ReadablePath());
+  out.push_back(seed);
   out.push_back(ReadText(std::string(TUNNELS_SOURCE_DIR) + "/conf.d.sample/tunnels.yml"));
   out.push_back(
       ReadText(std::string(TUNNELS_SOURCE_DIR) + "/conf.d.sample/common-port-aliases.yml"));
