@@ -11,7 +11,8 @@
 //            mount namespaces: mounts the sandbox's files, starts the program,
 //            passes signals on, reaps orphans, and exits with the program's
 //            status; the kernel then ends every process left in the sandbox.
-//   program  the command, as the invoking user, with no_new_privs.
+//   program  the command, as the invoking user, with no_new_privs and a
+//            seccomp filter against typing into the terminal (seccomp.h).
 // init dies with tunnels (PR_SET_PDEATHSIG), so nothing of the sandbox
 // outlives tunnels even after SIGKILL.
 #include "launcher/run.h"
@@ -46,6 +47,7 @@
 
 #include "config/config.h"
 #include "launcher/sandbox_files.h"
+#include "launcher/seccomp.h"
 #include "launcher/stack.h"
 #include "launcher/system.h"
 #include "netns/file_io.h"
@@ -279,8 +281,16 @@ std::vector<char*> ExecList(const std::vector<std::string>& strings) {
       ::_exit(kSetupFailed);
     }
   }
-  // Nothing in the sandbox regains privileges through a setuid binary.
-  ::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+  // Nothing in the sandbox regains privileges through a setuid binary, nor
+  // types into the caller's terminal (see seccomp.h).
+  if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) {
+    Say(Errno("cannot set no_new_privs for the program"));
+    ::_exit(kSetupFailed);
+  }
+  if (const std::string why = BlockTerminalInjection(); !why.empty()) {
+    Say(why);
+    ::_exit(kSetupFailed);
+  }
   if (::chdir(plan.cwd.c_str()) != 0) {
     Say(Errno("cannot enter " + plan.cwd + " in the sandbox"));
   }
