@@ -2,6 +2,8 @@
 
 - It cannot type into the caller's terminal (TIOCSTI, TIOCLINUX), yet an
   interactive shell in the sandbox keeps job control.
+- Under sudo, --user names only the invoking user, files are read with that
+  user's rights, and the environment is reset as `sudo -u` resets it.
 
 One world for the whole file: host "outer", where tunnels runs (as root of
 the world), with no peers: the program only talks to its terminal."""
@@ -12,6 +14,7 @@ import fcntl
 import os
 import subprocess
 import termios
+from pathlib import Path
 
 import pytest
 
@@ -56,6 +59,15 @@ class SecWorld:
 
     def argv(self, *command, extra=()):
         return [self.bin, "run", "-c", str(self.conf), *extra, "--", *command]
+
+    def readable_config(self):
+        """The configuration where any user of the world can read it."""
+        d = Path("/run/sandboxsec-conf")
+        d.mkdir(mode=0o755, exist_ok=True)
+        conf = d / "tunnels.yml"
+        conf.write_text(CONFIG)
+        conf.chmod(0o644)
+        return conf
 
     def run_on_pty(self, *command, extra=()):
         """Runs tunnels with a new pty as its controlling terminal (as a
@@ -119,3 +131,61 @@ def test_interactive_shell_keeps_job_control(sw):
     assert r.returncode == 0, r.stderr
     assert "no job control" not in r.stderr, r.stderr
     assert "monitor=m" in r.stdout, (r.stdout, r.stderr)
+
+
+# --- under sudo -------------------------------------------------------------
+# sudo sets SUDO_UID and SUDO_GID for the program it starts as root; root of
+# the world setting them is what tunnels sees under `sudo tunnels run`.
+
+def as_sudo_from(uid: int) -> dict:
+    return {"SUDO_UID": str(uid), "SUDO_GID": str(uid), "SUDO_USER": "nobody",
+            "HOME": "/root", "USER": "root", "LOGNAME": "root"}
+
+
+def test_under_sudo_user_may_name_only_the_invoking_user(sw):
+    need_ids()
+    r = sw.outer.run(sw.argv("id", "-u", extra=("--user", "root")), check=False,
+                     env=as_sudo_from(NOBODY))
+    assert r.returncode == 125, r.stdout
+    assert "--user root: the program may run only as the user who ran sudo" in r.stderr
+    # The invoking user itself is fine, by name.
+    readable = sw.readable_config()
+    r = sw.outer.run([sw.bin, "run", "-c", str(readable), "--user", "nobody", "--", "id", "-u"],
+                     check=False, env=as_sudo_from(NOBODY))
+    assert (r.returncode, r.stdout) == (0, f"{NOBODY}\n"), r.stderr
+
+
+def test_root_itself_cannot_start_a_program_as_root_with_user(sw):
+    r = sw.outer.run(sw.argv("id", "-u", extra=("--user", "root")), check=False)
+    assert r.returncode == 125
+    assert "refusing to start the program as root" in r.stderr
+
+
+def test_under_sudo_files_are_read_with_the_users_rights(sw):
+    need_ids()
+    secret = sw.world.tmp_path / "shadow-like"
+    secret.write_text("root:SECRET-HASH-LINE:19000:0:99999:7:::\n")
+    secret.chmod(0o600)
+    r = sw.outer.run(sw.argv("true")[:3] + [str(secret), "--", "true"], check=False,
+                     env=as_sudo_from(NOBODY))
+    assert r.returncode == 125
+    assert "Permission denied" in r.stderr, r.stderr
+    assert "SECRET-HASH-LINE" not in r.stderr + r.stdout
+    # Root itself reads it (and rejects it as a configuration, quoting it).
+    r = sw.outer.run(sw.argv("true")[:3] + [str(secret), "--", "true"], check=False)
+    assert r.returncode == 125
+
+
+def test_under_sudo_the_environment_is_reset(sw):
+    need_ids()
+    env = {**as_sudo_from(NOBODY), "LD_PRELOAD": "", "BASH_ENV": "/nonexistent",
+           "TUNNELS_TEST_SECRET": "x", "DISPLAY": ":3", "LC_ALL": "C", "PATH": "/root/bin:" +
+           os.environ.get("PATH", "/usr/bin:/bin")}
+    r = sw.outer.run([sw.bin, "run", "-c", str(sw.readable_config()), "--", "/usr/bin/env"],
+                     check=False, env=env)
+    assert r.returncode == 0, r.stderr
+    got = dict(line.split("=", 1) for line in r.stdout.splitlines() if "=" in line)
+    assert "TUNNELS_TEST_SECRET" not in got and "BASH_ENV" not in got
+    assert "LD_PRELOAD" not in got
+    assert got["DISPLAY"] == ":3" and got["LC_ALL"] == "C"
+    assert got["USER"] == "nobody" and "/root" not in got["PATH"]
