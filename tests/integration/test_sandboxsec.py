@@ -189,3 +189,14 @@ def test_under_sudo_the_environment_is_reset(sw):
     assert "LD_PRELOAD" not in got
     assert got["DISPLAY"] == ":3" and got["LC_ALL"] == "C"
     assert got["USER"] == "nobody" and "/root" not in got["PATH"]
+
+
+def test_under_sudo_check_does_not_quote_files_the_user_cannot_read(sw):
+    need_ids()
+    secret = sw.world.tmp_path / "secret.yml"
+    secret.write_text("rules: {SECRET-VALUE-LINE: [nope]}\n")
+    secret.chmod(0o600)
+    r = sw.outer.run([sw.bin, "check", str(secret)], check=False, env=as_sudo_from(NOBODY))
+    assert r.returncode == 1
+    assert "Permission denied" in r.stderr, r.stderr
+    assert "SECRET-VALUE-LINE" not in r.stderr + r.stdout
