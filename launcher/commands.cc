@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include "config/rules.h"
+#include "launcher/privilege.h"
 
 namespace tunnels::launcher {
 namespace {
@@ -88,10 +89,22 @@ std::string Origin(const config::Options& o, const std::string& key) {
   return "default";
 }
 
+// Loads `paths` with the rights of the user who ran sudo, if any: check and
+// explain print what they read, and must not print what that user cannot.
+LoadResult LoadAsInvoker(const std::vector<std::string>& paths) {
+  const InvokerRights rights(FindInvoker());
+  if (!rights.error().empty()) {
+    LoadResult failed;
+    failed.diagnostics.push_back(Diagnostic{Severity::kError, {}, rights.error()});
+    return failed;
+  }
+  return config::Load(paths);
+}
+
 }  // namespace
 
 int Check(const std::vector<std::string>& paths, std::ostream& out, std::ostream& err) {
-  const LoadResult result = config::Load(paths);
+  const LoadResult result = LoadAsInvoker(paths);
   if (Report(result, err)) return 1;
   const config::Config& c = *result.config;
   const config::RuleSet rules(c);
@@ -192,7 +205,7 @@ std::optional<ExplainTarget> ParseExplainTarget(const std::string& text, std::st
 
 int Explain(const ExplainTarget& target, bool json, const std::vector<std::string>& paths,
             std::ostream& out, std::ostream& err) {
-  const LoadResult result = config::Load(paths);
+  const LoadResult result = LoadAsInvoker(paths);
   if (Report(result, err)) return 1;
   const config::Config& c = *result.config;
   const config::RuleSet rules(c);

@@ -11,7 +11,8 @@
 //            mount namespaces: mounts the sandbox's files, starts the program,
 //            passes signals on, reaps orphans, and exits with the program's
 //            status; the kernel then ends every process left in the sandbox.
-//   program  the command, as the invoking user, with no_new_privs.
+//   program  the command, as the invoking user, with no_new_privs and a
+//            seccomp filter against typing into the terminal (seccomp.h).
 // init dies with tunnels (PR_SET_PDEATHSIG), so nothing of the sandbox
 // outlives tunnels even after SIGKILL.
 #include "launcher/run.h"
@@ -21,7 +22,6 @@
 #include <linux/capability.h>
 #include <net/if.h>
 #include <poll.h>
-#include <pwd.h>
 #include <sched.h>
 #include <signal.h>
 #include <sys/ioctl.h>
@@ -45,7 +45,9 @@
 #include <thread>
 
 #include "config/config.h"
+#include "launcher/privilege.h"
 #include "launcher/sandbox_files.h"
+#include "launcher/seccomp.h"
 #include "launcher/stack.h"
 #include "launcher/system.h"
 #include "netns/file_io.h"
@@ -81,56 +83,6 @@ bool HasCapabilities(std::string* missing) {
   if (!has(CAP_NET_ADMIN)) m += std::string(m.empty() ? "" : " and ") + "CAP_NET_ADMIN";
   *missing = m;
   return m.empty();
-}
-
-struct Identity {
-  uid_t uid = 0;
-  gid_t gid = 0;
-  std::vector<gid_t> groups;
-  std::string name;
-  std::string home;
-  std::string shell;
-};
-
-std::optional<Identity> FindIdentity(const std::string& user, std::string* error) {
-  passwd* pw = nullptr;
-  if (!user.empty()) {
-    pw = ::getpwnam(user.c_str());
-    if (!pw) {
-      *error = "--user " + user + ": no such user";
-      return std::nullopt;
-    }
-  } else if (const char* sudo_uid = std::getenv("SUDO_UID")) {
-    // Started with sudo: the program runs as the user who asked.
-    pw = ::getpwuid(static_cast<uid_t>(std::strtoul(sudo_uid, nullptr, 10)));
-  } else {
-    pw = ::getpwuid(::getuid());
-  }
-  Identity id;
-  if (!pw) {
-    // No passwd entry (a bare uid): run as that uid with its gid, no groups.
-    id.uid = ::getuid();
-    id.gid = ::getgid();
-    return id;
-  }
-  id.uid = pw->pw_uid;
-  id.gid = pw->pw_gid;
-  id.name = pw->pw_name;
-  id.home = pw->pw_dir;
-  id.shell = pw->pw_shell ? pw->pw_shell : "";
-  if (user.empty()) {
-    if (const char* sudo_gid = std::getenv("SUDO_GID")) {
-      id.gid = static_cast<gid_t>(std::strtoul(sudo_gid, nullptr, 10));
-    }
-  }
-  int count = 64;
-  id.groups.resize(static_cast<std::size_t>(count));
-  if (::getgrouplist(pw->pw_name, id.gid, id.groups.data(), &count) < 0) {
-    id.groups.resize(static_cast<std::size_t>(count));
-    ::getgrouplist(pw->pw_name, id.gid, id.groups.data(), &count);
-  }
-  id.groups.resize(static_cast<std::size_t>(std::max(count, 0)));
-  return id;
 }
 
 std::vector<std::string> DefaultConfigPaths(const Identity& id) {
@@ -279,8 +231,16 @@ std::vector<char*> ExecList(const std::vector<std::string>& strings) {
       ::_exit(kSetupFailed);
     }
   }
-  // Nothing in the sandbox regains privileges through a setuid binary.
-  ::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+  // Nothing in the sandbox regains privileges through a setuid binary, nor
+  // types into the caller's terminal (see seccomp.h).
+  if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) {
+    Say(Errno("cannot set no_new_privs for the program"));
+    ::_exit(kSetupFailed);
+  }
+  if (const std::string why = BlockTerminalInjection(); !why.empty()) {
+    Say(why);
+    ::_exit(kSetupFailed);
+  }
   if (::chdir(plan.cwd.c_str()) != 0) {
     Say(Errno("cannot enter " + plan.cwd + " in the sandbox"));
   }
@@ -499,14 +459,25 @@ int Run(const RunOptions& options) {
     return kSetupFailed;
   }
   std::string error;
-  const auto identity = FindIdentity(options.user, &error);
+  const Identity invoker = FindInvoker();
+  const auto identity = FindProgramIdentity(invoker, options.user, &error);
   if (!identity) {
     std::cerr << "tunnels run: " << error << "\n";
     return kSetupFailed;
   }
-  const std::vector<std::string> paths =
-      options.config_paths.empty() ? DefaultConfigPaths(*identity) : options.config_paths;
-  config::LoadResult loaded = paths.empty() ? config::LoadDocuments({}) : config::Load(paths);
+  // Read with the rights of the user who ran sudo: what that user cannot
+  // read must not become rules, nor be quoted in a diagnostic.
+  config::LoadResult loaded;
+  {
+    const InvokerRights rights(invoker);
+    if (!rights.error().empty()) {
+      std::cerr << "tunnels run: " << rights.error() << "\n";
+      return kSetupFailed;
+    }
+    const std::vector<std::string> paths =
+        options.config_paths.empty() ? DefaultConfigPaths(*identity) : options.config_paths;
+    loaded = paths.empty() ? config::LoadDocuments({}) : config::Load(paths);
+  }
   for (const auto& d : loaded.diagnostics) std::cerr << d.ToString() << "\n";
   if (!loaded.ok()) return kSetupFailed;
   config::Config cfg = *loaded.config;
@@ -557,13 +528,13 @@ int Run(const RunOptions& options) {
   Plan plan;
   plan.command = options.command;
   plan.identity = *identity;
-  plan.same_user = identity->uid == ::getuid() && options.user.empty() && !std::getenv("SUDO_UID");
+  plan.same_user = options.user.empty() && !UnderSudo(invoker);
   plan.cwd = fs::current_path().string();
   {
     std::vector<std::string> caller;
     for (char** e = environ; *e; ++e) caller.emplace_back(*e);
     plan.environment =
-        plan.same_user || identity->name.empty()
+        plan.same_user
             ? caller
             : ProgramEnvironment(caller, identity->name, identity->home, identity->shell);
   }

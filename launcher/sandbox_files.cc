@@ -54,17 +54,30 @@ std::string SandboxNsswitch(const std::string& machine_nsswitch) {
 std::vector<std::string> ProgramEnvironment(const std::vector<std::string>& caller,
                                             const std::string& user, const std::string& home,
                                             const std::string& shell) {
-  std::vector<std::pair<std::string, std::string>> set = {
-      {"HOME", home}, {"USER", user}, {"LOGNAME", user}};
-  if (!shell.empty()) set.emplace_back("SHELL", shell);
+  // What a desktop program needs to reach the user's display, session bus
+  // and terminal, and the user's locale; nothing that changes what a
+  // program loads or runs (LD_PRELOAD, PYTHONPATH, BASH_ENV, IFS...).
+  static const char* const kKept[] = {"DISPLAY", "WAYLAND_DISPLAY", "XAUTHORITY",
+                                      "XDG_RUNTIME_DIR", "DBUS_SESSION_BUS_ADDRESS", "TERM",
+                                      "COLORTERM", "LANG", "LANGUAGE", "TZ"};
   std::vector<std::string> out;
   for (const std::string& entry : caller) {
-    const std::string name = entry.substr(0, entry.find('='));
-    const bool replaced =
-        std::any_of(set.begin(), set.end(), [&](const auto& kv) { return kv.first == name; });
-    if (!replaced) out.push_back(entry);
+    const std::size_t eq = entry.find('=');
+    if (eq == std::string::npos) continue;
+    const std::string name = entry.substr(0, eq);
+    const bool kept = name.starts_with("LC_") ||
+                      std::any_of(std::begin(kKept), std::end(kKept),
+                                  [&](const char* k) { return name == k; });
+    if (kept) out.push_back(entry);
   }
-  for (const auto& [name, value] : set) out.push_back(name + "=" + value);
+  out.push_back("HOME=" + (home.empty() ? std::string("/") : home));
+  if (!user.empty()) {
+    out.push_back("USER=" + user);
+    out.push_back("LOGNAME=" + user);
+  }
+  out.push_back("SHELL=" + (shell.empty() ? std::string("/bin/sh") : shell));
+  // Debian's ENV_PATH (login.defs) for an ordinary user.
+  out.push_back("PATH=/usr/local/bin:/usr/bin:/bin:/usr/local/games:/usr/games");
   return out;
 }
 

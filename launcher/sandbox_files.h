@@ -17,12 +17,16 @@ std::string SandboxResolvConf();
 // program reaches tunnels.
 std::string SandboxNsswitch(const std::string& machine_nsswitch);
 
-// The program's environment ("NAME=value" entries): the caller's, except
-// that a program started as another user (the one who ran sudo, or
-// --user) gets that user's HOME, USER, LOGNAME and SHELL, as `runuser` and
-// `sudo -u` give them. sudo sets them for root; a program running as alice
-// with HOME=/root cannot write its own settings. An empty `shell` leaves
-// SHELL alone.
+// The environment of a program started as another user (the one who ran
+// sudo, or --user): reset as `sudo -u` resets it. Of the caller's ("NAME=value"
+// entries) only what reaches the user's display, session bus and terminal
+// and the locale is kept (DISPLAY, WAYLAND_DISPLAY, XAUTHORITY,
+// XDG_RUNTIME_DIR, DBUS_SESSION_BUS_ADDRESS, TERM, COLORTERM, LANG,
+// LANGUAGE, LC_*, TZ); HOME, USER, LOGNAME, SHELL and PATH are the user's.
+// Under sudo the rest is root's or was chosen by whoever ran sudo, and
+// some of it (LD_PRELOAD, BASH_ENV, PYTHONPATH) decides what a program
+// runs. An empty `user` (a bare uid) sets no USER and LOGNAME; an empty
+// `home` gives HOME=/, an empty `shell` SHELL=/bin/sh.
 std::vector<std::string> ProgramEnvironment(const std::vector<std::string>& caller,
                                             const std::string& user, const std::string& home,
                                             const std::string& shell);

@@ -10,7 +10,9 @@ import os
 import pwd
 import re
 import signal
+import tempfile
 import time
+from pathlib import Path
 
 import pytest
 
@@ -143,6 +145,13 @@ def test_program_runs_as_a_non_root_user_of_the_world(rw):
     # HOME, USER, LOGNAME and SHELL; the program gets its user's own).
     as_root = {"HOME": "/root", "USER": "root", "LOGNAME": "root", "SHELL": "/bin/bash",
                "DISPLAY": ":7"}
+    # Under sudo the configuration is read with the user's rights: give it
+    # one the user can read.
+    readable = Path(tempfile.mkdtemp(dir="/run"))
+    readable.chmod(0o755)
+    rw.conf = readable / "tunnels.yml"
+    rw.conf.write_text(CONFIG)
+    rw.conf.chmod(0o644)
     for how in ({"extra": ("--user", "nobody"), "env": as_root},
                 {"env": {"SUDO_UID": str(NOBODY), "SUDO_GID": str(NOBODY), **as_root}}):
         r = rw.run("sh", "-c", script, **how)

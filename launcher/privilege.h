@@ -1,0 +1,68 @@
+// Who tunnels acts for, and with whose rights it reads the files it is
+// told to read. tunnels needs root (for its namespaces and nftables), but
+// under sudo it acts for the user who ran sudo: the program it starts runs
+// as that user, and the configuration and key files it reads are read with
+// that user's rights, so that a sudoers rule for `tunnels run` gives no
+// more than a sandbox for the user's own programs.
+#pragma once
+
+#include <sys/types.h>
+
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace tunnels::launcher {
+
+// A user as the kernel sees one: ids and supplementary groups, and what
+// its passwd entry says (empty for a bare uid without one).
+struct Identity {
+  uid_t uid = 0;
+  gid_t gid = 0;
+  std::vector<gid_t> groups;
+  std::string name;
+  std::string home;
+  std::string shell;
+};
+
+// The user tunnels acts for: under sudo (real uid 0 and SUDO_UID set), the
+// user who ran sudo, with SUDO_GID; otherwise the real user.
+Identity FindInvoker();
+
+// Whether `invoker` ran tunnels through sudo as someone other than root.
+bool UnderSudo(const Identity& invoker);
+
+// The identity the program of `tunnels run` gets: `user` (--user), or the
+// invoker when empty. --user may name only the invoker itself, unless the
+// invoker is root, who may name any user but root: a program started as
+// root would have every capability in the machine's mount namespace, and
+// under sudo --user root would turn a rule for tunnels into a root shell.
+// nullopt with `error` set when refused or unknown.
+std::optional<Identity> FindProgramIdentity(const Identity& invoker, const std::string& user,
+                                            std::string* error);
+
+// While it lives, this thread's file accesses (and, as glibc applies
+// set*id() to every thread, the whole process's) are checked with the
+// invoker's rights: effective uid, gid and groups become the invoker's,
+// which also empties the effective capability set. The destructor restores
+// root's. Does nothing unless under sudo. Must be made while tunnels has
+// no other thread doing privileged work.
+class InvokerRights {
+ public:
+  explicit InvokerRights(const Identity& invoker);
+  ~InvokerRights();
+  InvokerRights(const InvokerRights&) = delete;
+  InvokerRights& operator=(const InvokerRights&) = delete;
+  // "" when the rights were taken (or nothing had to change), else why not:
+  // nothing may then be read.
+  [[nodiscard]] const std::string& error() const { return error_; }
+
+ private:
+  bool dropped_ = false;
+  gid_t egid_ = 0;
+  int dumpable_ = 1;
+  std::vector<gid_t> groups_;
+  std::string error_;
+};
+
+}  // namespace tunnels::launcher
