@@ -516,6 +516,14 @@ int Run(const RunOptions& options) {
   cfg.options.dns_port = 53;
   if (options.strict) cfg.options.block_undefined_domains = true;
   const config::Log log(options.level, cfg.options.silent_log);
+  // -v: which files the rules came from, as `tunnels check` lists them.
+  if (cfg.files.empty()) {
+    log.Debug("CONFIG", "no configuration file loaded; no rules apply");
+  } else {
+    std::string names;
+    for (const std::string& f : cfg.files) names += (names.empty() ? "" : ", ") + f;
+    log.Debug("CONFIG", "loaded " + names);
+  }
   // Reports, after every object below is gone, how long undoing took.
   std::optional<std::chrono::steady_clock::time_point> ended;
   struct TeardownReport {
