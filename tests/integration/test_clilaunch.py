@@ -4,7 +4,11 @@ leaves in the sandbox."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
+
+from world import wait_for_log
 
 CONFIG = """
 rules:
@@ -45,3 +49,24 @@ def test_missing_dashes_gets_the_usage_line(outer, tunnels_bin):
     assert r.returncode == 2
     assert "usage: tunnels run [OPTIONS] -- CMD [ARGS...]" in r.stderr
     assert "put -- before the program" in r.stderr
+
+
+def test_a_second_system_on_the_same_port_names_the_first(outer, tunnels_bin, world):
+    host, _ = outer
+    configs = []
+    for n in (1, 2):
+        configs.append((world.tmp_path / f"system{n}.yml", world.tmp_path / f"state{n}"))
+    first_conf, first_state = configs[0]
+    first_conf.write_text(f"dnsBindAddress: 127.0.0.1\ndnsPort: 0\noverwriteResolvconf: false\n"
+                          f"upstreamDns: 127.0.0.1:9\nstateDirectory: {first_state}\n")
+    first = host.spawn([str(tunnels_bin), "system", str(first_conf)], name="first")
+    m = wait_for_log(first, r"\[DNS\] listening on udp 127\.0\.0\.1:(\d+)", timeout=10)
+    second_conf, second_state = configs[1]
+    second_conf.write_text(f"dnsBindAddress: 127.0.0.1\ndnsPort: {m.group(1)}\n"
+                           f"overwriteResolvconf: false\nupstreamDns: 127.0.0.1:9\n"
+                           f"stateDirectory: {second_state}\n")
+    r = host.run([str(tunnels_bin), "system", str(second_conf)], timeout=30, check=False)
+    assert r.returncode != 0
+    assert re.search(r"tunnels, pid \d+, is already running there", r.stderr), r.stderr
+    assert "systemd-resolved" not in r.stderr
+    assert first.alive()
