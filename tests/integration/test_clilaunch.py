@@ -5,6 +5,7 @@ leaves in the sandbox."""
 from __future__ import annotations
 
 import re
+import signal
 
 import pytest
 
@@ -70,3 +71,25 @@ def test_a_second_system_on_the_same_port_names_the_first(outer, tunnels_bin, wo
     assert re.search(r"tunnels, pid \d+, is already running there", r.stderr), r.stderr
     assert "systemd-resolved" not in r.stderr
     assert first.alive()
+
+
+def test_a_rejected_reload_says_so_once(outer, tunnels_bin, world):
+    host, _ = outer
+    conf = world.tmp_path / "reload.yml"
+    options = (f"dnsBindAddress: 127.0.0.1\ndnsPort: 0\noverwriteResolvconf: false\n"
+               f"upstreamDns: 127.0.0.1:9\nstateDirectory: {world.tmp_path / 'state-reload'}\n")
+    conf.write_text(options)
+    t = host.spawn([str(tunnels_bin), "system", "-v", str(conf)], name="reload")
+    wait_for_log(t, r"\[DNS\] listening on udp", timeout=10)
+    mark = t.mark()
+    conf.write_text(options + "rules:\n  a.test: nosuchproxy\n")
+    t.signal(signal.SIGHUP)
+    wait_for_log(t, r"was not applied", since=mark)
+    # Mark again and ask for a valid reload: everything up to its line is
+    # the rejected reload's output.
+    conf.write_text(options)
+    second = t.mark()
+    t.signal(signal.SIGHUP)
+    wait_for_log(t, r"\[CONFIG\] reloaded", since=second)
+    log = t.output()[mark:second]
+    assert log.count("was not applied") == 1, log
