@@ -91,8 +91,8 @@ int ParseCommandLine(std::vector<std::string> args, CommandLine* line, std::ostr
                   "~/.config/tunnels")
       ->allow_extra_args(false);
   run->add_flag("--strict", run_options.strict,
-                "No route out but through the rules' proxies; names without a rule get the blackhole "
-                "address");
+                "No route out but through the rules' proxies; names without a rule get the "
+                "blackhole address");
   run->add_option("--user", run_options.user,
                   "Run the program as this user (default: the user who ran sudo)");
   std::vector<std::string> run_positional;
