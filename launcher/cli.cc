@@ -188,8 +188,7 @@ int Main(int argc, char** argv) {
     if (!paths.empty()) {
       const config::LoadResult loaded = config::Load(paths);
       if (loaded.ok()) {
-        if (!line.cleanup_state_given)
-          system_state = loaded.config->options.state_directory;
+        if (!line.cleanup_state_given) system_state = loaded.config->options.state_directory;
         resolv_conf = loaded.config->options.resolvconf_path;
         backup = loaded.config->options.resolvconf_backup_path;
       } else {

@@ -27,7 +27,7 @@ std::vector<std::string> CanonicalArguments(std::vector<std::string> args,
 
 // What the command line asks for, once parsed.
 struct CommandLine {
-  std::string command;  // "check", "explain", "system", "run" or "cleanup"
+  std::string command;             // "check", "explain", "system", "run" or "cleanup"
   std::vector<std::string> paths;  // CONF... of check, explain, system, cleanup
   // -v and -q, accepted by every command before or after its name; they
   // change what system and run log.
