@@ -3,6 +3,7 @@
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <iostream>
+#include <set>
 
 #include "launcher/commands.h"
 #include "launcher/run.h"
@@ -10,17 +11,34 @@
 
 namespace tunnels::launcher {
 
-std::vector<std::string> CanonicalArguments(std::vector<std::string> args) {
+namespace {
+
+constexpr const char* kRunUsage = "usage: tunnels run [OPTIONS] -- CMD [ARGS...]";
+
+// For a `tunnels run` whose program is not after `--`: without it, the
+// program's own options would be read as tunnels' (or refused as unknown).
+void RunUsageError(std::ostream& err) {
+  err << "tunnels run: the program and its arguments go after --; " << kRunUsage << "\n"
+      << "hint: put -- before the program's name, as in tunnels run -c rules.yml -- curl -v "
+         "https://example.com\n";
+}
+
+}  // namespace
+
+std::vector<std::string> CanonicalArguments(std::vector<std::string> args,
+                                            const std::set<std::string>& takes_value) {
   static const std::vector<std::string> kCommands = {"check", "explain", "system", "run",
                                                      "cleanup"};
   static const std::vector<std::string> kAlone = {"--help", "-h", "--version"};
   if (args.empty() || std::find(kAlone.begin(), kAlone.end(), args[0]) != kAlone.end()) {
     return args;
   }
-  // The first word that is not an option, up to `--`.
-  auto word = std::find_if(args.begin(), args.end(), [](const std::string& a) {
-    return a == "--" || a.empty() || a[0] != '-';
-  });
+  // The first word that is neither an option nor an option's value, up to `--`.
+  auto word = args.begin();
+  while (word != args.end() && *word != "--" && !word->empty() && (*word)[0] == '-') {
+    if (takes_value.contains(*word) && word + 1 != args.end()) ++word;  // its value
+    ++word;
+  }
   if (word != args.end() &&
       std::find(kCommands.begin(), kCommands.end(), *word) != kCommands.end()) {
     std::rotate(args.begin(), word, word + 1);  // the command first, its options after it
@@ -31,7 +49,13 @@ std::vector<std::string> CanonicalArguments(std::vector<std::string> args) {
   return args;
 }
 
-int Main(int argc, char** argv) {
+config::LogLevel CommandLine::Level() const {
+  if (quiet > 0) return config::LogLevel::kError;
+  return verbose > 0 ? config::LogLevel::kDebug : config::LogLevel::kInfo;
+}
+
+int ParseCommandLine(std::vector<std::string> args, CommandLine* line, std::ostream& out,
+                     std::ostream& err) {
   CLI::App app{
       "tunnels: transparent proxying rules per domain name.\n"
       "Names that match a rule get a fake address; connections to it go through the rule's "
@@ -41,104 +65,130 @@ int Main(int argc, char** argv) {
   app.require_subcommand(1);
   app.footer("See tunnels(1) and tunnels.conf(5).");
 
-  std::vector<std::string> check_paths;
   CLI::App* check = app.add_subcommand(
       "check", "Validate configuration files and directories and print a summary");
-  check->add_option("CONF", check_paths, "Configuration files or directories")->required();
+  check->add_option("CONF", line->paths, "Configuration files or directories")->required();
 
-  std::vector<std::string> explain_paths;
-  std::string explain_to;
-  bool explain_json = false;
   CLI::App* explain =
       app.add_subcommand("explain", "Show what tunnels does with a name, port and protocol");
   explain
-      ->add_option("--to", explain_to,
+      ->add_option("--to", line->explain_to,
                    "NAME[:PORT][/tcp|/udp]; the port defaults to 443 and the protocol to tcp")
       ->required();
-  explain->add_flag("--json", explain_json, "Print one JSON object");
-  explain->add_option("CONF", explain_paths, "Configuration files or directories")->required();
+  explain->add_flag("--json", line->explain_json, "Print one JSON object");
+  explain->add_option("CONF", line->paths, "Configuration files or directories")->required();
 
-  std::vector<std::string> system_paths;
-  int verbose = 0;
-  int quiet = 0;
   CLI::App* system = app.add_subcommand(
       "system", "Run the DNS server for this machine's own network namespace, in the foreground");
-  system->add_option("CONF", system_paths, "Configuration files or directories")->required();
-  system->add_flag("-v,--verbose", verbose, "Log more (twice: every query)");
-  system->add_flag("-q,--quiet", quiet, "Log errors only");
+  system->add_option("CONF", line->paths, "Configuration files or directories")->required();
 
-  RunOptions run_options;
-  int run_verbose = 0;
+  RunOptions& run_options = line->run;
   CLI::App* run = app.add_subcommand(
       "run", "Run one program in a sandbox of its own where the rules apply: tunnels run -- CMD");
+  // One path per -c: with more, `-c X curl` would take curl for a file.
   run->add_option("-c,--config", run_options.config_paths,
                   "Configuration file or directory (repeatable); default: /etc/tunnels and "
-                  "~/.config/tunnels");
+                  "~/.config/tunnels")
+      ->allow_extra_args(false);
   run->add_flag("--strict", run_options.strict,
-                "No route out but through the rules' proxies; names without a rule fail");
+                "No route out but through the rules' proxies; names without a rule get the "
+                "blackhole address");
   run->add_option("--user", run_options.user,
                   "Run the program as this user (default: the user who ran sudo)");
-  run->add_flag("-v,--verbose", run_verbose, "Log what tunnels does (twice: every connection)");
   std::vector<std::string> run_positional;
   run->add_option("COMMAND", run_positional, "The program and its arguments, after --");
 
-  std::string cleanup_state = "/run/tunnels";
-  std::vector<std::string> cleanup_paths;
   CLI::App* cleanup = app.add_subcommand(
       "cleanup",
       "Undo what killed instances of tunnels system and tunnels run left behind (resolv.conf, "
       "routes, nftables tables, kernel parameters)");
   CLI::Option* cleanup_state_option = cleanup->add_option(
-      "--state-dir", cleanup_state,
+      "--state-dir", line->cleanup_state,
       "Where the state is (default /run/tunnels; for tunnels system, the configuration's "
       "stateDirectory)");
-  cleanup->add_option("CONF", cleanup_paths,
+  cleanup->add_option("CONF", line->paths,
                       "The configuration tunnels system ran with, for its stateDirectory");
   // Internal: what the guardian of a tunnels run becomes (see run.cc). Not
   // the system part: a tunnels system with another stateDirectory may be
   // running.
-  bool cleanup_run_only = false;
-  cleanup->add_flag("--run-only", cleanup_run_only)->group("");
+  cleanup->add_flag("--run-only", line->cleanup_run_only)->group("");
 
-  std::vector<std::string> args = CanonicalArguments({argv + 1, argv + argc});
+  // Every command takes -v and -q, so that they may come first whatever
+  // the command; they change what system and run log.
+  for (CLI::App* command : {check, explain, system, run, cleanup}) {
+    command->add_flag("-v,--verbose", line->verbose,
+                      "system and run: log more (every query, fake address and connection "
+                      "attempt)");
+    command->add_flag("-q,--quiet", line->quiet, "system and run: log errors only");
+  }
+  std::set<std::string> takes_value;
+  for (const CLI::App* command : app.get_subcommands({})) {
+    for (const CLI::Option* option : command->get_options()) {
+      if (option->get_positional() || option->get_items_expected_max() == 0) continue;
+      for (const std::string& name : option->get_snames()) takes_value.insert("-" + name);
+      for (const std::string& name : option->get_lnames()) takes_value.insert("--" + name);
+    }
+  }
+  args = CanonicalArguments(std::move(args), takes_value);
   // Everything after `--` is the program's, untouched: CLI11 would still
   // read some of it as options.
+  bool dashes_given = false;
   if (!args.empty() && args[0] == "run") {
     const auto dashes = std::find(args.begin(), args.end(), "--");
     if (dashes != args.end()) {
+      dashes_given = true;
       run_options.command.assign(dashes + 1, args.end());
       args.erase(dashes, args.end());
     }
   }
+  const bool is_run = !args.empty() && args[0] == "run";
   std::reverse(args.begin(), args.end());  // CLI11 takes the arguments in reverse order
   try {
     app.parse(args);
   } catch (const CLI::ParseError& e) {
     // CLI11 prints help and errors itself; usage errors exit with 2 as
     // other command-line tools do.
-    return app.exit(e) == 0 ? 0 : 2;
+    const int status = app.exit(e, out, err);
+    if (status == 0) return 0;
+    if (is_run && !dashes_given) RunUsageError(err);
+    return 2;
   }
+  if (*run && !run_positional.empty()) {
+    RunUsageError(err);
+    return 2;
+  }
+  line->cleanup_state_given = cleanup_state_option->count() > 0;
+  for (const CLI::App* command : {check, explain, system, run, cleanup}) {
+    if (*command) line->command = command->get_name();
+  }
+  return -1;
+}
 
-  if (*check) return Check(check_paths, std::cout, std::cerr);
-  if (*run) {
-    if (run_options.command.empty()) run_options.command = run_positional;
-    run_options.level = run_verbose >= 2   ? config::LogLevel::kDebug
-                        : run_verbose == 1 ? config::LogLevel::kInfo
-                                           : config::LogLevel::kWarning;
+int Main(int argc, char** argv) {
+  CommandLine line;
+  if (const int status = ParseCommandLine({argv + 1, argv + argc}, &line, std::cout, std::cerr);
+      status >= 0) {
+    return status;
+  }
+  const std::vector<std::string>& paths = line.paths;
+  RunOptions& run_options = line.run;
+  if (line.command == "check") return Check(paths, std::cout, std::cerr);
+  if (line.command == "run") {
+    run_options.level = line.Level();
     return Run(run_options);
   }
-  if (*cleanup) {
-    if (cleanup_run_only) return Cleanup(cleanup_state);
+  if (line.command == "cleanup") {
+    const std::string& cleanup_state = line.cleanup_state;
+    if (line.cleanup_run_only) return Cleanup(cleanup_state);
     std::string system_state = cleanup_state;
     config::Options defaults;
     std::string resolv_conf = defaults.resolvconf_path;
     std::string backup = defaults.resolvconf_backup_path;
     int status = 0;
-    if (!cleanup_paths.empty()) {
-      const config::LoadResult loaded = config::Load(cleanup_paths);
+    if (!paths.empty()) {
+      const config::LoadResult loaded = config::Load(paths);
       if (loaded.ok()) {
-        if (cleanup_state_option->count() == 0)
-          system_state = loaded.config->options.state_directory;
+        if (!line.cleanup_state_given) system_state = loaded.config->options.state_directory;
         resolv_conf = loaded.config->options.resolvconf_path;
         backup = loaded.config->options.resolvconf_backup_path;
       } else {
@@ -155,22 +205,20 @@ int Main(int argc, char** argv) {
     if (Cleanup(cleanup_state) != 0) status = 1;
     return status;
   }
-  if (*system) {
+  if (line.command == "system") {
     SystemOptions options;
-    options.paths = system_paths;
-    options.level = quiet > 0     ? config::LogLevel::kError
-                    : verbose > 0 ? config::LogLevel::kDebug
-                                  : config::LogLevel::kInfo;
+    options.paths = paths;
+    options.level = line.Level();
     return RunSystem(options);
   }
-  if (*explain) {
+  if (line.command == "explain") {
     std::string error;
-    const auto target = ParseExplainTarget(explain_to, &error);
+    const auto target = ParseExplainTarget(line.explain_to, &error);
     if (!target) {
-      std::cerr << "tunnels explain: --to " << explain_to << ": " << error << "\n";
+      std::cerr << "tunnels explain: --to " << line.explain_to << ": " << error << "\n";
       return 2;
     }
-    return Explain(*target, explain_json, explain_paths, std::cout, std::cerr);
+    return Explain(*target, line.explain_json, paths, std::cout, std::cerr);
   }
   return 2;
 }

@@ -139,6 +139,7 @@ struct Plan {
   std::string resolv_conf;  // files to mount over the machine's
   std::string nsswitch;
   bool same_user = false;  // the caller's own identity: nothing to change
+  bool report_leftovers = true;  // at the default log level and above
   // "NAME=value" entries; prepared before the fork, as the argument list is.
   std::vector<std::string> environment;
 };
@@ -254,6 +255,21 @@ std::vector<char*> ExecList(const std::vector<std::string>& strings) {
 
 void NoOp(int) {}
 
+// Counts the processes of the sandbox's PID namespace (its own /proc) other
+// than init, and says how many are about to be ended.
+void ReportLeftovers() {
+  std::error_code ec;
+  int left = 0;
+  for (const auto& entry : fs::directory_iterator("/proc", ec)) {
+    const std::string name = entry.path().filename().string();
+    if (name != "1" && name.find_first_not_of("0123456789") == std::string::npos) ++left;
+  }
+  if (left > 0) {
+    Say("the program exited; ending " + std::to_string(left) +
+        (left == 1 ? " process" : " processes") + " left in the sandbox");
+  }
+}
+
 [[noreturn]] void SandboxInit(const Plan& plan, int go, const sigset_t& original_mask) {
   // init dies with tunnels; the kernel then ends the whole PID namespace.
   ::prctl(PR_SET_PDEATHSIG, SIGKILL);
@@ -291,6 +307,9 @@ void NoOp(int) {}
     pid_t done;
     while ((done = ::waitpid(-1, &status, WNOHANG)) > 0) {
       if (done != program) continue;  // an orphan: reaped, as init must
+      // The kernel ends the rest with init: say so, as a program that left
+      // a daemon behind would otherwise lose it without a word.
+      if (plan.report_leftovers) ReportLeftovers();
       if (WIFEXITED(status)) ::_exit(WEXITSTATUS(status));
       if (WIFSIGNALED(status)) ::_exit(128 + WTERMSIG(status));
     }
@@ -487,6 +506,14 @@ int Run(const RunOptions& options) {
   cfg.options.dns_port = 53;
   if (options.strict) cfg.options.block_undefined_domains = true;
   const config::Log log(options.level, cfg.options.silent_log);
+  // -v: which files the rules came from, as `tunnels check` lists them.
+  if (cfg.files.empty()) {
+    log.Debug("CONFIG", "no configuration file loaded; no rules apply");
+  } else {
+    std::string names;
+    for (const std::string& f : cfg.files) names += (names.empty() ? "" : ", ") + f;
+    log.Debug("CONFIG", "loaded " + names);
+  }
   // Reports, after every object below is gone, how long undoing took.
   std::optional<std::chrono::steady_clock::time_point> ended;
   struct TeardownReport {
@@ -528,6 +555,7 @@ int Run(const RunOptions& options) {
   Plan plan;
   plan.command = options.command;
   plan.identity = *identity;
+  plan.report_leftovers = options.level >= config::LogLevel::kInfo;
   plan.same_user = options.user.empty() && !UnderSudo(invoker);
   plan.cwd = fs::current_path().string();
   {

@@ -18,6 +18,7 @@
 
 #include "resolver/deadline.h"
 #include "resolver/dns_message.h"
+#include "resolver/port_owner.h"
 
 namespace tunnels::resolver {
 namespace {
@@ -452,9 +453,7 @@ std::unique_ptr<DnsServer> DnsServer::Create(asio::io_context& io, Options optio
   auto fail = [&](const char* what, const std::string& where) {
     *error = std::string("cannot ") + what + " " + where + ": " + ec.message();
     if (ec == asio::error::address_in_use) {
-      *error +=
-          " (another DNS server, such as systemd-resolved or dnsmasq, may be listening "
-          "there; stop it, or set dnsBindAddress or dnsPort)";
+      *error += PortInUseHint(options.port);
     } else if (ec == asio::error::access_denied) {
       *error += " (ports below 1024 need root or CAP_NET_BIND_SERVICE)";
     } else if (ec == boost::system::errc::address_not_available) {
