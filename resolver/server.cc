@@ -13,6 +13,7 @@
 #include <boost/asio/write.hpp>
 #include <cerrno>
 #include <cstring>
+#include <list>
 #include <optional>
 #include <sstream>
 
@@ -121,7 +122,17 @@ struct DnsServer::Impl {
   const config::Log& log;
   udp::socket udp_socket;
   tcp::acceptor acceptor;
-  std::size_t tcp_clients = 0;
+  // The TCP clients being served. When every slot is taken, the one idle
+  // the longest makes room for a new client: otherwise idle connections
+  // held open would lock everyone else out of TCP.
+  struct TcpClient {
+    std::shared_ptr<tcp::socket> socket;
+    bool idle = true;  // waiting for the next query, not answering one
+    std::chrono::steady_clock::time_point idle_since = std::chrono::steady_clock::now();
+    bool evicted = false;
+  };
+  std::list<TcpClient> tcp_client_list;
+  std::size_t tcp_clients = 0;  // those not evicted
   std::size_t forwards_in_flight = 0;
   bool stopped = false;
   // Forwarded replies ready to go back to their clients. They are sent
@@ -168,7 +179,10 @@ struct DnsServer::Impl {
   void SendLater(Bytes reply, const udp::endpoint& client);
   void FlushReplies();
   asio::awaitable<void> ServeTcp();
-  asio::awaitable<void> ServeTcpClient(std::shared_ptr<tcp::socket> socket);
+  asio::awaitable<void> ServeTcpClient(std::shared_ptr<tcp::socket> socket,
+                                       std::list<TcpClient>::iterator self);
+  // Closes the client idle the longest; false when every client is busy.
+  bool EvictOldestIdle();
 };
 
 // The buffers of one recvmmsg()/sendmmsg() round, reused for the life of the
@@ -366,24 +380,49 @@ asio::awaitable<void> DnsServer::Impl::ServeTcp() {
       co_await backoff.async_wait(asio::redirect_error(asio::use_awaitable, ec));
       continue;
     }
-    if (tcp_clients >= options.max_tcp_clients) {
+    if (tcp_clients >= options.max_tcp_clients && !EvictOldestIdle()) {
       boost::system::error_code ignored;
       const auto peer = socket->remote_endpoint(ignored);
       log.Limited("DNS", config::LogLevel::kWarning,
                   "too many TCP clients (" + std::to_string(options.max_tcp_clients) +
-                      "); closing the newest, " + Text(peer));
+                      "), all busy; closing the newest, " + Text(peer));
       continue;  // the socket closes here
     }
     ++tcp_clients;
-    Spawn(ServeTcpClient(socket), "a DNS client over TCP");
+    const auto self = tcp_client_list.insert(tcp_client_list.end(), TcpClient{socket});
+    Spawn(ServeTcpClient(socket, self), "a DNS client over TCP");
   }
 }
 
-asio::awaitable<void> DnsServer::Impl::ServeTcpClient(std::shared_ptr<tcp::socket> socket) {
-  struct Count {
-    std::size_t& n;
-    ~Count() { --n; }
-  } count{tcp_clients};
+bool DnsServer::Impl::EvictOldestIdle() {
+  auto oldest = tcp_client_list.end();
+  for (auto it = tcp_client_list.begin(); it != tcp_client_list.end(); ++it) {
+    if (it->evicted || !it->idle) continue;
+    if (oldest == tcp_client_list.end() || it->idle_since < oldest->idle_since) oldest = it;
+  }
+  if (oldest == tcp_client_list.end()) return false;
+  boost::system::error_code ignored;
+  log.Limited("DNS", config::LogLevel::kInfo,
+              "too many TCP clients (" + std::to_string(options.max_tcp_clients) +
+                  "); closing the one idle the longest, " +
+                  Text(oldest->socket->remote_endpoint(ignored)));
+  oldest->evicted = true;
+  --tcp_clients;
+  // Its coroutine sees the read fail and ends, removing the entry.
+  oldest->socket->close(ignored);
+  return true;
+}
+
+asio::awaitable<void> DnsServer::Impl::ServeTcpClient(std::shared_ptr<tcp::socket> socket,
+                                                      std::list<TcpClient>::iterator self) {
+  struct Entry {
+    Impl& impl;
+    std::list<TcpClient>::iterator self;
+    ~Entry() {
+      if (!self->evicted) --impl.tcp_clients;
+      impl.tcp_client_list.erase(self);
+    }
+  } entry{*this, self};
   const std::size_t limit = std::min(options.packet_size, kMaxMessageSize);
   Bytes query;
   while (!stopped) {
@@ -394,9 +433,12 @@ asio::awaitable<void> DnsServer::Impl::ServeTcpClient(std::shared_ptr<tcp::socke
       // few and each holds a file descriptor.
       Deadline<tcp::socket> idle(socket,
                                  std::chrono::steady_clock::now() + options.tcp_idle_timeout);
+      self->idle = true;
+      self->idle_since = std::chrono::steady_clock::now();
       co_await asio::async_read(*socket, asio::buffer(length),
                                 asio::redirect_error(asio::use_awaitable, ec));
       if (ec) co_return;
+      self->idle = false;
       const std::size_t size = (std::size_t{length[0]} << 8) | length[1];
       if (size > limit) {
         boost::system::error_code ignored;
