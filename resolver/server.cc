@@ -204,6 +204,14 @@ struct DnsServer::Impl {
   asio::awaitable<void> ForwardTcp(std::shared_ptr<TcpClient> client, Bytes query);
   void QueueTcpReply(const std::shared_ptr<TcpClient>& client, Bytes reply);
   asio::awaitable<void> WriteTcp(std::shared_ptr<TcpClient> client);
+  // Under pressure (over half the TCP slots taken) idle clients get a fifth
+  // of the idle timeout, at least a second, as unbound does: slots free
+  // themselves before anyone has to be evicted.
+  std::chrono::steady_clock::duration TcpIdleTimeout() const {
+    if (tcp_clients * 2 <= options.max_tcp_clients) return options.tcp_idle_timeout;
+    return std::max<std::chrono::steady_clock::duration>(options.tcp_idle_timeout / 5,
+                                                         std::chrono::seconds(1));
+  }
   // Closes the client idle the longest; false when every client is busy.
   bool EvictOldestIdle();
 };
@@ -464,8 +472,7 @@ asio::awaitable<void> DnsServer::Impl::ServeTcpClient(
     {
       // A client that sends nothing for a while is closed: TCP clients are
       // few and each holds a file descriptor.
-      Deadline<tcp::socket> idle(socket,
-                                 std::chrono::steady_clock::now() + options.tcp_idle_timeout);
+      Deadline<tcp::socket> idle(socket, std::chrono::steady_clock::now() + TcpIdleTimeout());
       client->reading = true;
       if (client->idle()) client->idle_since = std::chrono::steady_clock::now();
       co_await asio::async_read(*socket, asio::buffer(length),

@@ -5,6 +5,7 @@ runs tunnels on 127.0.0.1 (port chosen by the kernel), dnsmasq upstream."""
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -72,6 +73,34 @@ def closed(sock, wait):
 print("oldest", "closed" if closed(held[0], 2) else "open", flush=True)
 print("second", "closed" if closed(held[1], 0.2) else "open", flush=True)
 """
+
+
+PRESSURE = r"""
+import socket, struct, sys, time
+
+port, count = int(sys.argv[1]), int(sys.argv[2])
+q = struct.pack(">HHHHHH", 7, 0x0100, 1, 0, 0, 0) + b"\x05quiet\x05onion\0" + struct.pack(">HH", 1, 1)
+held = []
+for i in range(count):
+    s = socket.create_connection(("127.0.0.1", port))
+    s.settimeout(15)
+    s.sendall(struct.pack(">H", len(q)) + q)
+    reply = s.recv(65535)
+    assert reply[2:4] == b"\0\7" and reply[5] & 15 == 0, reply  # served, so accepted
+    held.append(s)
+start = time.monotonic()
+assert held[-1].recv(1) == b""
+print("closed after %.1f s" % (time.monotonic() - start), flush=True)
+"""
+
+
+def test_idle_tcp_clients_get_a_shorter_timeout_under_pressure(server):
+    # Over half of the 256 slots taken: idle clients are closed after 2 s,
+    # not the usual 10.
+    r = server.client.run(["python3", "-c", PRESSURE, str(server.port), "160"])
+    m = re.search(r"closed after ([0-9.]+) s", r.stdout)
+    assert m, r.stdout + r.stderr
+    assert 1.0 <= float(m.group(1)) < 5.0, r.stdout
 
 
 PIPELINE = r"""
