@@ -142,8 +142,8 @@ QueryHandler::Outcome QueryHandler::Handle(std::span<const std::uint8_t> bytes,
       transport == Transport::kTcp ? std::min(options_.packet_size, kMaxMessageSize) : kMinUdpSize;
   // dnsPacketSize is what we can take in; what we advertise stays at the
   // flag day figure however large the buffer.
-  reply_options.edns_payload_size = static_cast<std::uint16_t>(
-      std::min<std::size_t>(options_.packet_size, kAdvertisedUdpSize));
+  reply_options.edns_payload_size =
+      static_cast<std::uint16_t>(std::min<std::size_t>(options_.packet_size, kAdvertisedUdpSize));
   if (!parsed.ok()) {
     Outcome out;
     out.problem = "malformed query: " + parsed.error.ToString() +

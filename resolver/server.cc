@@ -111,7 +111,7 @@ std::optional<Bytes> ServFail(std::span<const std::uint8_t> query, std::size_t m
 std::optional<Bytes> Truncated(std::span<const std::uint8_t> query, std::size_t max_size) {
   const QueryParseResult parsed = ParseQuery(query);
   if (!parsed.ok()) return std::nullopt;
-  auto reply = BuildTruncatedReply(*parsed.query, ReplyOptions{max_size, 1232});
+  auto reply = BuildTruncatedReply(*parsed.query, ReplyOptions{max_size, kAdvertisedUdpSize});
   if (!reply) return std::nullopt;
   return std::move(*reply);
 }
