@@ -53,6 +53,9 @@ inline constexpr std::uint8_t kOpcodeQuery = 0;
 inline constexpr std::size_t kMaxMessageSize = 65535;
 // What a UDP reply may always be, whether or not the client uses EDNS.
 inline constexpr std::size_t kMinUdpSize = 512;
+// The UDP payload size our OPT records advertise (the DNS flag day 2020
+// figure): larger replies fragment, and fragments get lost or spoofed.
+inline constexpr std::uint16_t kAdvertisedUdpSize = 1232;
 inline constexpr std::size_t kHeaderSize = 12;
 
 // Response codes. Values above 15 need an OPT record for their upper bits.

@@ -140,8 +140,10 @@ QueryHandler::Outcome QueryHandler::Handle(std::span<const std::uint8_t> bytes,
   ReplyOptions reply_options;
   reply_options.max_size =
       transport == Transport::kTcp ? std::min(options_.packet_size, kMaxMessageSize) : kMinUdpSize;
+  // dnsPacketSize is what we can take in; what we advertise stays at the
+  // flag day figure however large the buffer.
   reply_options.edns_payload_size =
-      static_cast<std::uint16_t>(std::min<std::size_t>(options_.packet_size, 65535));
+      static_cast<std::uint16_t>(std::min<std::size_t>(options_.packet_size, kAdvertisedUdpSize));
   if (!parsed.ok()) {
     Outcome out;
     out.problem = "malformed query: " + parsed.error.ToString() +

@@ -13,6 +13,8 @@
 #include <boost/asio/write.hpp>
 #include <cerrno>
 #include <cstring>
+#include <deque>
+#include <list>
 #include <optional>
 #include <sstream>
 
@@ -36,6 +38,9 @@ constexpr std::size_t kUdpBatch = 64;
 // Datagrams served in a row before other work (forwarded replies, TCP
 // clients) gets a turn.
 constexpr std::size_t kUdpBudget = 256;
+// Queries one TCP client may have in flight (forwards plus replies not yet
+// written) before we stop reading from it.
+constexpr std::size_t kMaxTcpPending = 64;
 // The UDP receive buffer asked for, so that a burst of queries waits in the
 // kernel instead of being dropped (the default, about 200 KiB, holds fewer
 // than 200 small datagrams). The kernel caps it at net.core.rmem_max unless
@@ -107,7 +112,7 @@ std::optional<Bytes> ServFail(std::span<const std::uint8_t> query, std::size_t m
 std::optional<Bytes> Truncated(std::span<const std::uint8_t> query, std::size_t max_size) {
   const QueryParseResult parsed = ParseQuery(query);
   if (!parsed.ok()) return std::nullopt;
-  auto reply = BuildTruncatedReply(*parsed.query, ReplyOptions{max_size, 1232});
+  auto reply = BuildTruncatedReply(*parsed.query, ReplyOptions{max_size, kAdvertisedUdpSize});
   if (!reply) return std::nullopt;
   return std::move(*reply);
 }
@@ -122,7 +127,34 @@ struct DnsServer::Impl {
   const config::Log& log;
   udp::socket udp_socket;
   tcp::acceptor acceptor;
-  std::size_t tcp_clients = 0;
+  // The TCP clients being served. When every slot is taken, the one idle
+  // the longest makes room for a new client: otherwise idle connections
+  // held open would lock everyone else out of TCP.
+  struct TcpClient {
+    explicit TcpClient(std::shared_ptr<tcp::socket> s)
+        : socket(std::move(s)), wake(socket->get_executor()) {}
+    std::shared_ptr<tcp::socket> socket;
+    bool reading = true;  // waiting for the next query
+    std::chrono::steady_clock::time_point idle_since = std::chrono::steady_clock::now();
+    bool evicted = false;
+    // Pipelined queries are answered concurrently (RFC 7766 section
+    // 6.2.1.1), so that a fake answer never waits behind a forward to a
+    // slow upstream; replies go out in the order they are ready, one write
+    // at a time.
+    std::size_t forwards = 0;
+    std::deque<Bytes> replies;
+    bool writing = false;
+    // Cancelled when a forward or a write ends, for a reader that waits for
+    // room under kMaxTcpPending.
+    asio::steady_timer wake;
+    bool idle() const { return reading && forwards == 0 && replies.empty() && !writing; }
+    void Wake() {
+      wake.cancel();
+      if (idle()) idle_since = std::chrono::steady_clock::now();
+    }
+  };
+  std::list<std::shared_ptr<TcpClient>> tcp_client_list;
+  std::size_t tcp_clients = 0;  // those not evicted
   std::size_t forwards_in_flight = 0;
   bool stopped = false;
   // Forwarded replies ready to go back to their clients. They are sent
@@ -169,7 +201,20 @@ struct DnsServer::Impl {
   void SendLater(Bytes reply, const udp::endpoint& client);
   void FlushReplies();
   asio::awaitable<void> ServeTcp();
-  asio::awaitable<void> ServeTcpClient(std::shared_ptr<tcp::socket> socket);
+  asio::awaitable<void> ServeTcpClient(std::list<std::shared_ptr<TcpClient>>::iterator self);
+  asio::awaitable<void> ForwardTcp(std::shared_ptr<TcpClient> client, Bytes query);
+  void QueueTcpReply(const std::shared_ptr<TcpClient>& client, Bytes reply);
+  asio::awaitable<void> WriteTcp(std::shared_ptr<TcpClient> client);
+  // Under pressure (over half the TCP slots taken) idle clients get a fifth
+  // of the idle timeout, at least a second, as unbound does: slots free
+  // themselves before anyone has to be evicted.
+  std::chrono::steady_clock::duration TcpIdleTimeout() const {
+    if (tcp_clients * 2 <= options.max_tcp_clients) return options.tcp_idle_timeout;
+    return std::max<std::chrono::steady_clock::duration>(options.tcp_idle_timeout / 5,
+                                                         std::chrono::seconds(1));
+  }
+  // Closes the client idle the longest; false when every client is busy.
+  bool EvictOldestIdle();
 };
 
 // The buffers of one recvmmsg()/sendmmsg() round, reused for the life of the
@@ -367,37 +412,74 @@ asio::awaitable<void> DnsServer::Impl::ServeTcp() {
       co_await backoff.async_wait(asio::redirect_error(asio::use_awaitable, ec));
       continue;
     }
-    if (tcp_clients >= options.max_tcp_clients) {
+    if (tcp_clients >= options.max_tcp_clients && !EvictOldestIdle()) {
       boost::system::error_code ignored;
       const auto peer = socket->remote_endpoint(ignored);
       log.Limited("DNS", config::LogLevel::kWarning,
                   "too many TCP clients (" + std::to_string(options.max_tcp_clients) +
-                      "); closing the newest, " + Text(peer));
+                      "), all busy; closing the newest, " + Text(peer));
       continue;  // the socket closes here
     }
     ++tcp_clients;
-    Spawn(ServeTcpClient(socket), "a DNS client over TCP");
+    const auto self =
+        tcp_client_list.insert(tcp_client_list.end(), std::make_shared<TcpClient>(socket));
+    Spawn(ServeTcpClient(self), "a DNS client over TCP");
   }
 }
 
-asio::awaitable<void> DnsServer::Impl::ServeTcpClient(std::shared_ptr<tcp::socket> socket) {
-  struct Count {
-    std::size_t& n;
-    ~Count() { --n; }
-  } count{tcp_clients};
+bool DnsServer::Impl::EvictOldestIdle() {
+  auto oldest = tcp_client_list.end();
+  for (auto it = tcp_client_list.begin(); it != tcp_client_list.end(); ++it) {
+    if ((*it)->evicted || !(*it)->idle()) continue;
+    if (oldest == tcp_client_list.end() || (*it)->idle_since < (*oldest)->idle_since) oldest = it;
+  }
+  if (oldest == tcp_client_list.end()) return false;
+  boost::system::error_code ignored;
+  log.Limited("DNS", config::LogLevel::kInfo,
+              "too many TCP clients (" + std::to_string(options.max_tcp_clients) +
+                  "); closing the one idle the longest, " +
+                  Text((*oldest)->socket->remote_endpoint(ignored)));
+  (*oldest)->evicted = true;
+  --tcp_clients;
+  // Its coroutine sees the read fail and ends, removing the entry.
+  (*oldest)->socket->close(ignored);
+  return true;
+}
+
+asio::awaitable<void> DnsServer::Impl::ServeTcpClient(
+    std::list<std::shared_ptr<TcpClient>>::iterator self) {
+  const std::shared_ptr<TcpClient> client = *self;
+  const std::shared_ptr<tcp::socket>& socket = client->socket;
+  struct Entry {
+    Impl& impl;
+    std::list<std::shared_ptr<TcpClient>>::iterator self;
+    ~Entry() {
+      if (!(*self)->evicted) --impl.tcp_clients;
+      impl.tcp_client_list.erase(self);
+    }
+  } entry{*this, self};
   const std::size_t limit = std::min(options.packet_size, kMaxMessageSize);
   Bytes query;
   while (!stopped) {
     boost::system::error_code ec;
+    // A client that sends queries without reading the replies is not read
+    // from until it does: what it can make us hold stays bounded.
+    while (client->forwards + client->replies.size() >= kMaxTcpPending) {
+      client->wake.expires_at(asio::steady_timer::time_point::max());
+      co_await client->wake.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+      if (stopped || !socket->is_open()) co_return;
+    }
     std::uint8_t length[2] = {};
     {
       // A client that sends nothing for a while is closed: TCP clients are
       // few and each holds a file descriptor.
-      Deadline<tcp::socket> idle(socket,
-                                 std::chrono::steady_clock::now() + options.tcp_idle_timeout);
+      Deadline<tcp::socket> idle(socket, std::chrono::steady_clock::now() + TcpIdleTimeout());
+      client->reading = true;
+      if (client->idle()) client->idle_since = std::chrono::steady_clock::now();
       co_await asio::async_read(*socket, asio::buffer(length),
                                 asio::redirect_error(asio::use_awaitable, ec));
       if (ec) co_return;
+      client->reading = false;
       const std::size_t size = (std::size_t{length[0]} << 8) | length[1];
       if (size > limit) {
         boost::system::error_code ignored;
@@ -419,25 +501,66 @@ asio::awaitable<void> DnsServer::Impl::ServeTcpClient(std::shared_ptr<tcp::socke
     }
     if (outcome.kind == QueryHandler::Kind::kDrop) co_return;
     if (outcome.kind == QueryHandler::Kind::kForward) {
-      std::optional<Bytes> reply = co_await upstream.Forward(query, Transport::kTcp);
-      if (!reply) {
-        boost::system::error_code ignored;
-        log.Limited("DNS", config::LogLevel::kWarning,
-                    "no upstream server answered in time for " + QuestionText(query) + " from " +
-                        Text(socket->remote_endpoint(ignored)) + " (tcp); answering SERVFAIL");
-        reply = ServFail(query, limit);
-      }
-      if (!reply) co_return;
-      outcome.reply = std::move(*reply);
+      ++client->forwards;
+      Spawn(ForwardTcp(client, query), "forwarding a query over TCP for ", QuestionText(query));
+      continue;
     }
-    const std::uint8_t out_length[2] = {static_cast<std::uint8_t>(outcome.reply.size() >> 8),
-                                        static_cast<std::uint8_t>(outcome.reply.size() & 0xff)};
-    const std::array<asio::const_buffer, 2> out = {asio::buffer(out_length),
-                                                   asio::buffer(outcome.reply)};
+    QueueTcpReply(client, std::move(outcome.reply));
+  }
+}
+
+asio::awaitable<void> DnsServer::Impl::ForwardTcp(std::shared_ptr<TcpClient> client, Bytes query) {
+  struct Done {
+    TcpClient& c;
+    ~Done() {
+      --c.forwards;
+      c.Wake();
+    }
+  } done{*client};
+  const std::size_t limit = std::min(options.packet_size, kMaxMessageSize);
+  std::optional<Bytes> reply = co_await upstream.Forward(query, Transport::kTcp);
+  if (!reply) {
+    boost::system::error_code ignored;
+    log.Limited("DNS", config::LogLevel::kWarning,
+                "no upstream server answered in time for " + QuestionText(query) + " from " +
+                    Text(client->socket->remote_endpoint(ignored)) + " (tcp); answering SERVFAIL");
+    reply = ServFail(query, limit);
+  }
+  if (reply && client->socket->is_open()) QueueTcpReply(client, std::move(*reply));
+}
+
+void DnsServer::Impl::QueueTcpReply(const std::shared_ptr<TcpClient>& client, Bytes reply) {
+  client->replies.push_back(std::move(reply));
+  if (client->writing) return;
+  client->writing = true;
+  Spawn(WriteTcp(client), "a DNS reply over TCP");
+}
+
+asio::awaitable<void> DnsServer::Impl::WriteTcp(std::shared_ptr<TcpClient> client) {
+  struct Done {
+    TcpClient& c;
+    ~Done() {
+      c.writing = false;
+      c.Wake();
+    }
+  } done{*client};
+  while (!client->replies.empty()) {
+    const Bytes reply = std::move(client->replies.front());
+    client->replies.pop_front();
+    const std::uint8_t out_length[2] = {static_cast<std::uint8_t>(reply.size() >> 8),
+                                        static_cast<std::uint8_t>(reply.size() & 0xff)};
+    const std::array<asio::const_buffer, 2> out = {asio::buffer(out_length), asio::buffer(reply)};
     Deadline<tcp::socket> write_deadline(
-        socket, std::chrono::steady_clock::now() + options.tcp_idle_timeout);
-    co_await asio::async_write(*socket, out, asio::redirect_error(asio::use_awaitable, ec));
-    if (ec) co_return;
+        client->socket, std::chrono::steady_clock::now() + options.tcp_idle_timeout);
+    boost::system::error_code ec;
+    co_await asio::async_write(*client->socket, out, asio::redirect_error(asio::use_awaitable, ec));
+    if (ec) {
+      // The reader sees the socket closed and ends the client.
+      client->replies.clear();
+      boost::system::error_code ignored;
+      client->socket->close(ignored);
+      co_return;
+    }
   }
 }
 

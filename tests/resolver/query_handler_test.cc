@@ -182,6 +182,31 @@ TEST_CASE("UDP replies respect the client's EDNS size; TCP ones dnsPacketSize", 
   CHECK(f.Reply(Fixture::Query("e.onion"), Transport::kTcp).answers.size() == 1);
 }
 
+TEST_CASE("replies advertise an EDNS UDP size of 1232, or dnsPacketSize when smaller",
+          "[handler]") {
+  Fixture f;
+  const Bytes q = Fixture::Query("e.onion", dns_type::kA, Edns{});
+  const Bytes nx = Fixture::Query("5.0.9.10.in-addr.arpa", dns_type::kPtr, Edns{});
+  for (const std::size_t packet_size : {std::size_t{65535}, std::size_t{4096}}) {
+    const QueryHandler h(*f.rules, *f.pool, QueryHandler::Options{25, 60, packet_size}, f.log);
+    for (const Bytes* query : {&q, &nx}) {
+      for (const Transport t : {Transport::kUdp, Transport::kTcp}) {
+        const auto outcome = h.Handle(*query, t);
+        REQUIRE(outcome.kind == QueryHandler::Kind::kReply);
+        const auto m = ParseMessage(outcome.reply);
+        REQUIRE(m.ok());
+        REQUIRE(m->edns.has_value());
+        CHECK(m->edns->udp_payload_size == 1232);
+      }
+    }
+  }
+  const QueryHandler small(*f.rules, *f.pool, QueryHandler::Options{25, 60, 600}, f.log);
+  const auto m = ParseMessage(small.Handle(q, Transport::kUdp).reply);
+  REQUIRE(m.ok());
+  REQUIRE(m->edns.has_value());
+  CHECK(m->edns->udp_payload_size == 600);
+}
+
 // The server writes address replies straight from the query's bytes; they
 // must be exactly what the codec encodes.
 TEST_CASE("address replies are byte for byte what BuildAddressReply encodes", "[handler]") {
@@ -208,7 +233,7 @@ TEST_CASE("address replies are byte for byte what BuildAddressReply encodes", "[
       REQUIRE(parsed.ok());
       ReplyOptions options;
       options.max_size = t == Transport::kUdp ? MaxUdpReplySize(*parsed.query, 4096) : 4096;
-      options.edns_payload_size = 4096;
+      options.edns_payload_size = kAdvertisedUdpSize;
       const auto expected = BuildAddressReply(*parsed.query, std::span(&address, 1), ttl, options);
       REQUIRE(expected.ok());
       CHECK(outcome.reply == *expected);
