@@ -109,13 +109,16 @@ struct Engine::Impl {
         options(o),
         pool(p),
         log(l),
-        resolver(upstream),
+        resolver(upstream, &l),
         acceptor(io_context),
         idle(io_context.get_executor()) {}
 
   std::shared_ptr<Generation> MakeGeneration(std::shared_ptr<const config::Config> config,
                                              std::shared_ptr<const config::RuleSet> rules) {
     idle.SetTimeout(config->options.connection_idle_timeout);
+    resolver.SetPolicy({config->options.private_addresses.address,
+                        config->options.private_addresses.length,
+                        config->options.allow_private_answers});
     auto g = std::make_shared<Generation>(std::move(config), std::move(rules), resolver, log);
     g->context.owner = g;
     AddConnectors(*g->config, g->context, g->connectors);
@@ -227,7 +230,7 @@ asio::awaitable<void> Engine::Impl::Serve(std::shared_ptr<tcp::socket> client) {
   Target target{*name, port};
   if (!d.forced_addresses.empty()) {
     const config::Target& forced = d.forced_addresses[random() % d.forced_addresses.size()];
-    target = Target{forced.host, forced.port.value_or(port)};
+    target = Target{forced.host, forced.port.value_or(port), /*user_written=*/true};
   }
   std::vector<std::string> chain(d.proxies.begin(), d.proxies.end());
   if (d.action == config::Action::kDirect) chain = {"direct"};
