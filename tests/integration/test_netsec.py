@@ -1,0 +1,62 @@
+"""Hostile DNS answers against `direct` (issue 15, items 4 and 5).
+
+Host "srv" runs dnsmasq answering names of a `direct` rule with loopback,
+0.0.0.0 and a fake address; host "client" runs tunnels system and a
+loopback-only HTTP service that such answers would otherwise reach."""
+
+from __future__ import annotations
+
+import sys
+
+from sites import HELLO, TwoHosts
+from world import wait_for_log
+
+CONFIG = """
+upstreamDns: 10.0.0.1
+dnsBindAddress: 127.0.0.1
+dnsPort: 53
+overwriteResolvconf: false
+rules:
+  .via-direct.test: direct
+"""
+
+# A loopback-only service on the client, on a port the kernel chooses.
+SECRET_SERVER = r"""
+import http.server, socketserver, sys
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200); self.end_headers(); self.wfile.write(b"secret\n")
+s = socketserver.TCPServer(("127.0.0.1", 0), H)
+print("port", s.server_address[1], flush=True)
+s.serve_forever()
+"""
+
+
+class NetsecWorld(TwoHosts):
+    def __init__(self, world, tunnels_bin):
+        super().__init__(world, records={
+            "loop.via-direct.test": ["127.0.0.1"],
+            "zero.via-direct.test": ["0.0.0.0"],
+            "fake.via-direct.test": ["198.18.0.1"],
+            "fine.via-direct.test": ["10.0.0.1"],
+        })
+        self.secret = self.client.spawn([sys.executable, "-c", SECRET_SERVER], name="secret")
+        self.secret_port = int(wait_for_log(self.secret, r"^port (\d+)").group(1))
+        conf = world.tmp_path / "tunnels.yml"
+        conf.write_text(CONFIG)
+        self.tunnels = self.client.spawn([str(tunnels_bin), "system", "-v", str(conf)],
+                                         name="tunnels", line_buffered=False)
+        wait_for_log(self.tunnels, r"\[DNS\] listening on udp 127\.0\.0\.1:53")
+        self.client.use_nameserver("127.0.0.1")
+
+
+def test_direct_refuses_answers_that_reach_this_host(world, tunnels_bin):
+    """One world for every case: loopback, 0.0.0.0 and the fake range are
+    refused with a log line; an ordinary answer still connects."""
+    nw = NetsecWorld(world, tunnels_bin)
+    for name in ("loop", "zero", "fake"):
+        r = nw.curl(f"http://{name}.via-direct.test:{nw.secret_port}/", check=False, timeout=20)
+        assert r.returncode != 0 and "secret" not in r.stdout, name
+        wait_for_log(nw.tunnels, rf"refused the upstream DNS server's answer for "
+                                 rf"'{name}\.via-direct\.test'")
+    assert nw.curl("http://fine.via-direct.test/").stdout == HELLO
