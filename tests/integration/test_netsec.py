@@ -1,4 +1,5 @@
-"""Hostile DNS answers against `direct` (issue 15, items 4 and 5).
+"""Hostile DNS answers against `direct`, and a hostile neighbour (issue 15,
+items 3, 4 and 5).
 
 Host "srv" runs dnsmasq answering names of a `direct` rule with loopback,
 0.0.0.0 and a fake address; host "client" runs tunnels system and a
@@ -9,7 +10,7 @@ from __future__ import annotations
 import sys
 
 from sites import HELLO, TwoHosts
-from world import wait_for_log
+from world import dig, wait_for_log
 
 CONFIG = """
 upstreamDns: 10.0.0.1
@@ -59,4 +60,19 @@ def test_direct_refuses_answers_that_reach_this_host(world, tunnels_bin):
         assert r.returncode != 0 and "secret" not in r.stdout, name
         wait_for_log(nw.tunnels, rf"refused the upstream DNS server's answer for "
                                  rf"'{name}\.via-direct\.test'")
+    assert nw.curl("http://fine.via-direct.test/").stdout == HELLO
+
+
+def test_a_neighbour_routing_the_fake_range_here_is_not_relayed(world, tunnels_bin):
+    """srv routes 198.18.0.0/15 via the client and connects to a fake
+    address the client's tunnels handed out for a `direct` name: the packets
+    are dropped (curl times out), while the client's own programs still get
+    through."""
+    nw = NetsecWorld(world, tunnels_bin)
+    fake = dig(nw.client, "127.0.0.1", "fine.via-direct.test").addresses
+    assert fake and fake[0].startswith("198.1")
+    nw.srv.run(["ip", "route", "add", "198.18.0.0/15", "via", "10.0.0.2"])
+    r = nw.srv.run(["curl", "-sS", "--connect-timeout", "2", f"http://{fake[0]}/"],
+                   check=False, timeout=20)
+    assert r.returncode != 0 and HELLO not in r.stdout
     assert nw.curl("http://fine.via-direct.test/").stdout == HELLO
