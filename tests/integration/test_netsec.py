@@ -33,8 +33,26 @@ s.serve_forever()
 """
 
 
+# Opens argv[3] connections to argv[1]:argv[2], prints "held", and keeps
+# them open until killed.
+HOLDER = r"""
+import resource, socket, sys, time
+_, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+held = []
+for _ in range(int(sys.argv[3])):
+    try:
+        held.append(socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5))
+    except OSError:
+        pass
+print("held", flush=True)
+while True:
+    time.sleep(3600)
+"""
+
+
 class NetsecWorld(TwoHosts):
-    def __init__(self, world, tunnels_bin):
+    def __init__(self, world, tunnels_bin, prefix=()):
         super().__init__(world, records={
             "loop.via-direct.test": ["127.0.0.1"],
             "zero.via-direct.test": ["0.0.0.0"],
@@ -45,7 +63,7 @@ class NetsecWorld(TwoHosts):
         self.secret_port = int(wait_for_log(self.secret, r"^port (\d+)").group(1))
         conf = world.tmp_path / "tunnels.yml"
         conf.write_text(CONFIG)
-        self.tunnels = self.client.spawn([str(tunnels_bin), "system", "-v", str(conf)],
+        self.tunnels = self.client.spawn([*prefix, str(tunnels_bin), "system", "-v", str(conf)],
                                          name="tunnels", line_buffered=False)
         wait_for_log(self.tunnels, r"\[DNS\] listening on udp 127\.0\.0\.1:53")
         self.client.use_nameserver("127.0.0.1")
@@ -76,3 +94,16 @@ def test_a_neighbour_routing_the_fake_range_here_is_not_relayed(world, tunnels_b
                    check=False, timeout=20)
     assert r.returncode != 0 and HELLO not in r.stdout
     assert nw.curl("http://fine.via-direct.test/").stdout == HELLO
+
+
+def test_held_connections_leave_descriptors_for_dns(world, tunnels_bin):
+    """With 1024 descriptors, 600 held connections would take 1200: the cap
+    refuses the ones beyond it (one log line), and DNS forwarding goes on."""
+    nw = NetsecWorld(world, tunnels_bin, prefix=["prlimit", "--nofile=1024:1024"])
+    fake = dig(nw.client, "127.0.0.1", "fine.via-direct.test").addresses[0]
+    holder = nw.client.spawn([sys.executable, "-c", HOLDER, fake, "80", "600"], name="holder")
+    wait_for_log(holder, r"^held", timeout=60)
+    r = dig(nw.client, "127.0.0.1", "other.test")  # no rule: forwarded upstream
+    assert r.status == "NOERROR" and r.addresses == ["10.0.0.1"], r.output
+    wait_for_log(nw.tunnels, r"refusing new connections")
+    assert nw.tunnels.output().count("refusing new connections") == 1
