@@ -120,8 +120,8 @@ std::string NftScript(const InterceptionSpec& spec, bool replace_leftover) {
          // range): refused, never handed back to it, which would nest
          // connections until the descriptors run out.
          "    meta mark & " + engine_mark + " == " + engine_mark + " meta l4proto tcp " +
-         "reject with tcp reset\n" +                                                 //
-         "    meta mark & " + engine_mark + " == " + engine_mark + " drop\n" +       //
+         "reject with tcp reset\n" +                                                  //
+         "    meta mark & " + engine_mark + " == " + engine_mark + " drop\n" +        //
          "    ip daddr " + Dotted(BlackholeAddress(spec)) + " " + syn +               //
          " reject with tcp reset\n" +                                                 //
          "    meta l4proto tcp tproxy to 127.0.0.1:" +                                //

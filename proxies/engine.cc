@@ -183,12 +183,11 @@ asio::awaitable<void> Engine::Impl::Accept() {
       // One line while the cap bites, not one per refused connection.
       if (!capping) {
         capping = true;
-        log.Warning("ENGINE", "refusing new connections: " + std::to_string(active) +
-                                  " at once (cap " + std::to_string(max_total) +
-                                  ", from the limit of open files), " +
-                                  std::to_string(from_source) + " from " + source.to_string() +
-                                  " (maxConnectionsPerSource " +
-                                  std::to_string(per_source_cap) + ")");
+        log.Warning("ENGINE",
+                    "refusing new connections: " + std::to_string(active) + " at once (cap " +
+                        std::to_string(max_total) + ", from the limit of open files), " +
+                        std::to_string(from_source) + " from " + source.to_string() +
+                        " (maxConnectionsPerSource " + std::to_string(per_source_cap) + ")");
       }
       Reset(*client);
       continue;
@@ -370,9 +369,10 @@ std::size_t Engine::relaying_connections() const { return impl_->relaying; }
 void Engine::Start() {
   // After the launcher raised the soft limit to the hard one.
   rlimit limit{};
-  const std::size_t files = ::getrlimit(RLIMIT_NOFILE, &limit) == 0 && limit.rlim_cur != RLIM_INFINITY
-                                ? static_cast<std::size_t>(limit.rlim_cur)
-                                : std::size_t{1} << 20;
+  const std::size_t files =
+      ::getrlimit(RLIMIT_NOFILE, &limit) == 0 && limit.rlim_cur != RLIM_INFINITY
+          ? static_cast<std::size_t>(limit.rlim_cur)
+          : std::size_t{1} << 20;
   constexpr std::size_t kReserve = 512;  // DNS's 256 TCP slots, upstream sockets, control
   impl_->max_total = files > kReserve + 64 ? (files - kReserve) / 2 : 32;
   asio::co_spawn(impl_->io, impl_->Accept(), [this](std::exception_ptr e) {

@@ -79,9 +79,9 @@ bool IsLocalhostName(std::string host) {
   if (!host.empty() && host.back() == '.') host.pop_back();
   for (char& c : host) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
   constexpr std::string_view kName = "localhost";
-  return host == kName || (host.size() > kName.size() + 1 &&
-                           host.compare(host.size() - kName.size() - 1, std::string::npos,
-                                        ".localhost") == 0);
+  return host == kName ||
+         (host.size() > kName.size() + 1 &&
+          host.compare(host.size() - kName.size() - 1, std::string::npos, ".localhost") == 0);
 }
 
 }  // namespace
@@ -116,8 +116,8 @@ std::string RefusedAnswer(const std::string& host, const asio::ip::address& addr
   if (InV4(a, policy.fake_network, policy.fake_prefix_length)) {
     return "an address of tunnels' own fake range (privateAddresses)";
   }
-  if (!policy.allow_private && (InV4(a, 0x0A000000u, 8) || InV4(a, 0xAC100000u, 12) ||
-                                InV4(a, 0xC0A80000u, 16))) {
+  if (!policy.allow_private &&
+      (InV4(a, 0x0A000000u, 8) || InV4(a, 0xAC100000u, 12) || InV4(a, 0xC0A80000u, 16))) {
     return "a private (RFC 1918) address, and allowPrivateAnswers is false";
   }
   return "";

@@ -216,10 +216,10 @@ TEST_CASE("answers that would reach this host itself are refused, private ones b
     policy.allow_private = allow_private;
     return !RefusedAnswer(host, asio::ip::make_address(address), policy).empty();
   };
-  for (const char* a : {"127.0.0.1", "127.255.0.9", "0.0.0.0", "0.1.2.3", "169.254.1.1",
-                        "224.0.0.1", "239.1.1.1", "255.255.255.255", "198.18.0.5", "198.19.255.1",
-                        "::1", "::", "fe80::1", "ff02::1", "::ffff:127.0.0.1",
-                        "::ffff:198.18.0.1"}) {
+  for (const char* a :
+       {"127.0.0.1", "127.255.0.9", "0.0.0.0", "0.1.2.3", "169.254.1.1", "224.0.0.1", "239.1.1.1",
+        "255.255.255.255", "198.18.0.5", "198.19.255.1", "::1", "::", "fe80::1", "ff02::1",
+        "::ffff:127.0.0.1", "::ffff:198.18.0.1"}) {
     INFO(a);
     CHECK(refused("evil.test", a));
     CHECK(refused("evil.test", a, false));
