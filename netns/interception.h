@@ -25,8 +25,8 @@
 //       ip route add local 198.18.0.0/15 dev lo table local src 127.0.0.1
 //     A program on this host connecting to a fake address then sends the
 //     packets through lo, so they pass PREROUTING, where tproxy assigns them
-//     to the listener. Packets forwarded from other hosts need it too: it
-//     makes the kernel deliver them locally instead of forwarding them.
+//     to the listener. (Packets to the range from other hosts would be
+//     delivered locally by it too: the chain drops those.)
 //
 // Verified (tests/integration/test_netns.py): the listener is an ordinary
 // TCP socket with IP_TRANSPARENT bound to 127.0.0.1:<listener_port>; the
