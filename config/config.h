@@ -161,6 +161,15 @@ struct Options {
   std::uint16_t temporary_bind_port_last = 55000;
   std::string iptables_chain = "tunnels_redirects";
   std::uint32_t random_credentials_length = 16;
+  // Whether `direct` and proxies given by name may connect to a private
+  // address (RFC 1918, ULA) that the upstream DNS server answered; loopback,
+  // link-local and the like are refused always (not an option of the
+  // original tunnels).
+  bool allow_private_answers = true;
+  // The most relayed connections one client address may have at once; 0:
+  // only the total cap, which follows from the limit of open files (not an
+  // option of the original tunnels).
+  std::uint32_t max_connections_per_source = 0;
   // Where `tunnels system` keeps its journal of changes and the saved
   // name-to-address mappings (not an option of the original tunnels).
   std::string state_directory = "/run/tunnels";

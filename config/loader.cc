@@ -53,7 +53,9 @@ const std::vector<std::string>& MainOptionNames() {
                                                  "temporaryBindPortRange",
                                                  "iptablesChain",
                                                  "randomCredentialsLength",
-                                                 "stateDirectory"};
+                                                 "stateDirectory",
+                                                 "allowPrivateAnswers",
+                                                 "maxConnectionsPerSource"};
   return names;
 }
 
@@ -733,6 +735,12 @@ void Loader::ReadMainOption(const std::string& key, const YAML::Node& key_node,
   } else if (key == "randomCredentialsLength") {
     // RFC 1929 limits a SOCKS5 username and password to 255 bytes each.
     if (auto v = as_uint(1, 255)) o.random_credentials_length = static_cast<std::uint32_t>(*v);
+  } else if (key == "allowPrivateAnswers") {
+    as_bool(&o.allow_private_answers);
+  } else if (key == "maxConnectionsPerSource") {
+    if (auto v = as_uint(0, 1u << 24)) {
+      o.max_connections_per_source = static_cast<std::uint32_t>(*v);
+    }
   }
 }
 

@@ -156,6 +156,10 @@ int Check(const std::vector<std::string>& paths, std::ostream& out, std::ostream
                                      std::to_string(o.temporary_bind_port_last)},
       {"iptablesChain", o.iptables_chain},
       {"randomCredentialsLength", std::to_string(o.random_credentials_length)},
+      {"allowPrivateAnswers", o.allow_private_answers ? "true" : "false"},
+      {"maxConnectionsPerSource", o.max_connections_per_source == 0
+                                      ? std::string("no own cap")
+                                      : std::to_string(o.max_connections_per_source)},
   };
   out << "options:\n";
   for (const auto& [key, value] : options) {

@@ -102,6 +102,8 @@ std::vector<std::string> Stack::Reload(const config::Config& config) {
   next.options.block_undefined_domains = now.block_undefined_domains;
   next.options.random_credentials_length = now.random_credentials_length;
   next.options.connection_idle_timeout = now.connection_idle_timeout;
+  next.options.allow_private_answers = now.allow_private_answers;
+  next.options.max_connections_per_source = now.max_connections_per_source;
   next.options.temporary_bind_port_first = now.temporary_bind_port_first;
   next.options.temporary_bind_port_last = now.temporary_bind_port_last;
   auto next_config = std::make_shared<const config::Config>(std::move(next));

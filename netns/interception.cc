@@ -99,6 +99,8 @@ std::string NftScript(const InterceptionSpec& spec, bool replace_leftover) {
   const std::string syn = "tcp flags & (fin|syn|rst|ack) == syn";
   char mark[16];
   std::snprintf(mark, sizeof mark, "0x%08x", kMark);
+  char engine_mark[16];
+  std::snprintf(engine_mark, sizeof engine_mark, "0x%08x", kEngineMark);
   return (replace_leftover ? "add table " + table + "\ndelete table " + table + "\n" : "") +
          "table " + table + " {\n" +  //
          (spec.owned ? "  flags owner\n" : "") +
@@ -106,7 +108,20 @@ std::string NftScript(const InterceptionSpec& spec, bool replace_leftover) {
          "    type filter hook prerouting priority mangle; policy accept;\n" +
          // Every packet of the machine passes this chain: the ones not for
          // the fake range (nearly all) leave it after one comparison.
-         "    ip daddr != " + range + " accept\n" +                                   //
+         "    ip daddr != " + range + " accept\n" +  //
+         // Only this host's own programs (whose packets to the range come
+         // in on lo, by the local route) are intercepted: a neighbour that
+         // routes the range via this host would have its connections carried
+         // by the proxies and `direct`, and the local route would deliver
+         // what tproxy left to any socket bound to 0.0.0.0. Dropped, as for
+         // an address this host does not have.
+         "    iif != \"lo\" drop\n" +
+         // The engine's own connections (an upstream answer in the fake
+         // range): refused, never handed back to it, which would nest
+         // connections until the descriptors run out.
+         "    meta mark & " + engine_mark + " == " + engine_mark + " meta l4proto tcp " +
+         "reject with tcp reset\n" +                                                  //
+         "    meta mark & " + engine_mark + " == " + engine_mark + " drop\n" +        //
          "    ip daddr " + Dotted(BlackholeAddress(spec)) + " " + syn +               //
          " reject with tcp reset\n" +                                                 //
          "    meta l4proto tcp tproxy to 127.0.0.1:" +                                //

@@ -4,6 +4,11 @@
 //
 //  1. An nftables table `ip <table_name>` (one atomic transaction) whose
 //     prerouting chain, at priority mangle:
+//       - drops packets to the range that do not come in on lo: only this
+//         host's own programs are intercepted, not a neighbour's that
+//         routes the range via this host;
+//       - refuses (TCP reset) or drops packets with kEngineMark, the
+//         engine's own connections, so that it never connects to itself;
 //       - refuses a new connection (a SYN) to the blackhole address (the
 //         last address of the range) with a TCP reset;
 //       - hands every other TCP packet to the range to the listener with
@@ -20,8 +25,8 @@
 //       ip route add local 198.18.0.0/15 dev lo table local src 127.0.0.1
 //     A program on this host connecting to a fake address then sends the
 //     packets through lo, so they pass PREROUTING, where tproxy assigns them
-//     to the listener. Packets forwarded from other hosts need it too: it
-//     makes the kernel deliver them locally instead of forwarding them.
+//     to the listener. (Packets to the range from other hosts would be
+//     delivered locally by it too: the chain drops those.)
 //
 // Verified (tests/integration/test_netns.py): the listener is an ordinary
 // TCP socket with IP_TRANSPARENT bound to 127.0.0.1:<listener_port>; the
@@ -73,6 +78,9 @@ struct InterceptionSpec {
 
 // The mark bit intercepted packets get (ORed in, other bits kept).
 inline constexpr std::uint32_t kMark = 0x2000;
+// The mark of the engine's own outbound sockets (proxies::kEngineMark):
+// packets to the range that carry it are refused, not intercepted.
+inline constexpr std::uint32_t kEngineMark = 0x4000;
 
 class Interception {
  public:

@@ -29,6 +29,10 @@ using Clock = std::chrono::steady_clock;
 struct Target {
   std::string host;
   std::uint16_t port = 0;
+  // Written by the user (a forcedAddress): its name's addresses are used
+  // whatever they are, while a name a program asked for has the answers
+  // that could reach this host itself refused (see RefusedAnswer).
+  bool user_written = false;
   std::string ToString() const;
 };
 
@@ -92,10 +96,18 @@ std::unique_ptr<Connector> MakeHttpConnector(const config::Proxy& proxy, Connect
 std::unique_ptr<Connector> MakeDirectConnector(ConnectorContext& context);
 
 // Opens a TCP connection to host:port, resolving a name through `resolver`
-// and trying its addresses in order, the next one 250 ms after the one
-// before unless that one failed sooner (RFC 8305), by `deadline`.
+// (with `check`: see NameResolver::Resolve) and trying its addresses in
+// order, the next one 250 ms after the one before unless that one failed
+// sooner (RFC 8305), by `deadline`. Its socket carries kEngineMark.
 boost::asio::awaitable<std::optional<boost::asio::ip::tcp::socket>> ConnectTcp(
     NameResolver& resolver, const std::string& host, std::uint16_t port, Clock::time_point deadline,
-    std::string* error);
+    std::string* error, bool check = true);
+
+// The mark (SO_MARK) of every socket the engine connects out with, so that
+// tunnels' nftables rules never hand its own connections back to it (an
+// upstream answer in the fake range, say): they refuse them instead. Must
+// match netns::kEngineMark. Setting it needs CAP_NET_ADMIN; without it the
+// sockets go unmarked (NameResolver's answer checks still apply).
+inline constexpr std::uint32_t kEngineMark = 0x4000;
 
 }  // namespace tunnels::proxies

@@ -1,4 +1,6 @@
 // The socks5, http and direct connectors.
+#include <sys/socket.h>
+
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/read.hpp>
 #include <boost/asio/redirect_error.hpp>
@@ -194,8 +196,8 @@ class DirectConnector : public Connector {
   asio::awaitable<std::optional<Stream>> Connect(const Target& target, Clock::time_point deadline,
                                                  std::string* error) override {
     std::string connect_error;
-    auto socket =
-        co_await ConnectTcp(context_.resolver, target.host, target.port, deadline, &connect_error);
+    auto socket = co_await ConnectTcp(context_.resolver, target.host, target.port, deadline,
+                                      &connect_error, !target.user_written);
     if (!socket) {
       *error = "direct: " + connect_error;
       co_return std::nullopt;
@@ -228,11 +230,17 @@ namespace {
 // runs alone before the next address is tried beside it.
 constexpr std::chrono::milliseconds kAttemptDelay{250};
 
-// One connection attempt, by `deadline`.
+// One connection attempt, by `deadline`, from a socket with kEngineMark.
 asio::awaitable<boost::system::error_code> Attempt(std::shared_ptr<tcp::socket> socket,
                                                    tcp::endpoint endpoint,
                                                    Clock::time_point deadline) {
   boost::system::error_code ec;
+  socket->open(endpoint.protocol(), ec);
+  if (ec) co_return ec;
+  // EPERM without CAP_NET_ADMIN: the connection goes unmarked, which only
+  // loses the second line of defence against connecting to itself.
+  const int mark = static_cast<int>(kEngineMark);
+  (void)::setsockopt(socket->native_handle(), SOL_SOCKET, SO_MARK, &mark, sizeof mark);
   resolver::Deadline<tcp::socket> guard(socket, deadline);
   co_await socket->async_connect(endpoint, asio::redirect_error(asio::use_awaitable, ec));
   if (guard.expired()) ec = asio::error::timed_out;
@@ -302,8 +310,8 @@ asio::awaitable<std::shared_ptr<tcp::socket>> Race(const std::vector<asio::ip::a
 asio::awaitable<std::optional<tcp::socket>> ConnectTcp(NameResolver& resolver,
                                                        const std::string& host, std::uint16_t port,
                                                        Clock::time_point deadline,
-                                                       std::string* error) {
-  const auto addresses = co_await resolver.Resolve(host, error);
+                                                       std::string* error, bool check) {
+  const auto addresses = co_await resolver.Resolve(host, error, check);
   if (addresses.empty()) co_return std::nullopt;
   std::shared_ptr<tcp::socket> socket;
   std::string errors;

@@ -1,6 +1,7 @@
 #include "proxies/engine.h"
 
 #include <netinet/in.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 
 #include <boost/asio/co_spawn.hpp>
@@ -101,6 +102,12 @@ struct Engine::Impl {
   std::size_t relaying = 0;  // of `active`: past their proxy's handshake
   bool stopped = false;
   std::mt19937_64 random{std::random_device{}()};
+  // The cap on connections at once, below the limit of open files (each
+  // relayed connection takes two descriptors), leaving a reserve for DNS
+  // (its TCP slots, upstream sockets) and control: set by Start().
+  std::size_t max_total = 0;
+  std::map<asio::ip::address, std::size_t> per_source;  // connections by client address
+  bool capping = false;  // the cap bit and it was logged: once until it lets go
   IdleWatch idle;  // its timeout is the current generation's
 
   Impl(asio::io_context& io_context, Options o, resolver::FakePool& p, resolver::Upstream& upstream,
@@ -109,13 +116,16 @@ struct Engine::Impl {
         options(o),
         pool(p),
         log(l),
-        resolver(upstream),
+        resolver(upstream, &l),
         acceptor(io_context),
         idle(io_context.get_executor()) {}
 
   std::shared_ptr<Generation> MakeGeneration(std::shared_ptr<const config::Config> config,
                                              std::shared_ptr<const config::RuleSet> rules) {
     idle.SetTimeout(config->options.connection_idle_timeout);
+    resolver.SetPolicy({config->options.private_addresses.address,
+                        config->options.private_addresses.length,
+                        config->options.allow_private_answers});
     auto g = std::make_shared<Generation>(std::move(config), std::move(rules), resolver, log);
     g->context.owner = g;
     AddConnectors(*g->config, g->context, g->connectors);
@@ -164,9 +174,32 @@ asio::awaitable<void> Engine::Impl::Accept() {
       co_await backoff.async_wait(asio::redirect_error(asio::use_awaitable, ec));
       continue;
     }
+    boost::system::error_code peer_ec;
+    const asio::ip::address source = client->remote_endpoint(peer_ec).address();
+    const std::size_t per_source_cap = current->config->options.max_connections_per_source;
+    std::size_t& from_source = per_source[source];
+    if (active >= max_total || (per_source_cap != 0 && from_source >= per_source_cap)) {
+      if (from_source == 0) per_source.erase(source);
+      // One line while the cap bites, not one per refused connection.
+      if (!capping) {
+        capping = true;
+        log.Warning("ENGINE",
+                    "refusing new connections: " + std::to_string(active) + " at once (cap " +
+                        std::to_string(max_total) + ", from the limit of open files), " +
+                        std::to_string(from_source) + " from " + source.to_string() +
+                        " (maxConnectionsPerSource " + std::to_string(per_source_cap) + ")");
+      }
+      Reset(*client);
+      continue;
+    }
+    ++from_source;
     ++active;
-    asio::co_spawn(io, Serve(client), [this](std::exception_ptr e) {
+    asio::co_spawn(io, Serve(client), [this, source](std::exception_ptr e) {
       --active;
+      if (const auto it = per_source.find(source); it != per_source.end() && --it->second == 0) {
+        per_source.erase(it);
+      }
+      if (capping && active < max_total * 9 / 10) capping = false;
       if (!e) return;
       try {
         std::rethrow_exception(e);
@@ -227,7 +260,7 @@ asio::awaitable<void> Engine::Impl::Serve(std::shared_ptr<tcp::socket> client) {
   Target target{*name, port};
   if (!d.forced_addresses.empty()) {
     const config::Target& forced = d.forced_addresses[random() % d.forced_addresses.size()];
-    target = Target{forced.host, forced.port.value_or(port)};
+    target = Target{forced.host, forced.port.value_or(port), /*user_written=*/true};
   }
   std::vector<std::string> chain(d.proxies.begin(), d.proxies.end());
   if (d.action == config::Action::kDirect) chain = {"direct"};
@@ -334,6 +367,14 @@ std::size_t Engine::active_connections() const { return impl_->active; }
 std::size_t Engine::relaying_connections() const { return impl_->relaying; }
 
 void Engine::Start() {
+  // After the launcher raised the soft limit to the hard one.
+  rlimit limit{};
+  const std::size_t files =
+      ::getrlimit(RLIMIT_NOFILE, &limit) == 0 && limit.rlim_cur != RLIM_INFINITY
+          ? static_cast<std::size_t>(limit.rlim_cur)
+          : std::size_t{1} << 20;
+  constexpr std::size_t kReserve = 512;  // DNS's 256 TCP slots, upstream sockets, control
+  impl_->max_total = files > kReserve + 64 ? (files - kReserve) / 2 : 32;
   asio::co_spawn(impl_->io, impl_->Accept(), [this](std::exception_ptr e) {
     if (!e) return;
     try {

@@ -1,6 +1,8 @@
 #include "proxies/name_resolver.h"
 
 #include <boost/asio/co_spawn.hpp>
+#include <cctype>
+#include <string_view>
 
 #include "proxies/wakeup.h"
 #include "resolver/dns_message.h"
@@ -68,7 +70,58 @@ AddressCache::Answer Combine(const std::string& host, const Reply (&replies)[2],
   return answer;
 }
 
+bool InV4(std::uint32_t a, std::uint32_t network, int length) {
+  const std::uint32_t mask = length == 0 ? 0 : ~0u << (32 - length);
+  return (a & mask) == network;
+}
+
+bool IsLocalhostName(std::string host) {
+  if (!host.empty() && host.back() == '.') host.pop_back();
+  for (char& c : host) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  constexpr std::string_view kName = "localhost";
+  return host == kName ||
+         (host.size() > kName.size() + 1 &&
+          host.compare(host.size() - kName.size() - 1, std::string::npos, ".localhost") == 0);
+}
+
 }  // namespace
+
+std::string RefusedAnswer(const std::string& host, const asio::ip::address& address,
+                          const AnswerPolicy& policy) {
+  asio::ip::address_v4 v4;
+  if (address.is_v6()) {
+    const asio::ip::address_v6 v6 = address.to_v6();
+    if (v6.is_v4_mapped()) {
+      v4 = asio::ip::make_address_v4(asio::ip::v4_mapped, v6);
+    } else {
+      const auto b = v6.to_bytes();
+      if (v6.is_loopback()) return IsLocalhostName(host) ? "" : "a loopback address";
+      if (v6.is_unspecified()) return "the unspecified address";
+      if (v6.is_link_local()) return "a link-local address";
+      if (v6.is_multicast()) return "a multicast address";
+      if (!policy.allow_private && (b[0] & 0xFE) == 0xFC) {
+        return "a private (ULA) address, and allowPrivateAnswers is false";
+      }
+      return "";
+    }
+  } else {
+    v4 = address.to_v4();
+  }
+  const std::uint32_t a = v4.to_uint();
+  if (InV4(a, 0x7F000000u, 8)) return IsLocalhostName(host) ? "" : "a loopback address";
+  if (InV4(a, 0x00000000u, 8)) return "an address of 0.0.0.0/8 (this host)";
+  if (InV4(a, 0xA9FE0000u, 16)) return "a link-local address";
+  if (InV4(a, 0xE0000000u, 4)) return "a multicast address";
+  if (InV4(a, 0xF0000000u, 4)) return "a reserved address (240.0.0.0/4)";
+  if (InV4(a, policy.fake_network, policy.fake_prefix_length)) {
+    return "an address of tunnels' own fake range (privateAddresses)";
+  }
+  if (!policy.allow_private &&
+      (InV4(a, 0x0A000000u, 8) || InV4(a, 0xAC100000u, 12) || InV4(a, 0xC0A80000u, 16))) {
+    return "a private (RFC 1918) address, and allowPrivateAnswers is false";
+  }
+  return "";
+}
 
 struct NameResolver::Lookup {
   explicit Lookup(const asio::any_io_executor& executor) : wakeup(executor) {}
@@ -79,15 +132,43 @@ struct NameResolver::Lookup {
 
 NameResolver::~NameResolver() = default;
 
+std::vector<asio::ip::address> NameResolver::Allowed(const std::string& host,
+                                                     std::vector<asio::ip::address> addresses,
+                                                     std::string* error) const {
+  std::string refused;
+  std::erase_if(addresses, [&](const asio::ip::address& a) {
+    const std::string why = RefusedAnswer(host, a, policy_);
+    if (why.empty()) return false;
+    refused += (refused.empty() ? "" : ", ") + a.to_string() + " (" + why + ")";
+    return true;
+  });
+  if (!refused.empty()) {
+    // Rate-limited: a program can ask for the name as often as it likes.
+    if (log_) {
+      log_->Limited("ENGINE", config::LogLevel::kWarning,
+                    "refused the upstream DNS server's answer for '" + host + "': " + refused +
+                        " (a possible DNS rebinding attack; see allowPrivateAnswers)");
+    }
+    if (addresses.empty()) {
+      *error = "cannot resolve '" + host + "': every address the upstream DNS server gave " +
+               "is refused: " + refused;
+    }
+  }
+  return addresses;
+}
+
 asio::awaitable<std::vector<asio::ip::address>> NameResolver::Resolve(const std::string& host,
-                                                                      std::string* error) {
+                                                                      std::string* error,
+                                                                      bool check) {
+  // An IP address the user wrote (a proxy's, a forcedAddress) is used as
+  // written: only answers from the upstream DNS server are checked.
   boost::system::error_code ec;
   const asio::ip::address literal = asio::ip::make_address(host, ec);
   if (!ec) co_return std::vector<asio::ip::address>{literal};
 
   if (const AddressCache::Answer* hit = cache_.Find(host, AddressCache::Clock::now())) {
     if (hit->addresses.empty()) *error = hit->error;
-    co_return hit->addresses;
+    co_return check ? Allowed(host, hit->addresses, error) : hit->addresses;
   }
 
   std::shared_ptr<Lookup> lookup;
@@ -115,7 +196,7 @@ asio::awaitable<std::vector<asio::ip::address>> NameResolver::Resolve(const std:
     lookup->answer = co_await Ask(host);
   }
   if (lookup->answer.addresses.empty()) *error = lookup->answer.error;
-  co_return lookup->answer.addresses;
+  co_return check ? Allowed(host, lookup->answer.addresses, error) : lookup->answer.addresses;
 }
 
 asio::awaitable<AddressCache::Answer> NameResolver::Ask(const std::string& host) {

@@ -313,6 +313,16 @@ TEST_CASE("The nft script") {
   CHECK(b < t);
   CHECK(t < r);
   CHECK(r < u);
+  // Neighbours' packets and the engine's own are never intercepted: their
+  // rules come before tproxy.
+  const auto n = script.find("    iif != \"lo\" drop\n");
+  const auto m = script.find(
+      "    meta mark & 0x00004000 == 0x00004000 meta l4proto tcp reject with tcp reset\n");
+  REQUIRE(n != std::string::npos);
+  REQUIRE(m != std::string::npos);
+  CHECK(o < n);
+  CHECK(n < t);
+  CHECK(m < t);
   CHECK_THAT(script, Catch::EndsWith("  }\n}\n"));
 }
 

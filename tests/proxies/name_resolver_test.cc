@@ -209,13 +209,53 @@ TEST_CASE("AddressCache keeps an answer for its TTL and stays within its capacit
   CHECK(cache.Find("m", t0)->addresses.front() == a("10.0.0.3"));
 }
 
+TEST_CASE("answers that would reach this host itself are refused, private ones by option",
+          "[resolve]") {
+  const auto refused = [](const char* host, const char* address, bool allow_private = true) {
+    AnswerPolicy policy;
+    policy.allow_private = allow_private;
+    return !RefusedAnswer(host, asio::ip::make_address(address), policy).empty();
+  };
+  for (const char* a :
+       {"127.0.0.1", "127.255.0.9", "0.0.0.0", "0.1.2.3", "169.254.1.1", "224.0.0.1", "239.1.1.1",
+        "255.255.255.255", "198.18.0.5", "198.19.255.1", "::1", "::", "fe80::1", "ff02::1",
+        "::ffff:127.0.0.1", "::ffff:198.18.0.1"}) {
+    INFO(a);
+    CHECK(refused("evil.test", a));
+    CHECK(refused("evil.test", a, false));
+  }
+  for (const char* a : {"10.0.0.1", "172.16.0.1", "192.168.1.1", "fd00::1"}) {
+    INFO(a);
+    CHECK_FALSE(refused("intranet.test", a));
+    CHECK(refused("intranet.test", a, false));
+  }
+  for (const char* a : {"93.184.216.34", "198.20.0.1", "2001:db8::1", "100.64.0.1"}) {
+    CHECK_FALSE(refused("example.test", a, false));
+  }
+  // RFC 6761: localhost is loopback.
+  CHECK_FALSE(refused("localhost", "127.0.0.1"));
+  CHECK_FALSE(refused("db.localhost.", "::1"));
+  CHECK(refused("notlocalhost", "127.0.0.1"));
+  CHECK(refused("localhost", "0.0.0.0"));
+}
+
+TEST_CASE("Resolve leaves out refused answers unless told not to check", "[resolve]") {
+  Fixture f;
+  f.server.zones["evil.test"] = Zone{{127, 0, 0, 1}, {}};
+  const auto r = f.Resolve({"evil.test"});
+  REQUIRE(r.size() == 1);
+  CHECK(r[0].addresses.empty());
+  CHECK_THAT(r[0].error, Catch::Contains("127.0.0.1 (a loopback address)"));
+}
+
 TEST_CASE("concurrent requests for a name share one lookup of A and AAAA; later ones hit the cache",
           "[resolve]") {
   Fixture f;
-  f.server.zones["a.test"] = Zone{{10, 1, 2, 3}, {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1}};
+  f.server.zones["a.test"] =
+      Zone{{10, 1, 2, 3}, {0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1}};
   const std::vector<std::string> many(20, "a.test");
   for (const auto& r : f.Resolve(many)) {
-    CHECK(r.addresses == std::vector<std::string>{"10.1.2.3", "::1"});
+    CHECK(r.addresses == std::vector<std::string>{"10.1.2.3", "2001:db8::1"});
     CHECK(r.error.empty());
   }
   CHECK(f.server.asked == std::vector<std::string>{"A a.test", "AAAA a.test"});
