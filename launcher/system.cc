@@ -332,7 +332,8 @@ int RunSystem(const SystemOptions& options) {
   bool reload_again = false;
   std::jthread reader;  // joined before `io` and `stack` go (declared after them)
   std::function<void()> start_reload;
-  auto apply = [&](const config::LoadResult& next) {
+  // `prepared` is set when `next` is ok: compiled on the reading thread.
+  auto apply = [&](const config::LoadResult& next, Stack::Prepared* prepared) {
     for (const auto& d : next.diagnostics) {
       log.Write("CONFIG",
                 d.severity == config::Severity::kError ? config::LogLevel::kError
@@ -345,7 +346,8 @@ int RunSystem(const SystemOptions& options) {
                 "one stays");
       return;
     }
-    const std::vector<std::string> restart = stack->Reload(*next.config);
+    const std::vector<std::string> restart = prepared->restart;
+    stack->Apply(std::move(*prepared));
     if (!restart.empty()) {
       std::string names;
       for (const auto& n : restart) names += (names.empty() ? "" : ", ") + n;
@@ -360,11 +362,16 @@ int RunSystem(const SystemOptions& options) {
     if (reader.joinable()) reader.join();  // finished: it posted its result
     reader = std::jthread([&io, &apply, &reloading, &reload_again, &start_reload,
                            paths = options.paths,
+                           running = stack->config().options,
                            load_options = LoadOptionsFor(stack->config().options)] {
       auto next = std::make_shared<config::LoadResult>(config::Load(paths, load_options));
-      asio::post(io, [next, &apply, &reloading, &reload_again, &start_reload] {
-        apply(*next);
+      auto prepared = std::make_shared<Stack::Prepared>();
+      if (next->ok()) *prepared = Stack::Prepare(running, *next->config);
+      asio::post(io, [next, prepared, &apply, &reloading, &reload_again, &start_reload] {
+        apply(*next, prepared.get());
         next->config.reset();
+        prepared->config.reset();
+        prepared->rules.reset();
         // The old generation's rules are freed by now; give a large
         // configuration's memory back to the system.
         ::malloc_trim(0);
