@@ -1449,12 +1449,14 @@ bool ReadWholeFile(const std::string& path, std::string* out, std::string* error
   std::size_t used = 0;
   for (;;) {
     if (used == out->size()) {
-      // Grown since fstat: read on, but never past the cap.
+      // Grown since fstat (or a size-less /proc file): read on, but never
+      // much past the cap.
       if (out->size() > kMaxFileSize) {
         *error = "file is larger than 64 MiB; refusing to read it";
         return false;
       }
-      out->resize(std::max<std::size_t>(out->size() * 2, 4096));
+      out->resize(std::min<std::size_t>(std::max<std::size_t>(out->size() * 2, 4096),
+                                        kMaxFileSize + 1));
     }
     const ssize_t n = ::read(fd, out->data() + used, out->size() - used);
     if (n < 0 && errno == EINTR) continue;
@@ -1464,6 +1466,10 @@ bool ReadWholeFile(const std::string& path, std::string* out, std::string* error
     }
     if (n == 0) break;
     used += static_cast<std::size_t>(n);
+  }
+  if (used > kMaxFileSize) {
+    *error = "file is larger than 64 MiB; refusing to read it";
+    return false;
   }
   out->resize(used);
   return true;
