@@ -1455,8 +1455,8 @@ bool ReadWholeFile(const std::string& path, std::string* out, std::string* error
         *error = "file is larger than 64 MiB; refusing to read it";
         return false;
       }
-      out->resize(std::min<std::size_t>(std::max<std::size_t>(out->size() * 2, 4096),
-                                        kMaxFileSize + 1));
+      out->resize(
+          std::min<std::size_t>(std::max<std::size_t>(out->size() * 2, 4096), kMaxFileSize + 1));
     }
     const ssize_t n = ::read(fd, out->data() + used, out->size() - used);
     if (n < 0 && errno == EINTR) continue;
@@ -1502,9 +1502,9 @@ void WalkDirectory(Loader& loader, const fs::path& dir, std::set<std::pair<dev_t
       const int err = errno;
       struct stat lst {};
       const bool link = ::lstat(entry.c_str(), &lst) == 0 && S_ISLNK(lst.st_mode);
-      loader.FileError(entry.string(), std::string(link ? "cannot follow symbolic link: "
-                                                         : "cannot stat: ") +
-                                           std::strerror(err));
+      loader.FileError(entry.string(),
+                       std::string(link ? "cannot follow symbolic link: " : "cannot stat: ") +
+                           std::strerror(err));
       continue;
     }
     if (S_ISDIR(st.st_mode)) {
@@ -1518,8 +1518,7 @@ void WalkDirectory(Loader& loader, const fs::path& dir, std::set<std::pair<dev_t
     }
     if (!yaml) continue;
     if (!S_ISREG(st.st_mode)) {
-      loader.FileWarning(entry.string(),
-                         "not a regular file (a FIFO, device or socket); skipped");
+      loader.FileWarning(entry.string(), "not a regular file (a FIFO, device or socket); skipped");
       continue;
     }
     found.push_back(entry);

@@ -361,8 +361,7 @@ int RunSystem(const SystemOptions& options) {
     reloading = true;
     if (reader.joinable()) reader.join();  // finished: it posted its result
     reader = std::jthread([&io, &apply, &reloading, &reload_again, &start_reload,
-                           paths = options.paths,
-                           running = stack->config().options,
+                           paths = options.paths, running = stack->config().options,
                            load_options = LoadOptionsFor(stack->config().options)] {
       auto next = std::make_shared<config::LoadResult>(config::Load(paths, load_options));
       auto prepared = std::make_shared<Stack::Prepared>();
