@@ -6,6 +6,7 @@
 // may refer to each other's port aliases and proxies in any order), the
 // second resolves references and checks the whole.
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <yaml-cpp/yaml.h>
 
@@ -186,6 +187,9 @@ class Loader {
   void AddDocument(const Document& doc, bool builtin = false);
   void FileError(const std::string& file, const std::string& message) {
     diagnostics_.push_back({Severity::kError, SourceLocation{file, 0, 0}, message});
+  }
+  void FileWarning(const std::string& file, const std::string& message) {
+    diagnostics_.push_back({Severity::kWarning, SourceLocation{file, 0, 0}, message});
   }
   LoadResult Finish();
 
@@ -1421,32 +1425,112 @@ LoadResult Loader::Finish() {
   return result;
 }
 
+// The one place that opens a configuration file. O_NONBLOCK so that a FIFO
+// or a device cannot block the open; fstat on the opened descriptor (not a
+// stat of the name before) so that what is checked is what is read. Only
+// regular files are read, and no more than kMaxFileSize bytes of them:
+// /dev/zero or a growing file would otherwise be read until memory ends.
 bool ReadWholeFile(const std::string& path, std::string* out, std::string* error) {
-  std::error_code ec;
-  const auto size = fs::file_size(path, ec);
-  if (!ec && size > kMaxFileSize) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+  if (fd < 0) {
+    *error = std::string("cannot open: ") + std::strerror(errno);
+    return false;
+  }
+  struct FdCloser {
+    int fd;
+    ~FdCloser() { ::close(fd); }
+  } closer{fd};
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) {
+    *error = std::string("cannot stat: ") + std::strerror(errno);
+    return false;
+  }
+  if (!S_ISREG(st.st_mode)) {
+    *error = "not a regular file (a FIFO, device or socket); refusing to read it";
+    return false;
+  }
+  if (static_cast<std::uint64_t>(st.st_size) > kMaxFileSize) {
     *error = "file is larger than 64 MiB; refusing to read it";
     return false;
   }
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    *error = std::string("cannot read: ") + std::strerror(errno);
+  out->assign(static_cast<std::size_t>(st.st_size), '\0');
+  std::size_t used = 0;
+  for (;;) {
+    if (used == out->size()) {
+      // Grown since fstat (or a size-less /proc file): read on, but never
+      // much past the cap.
+      if (out->size() > kMaxFileSize) {
+        *error = "file is larger than 64 MiB; refusing to read it";
+        return false;
+      }
+      out->resize(
+          std::min<std::size_t>(std::max<std::size_t>(out->size() * 2, 4096), kMaxFileSize + 1));
+    }
+    const ssize_t n = ::read(fd, out->data() + used, out->size() - used);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      *error = std::string("cannot read: ") + std::strerror(errno);
+      return false;
+    }
+    if (n == 0) break;
+    used += static_cast<std::size_t>(n);
+  }
+  if (used > kMaxFileSize) {
+    *error = "file is larger than 64 MiB; refusing to read it";
     return false;
   }
-  // In one read when the size is known (a stream buffer copy costs more
-  // than the parse of a large file's worth of small ones); a file that
-  // grows meanwhile, or has no size (a pipe), is read to its end.
-  out->clear();
-  if (!ec) {
-    out->resize(static_cast<std::size_t>(size));
-    in.read(out->data(), static_cast<std::streamsize>(size));
-    out->resize(static_cast<std::size_t>(in.gcount()));
-    if (in.gcount() < static_cast<std::streamsize>(size)) return true;
-  }
-  std::ostringstream rest;
-  rest << in.rdbuf();
-  *out += rest.str();
+  out->resize(used);
   return true;
+}
+
+// Walks one configuration directory without std::filesystem's recursive
+// iterator, which throws on a symbolic link loop and, following directory
+// links, visits `ln -s . a; ln -s . b` exponentially often. Each directory
+// (by device and inode) is read at most once; every entry that cannot be
+// examined becomes a diagnostic naming it.
+void WalkDirectory(Loader& loader, const fs::path& dir, std::set<std::pair<dev_t, ino_t>>& visited,
+                   std::vector<fs::path>& found) {
+  std::error_code ec;
+  fs::directory_iterator it(dir, ec);
+  if (ec) {
+    loader.FileError(dir.string(), "cannot list directory: " + ec.message());
+    return;
+  }
+  std::vector<fs::path> entries;
+  for (; !ec && it != fs::directory_iterator(); it.increment(ec)) entries.push_back(it->path());
+  if (ec) loader.FileError(dir.string(), "cannot list directory: " + ec.message());
+  std::sort(entries.begin(), entries.end());
+  for (const fs::path& entry : entries) {
+    const std::string name = entry.filename().string();
+    if (name.starts_with(".")) continue;
+    const std::string ext = entry.extension().string();
+    const bool yaml = ext == ".yml" || ext == ".yaml";
+    struct stat st {};
+    if (::stat(entry.c_str(), &st) != 0) {
+      const int err = errno;
+      struct stat lst {};
+      const bool link = ::lstat(entry.c_str(), &lst) == 0 && S_ISLNK(lst.st_mode);
+      loader.FileError(entry.string(),
+                       std::string(link ? "cannot follow symbolic link: " : "cannot stat: ") +
+                           std::strerror(err));
+      continue;
+    }
+    if (S_ISDIR(st.st_mode)) {
+      if (!visited.insert({st.st_dev, st.st_ino}).second) {
+        loader.FileWarning(entry.string(),
+                           "directory already read (through a symbolic link); skipped");
+        continue;
+      }
+      WalkDirectory(loader, entry, visited, found);
+      continue;
+    }
+    if (!yaml) continue;
+    if (!S_ISREG(st.st_mode)) {
+      loader.FileWarning(entry.string(), "not a regular file (a FIFO, device or socket); skipped");
+      continue;
+    }
+    found.push_back(entry);
+  }
 }
 
 }  // namespace
@@ -1460,6 +1544,8 @@ LoadResult LoadDocuments(const std::vector<Document>& documents, const LoadOptio
 LoadResult Load(const std::vector<std::string>& paths, const LoadOptions& options) {
   Loader loader(options);
   std::set<fs::path> seen;
+  std::size_t loaded = 0;
+  bool failed = false;  // an error already says why nothing was read
   auto add_file = [&](const fs::path& path, const std::string& shown) {
     std::error_code ec;
     const fs::path canonical = fs::weakly_canonical(path, ec);
@@ -1468,35 +1554,38 @@ LoadResult Load(const std::vector<std::string>& paths, const LoadOptions& option
     std::string error;
     if (!ReadWholeFile(path.string(), &text, &error)) {
       loader.FileError(shown, error);
+      failed = true;
       return;
     }
+    ++loaded;
     loader.AddDocument(Document{shown, std::move(text)});
   };
+  std::set<std::pair<dev_t, ino_t>> visited;
   for (const std::string& p : paths) {
-    std::error_code ec;
-    const fs::file_status status = fs::status(p, ec);
-    if (ec || !fs::exists(status)) {
-      loader.FileError(p, "cannot read: " + (ec ? ec.message() : "No such file or directory"));
+    struct stat st {};
+    if (::stat(p.c_str(), &st) != 0) {
+      loader.FileError(p, std::string("cannot read: ") + std::strerror(errno));
+      failed = true;
       continue;
     }
-    if (!fs::is_directory(status)) {
+    if (!S_ISDIR(st.st_mode)) {
       add_file(p, p);
       continue;
     }
+    if (!visited.insert({st.st_dev, st.st_ino}).second) continue;  // named twice: read once
     std::vector<fs::path> found;
-    fs::recursive_directory_iterator it(p, fs::directory_options::follow_directory_symlink, ec);
-    for (; !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
-      const std::string name = it->path().filename().string();
-      if (name.starts_with(".")) {
-        if (it->is_directory()) it.disable_recursion_pending();
-        continue;
-      }
-      const std::string ext = it->path().extension().string();
-      if ((ext == ".yml" || ext == ".yaml") && it->is_regular_file()) found.push_back(it->path());
-    }
-    if (ec) loader.FileError(p, "cannot list directory: " + ec.message());
+    WalkDirectory(loader, p, visited, found);
     std::sort(found.begin(), found.end());
     for (const fs::path& f : found) add_file(f, f.string());
+  }
+  // Zero rules would forward every ruled name (.onion too) to the upstream:
+  // a configuration that names paths but yields no file fails closed.
+  if (!paths.empty() && loaded == 0 && !failed) {
+    std::string named;
+    for (const std::string& p : paths) named += (named.empty() ? "" : ", ") + p;
+    loader.FileError(named,
+                     "no configuration file (*.yml or *.yaml) could be read; refusing to run "
+                     "with no rules (add a file, or name one with -c)");
   }
   return loader.Finish();
 }

@@ -72,7 +72,14 @@ bool Stack::Listen(asio::io_context& io, const resolver::DnsServer::Options& dns
 }
 
 std::vector<std::string> Stack::Reload(const config::Config& config) {
-  const config::Options& was = config_->options;
+  Prepared prepared = Prepare(config_->options, config);
+  std::vector<std::string> restart = std::move(prepared.restart);
+  Apply(std::move(prepared));
+  return restart;
+}
+
+Stack::Prepared Stack::Prepare(const config::Options& running, const config::Config& config) {
+  const config::Options& was = running;
   const config::Options& now = config.options;
   std::vector<std::string> restart;
   auto differs = [&](const char* name, bool changed) {
@@ -108,11 +115,14 @@ std::vector<std::string> Stack::Reload(const config::Config& config) {
   next.options.temporary_bind_port_last = now.temporary_bind_port_last;
   auto next_config = std::make_shared<const config::Config>(std::move(next));
   auto next_rules = std::make_shared<const config::RuleSet>(*next_config);
-  handler_->SetRules(next_rules);
-  if (engine_) engine_->Update(next_config, next_rules);
-  config_ = std::move(next_config);
-  rules_ = std::move(next_rules);
-  return restart;
+  return Prepared{std::move(restart), std::move(next_config), std::move(next_rules)};
+}
+
+void Stack::Apply(Prepared prepared) {
+  handler_->SetRules(prepared.rules);
+  if (engine_) engine_->Update(prepared.config, prepared.rules);
+  config_ = std::move(prepared.config);
+  rules_ = std::move(prepared.rules);
 }
 
 void Stack::Start() {

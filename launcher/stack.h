@@ -54,6 +54,18 @@ class Stack {
   // upstream DNS, ...), for a warning; the rest of the old values stay.
   std::vector<std::string> Reload(const config::Config& config);
 
+  // Reload in two halves, so that the costly one (compiling the rule set)
+  // can run off the I/O thread: Prepare touches no Stack state (`running`
+  // is a copy of config().options taken on the I/O thread), Apply swaps.
+  struct Prepared {
+    std::vector<std::string> restart;
+    std::shared_ptr<const config::Config> config;
+    std::shared_ptr<const config::RuleSet> rules;
+  };
+  [[nodiscard]] static Prepared Prepare(const config::Options& running,
+                                        const config::Config& config);
+  void Apply(Prepared prepared);
+
   const config::Config& config() const { return *config_; }
   resolver::DnsServer& dns() { return *server_; }
   proxies::Engine& engine() { return *engine_; }

@@ -1,18 +1,21 @@
 #include "launcher/system.h"
 
 #include <linux/capability.h>
+#include <malloc.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <csignal>
 #include <functional>
 #include <iostream>
 #include <sstream>
+#include <thread>
 
 #include "config/config.h"
 #include "launcher/mappings_file.h"
@@ -321,33 +324,73 @@ int RunSystem(const SystemOptions& options) {
   ScheduleSave(save, saver);
 
   // SIGHUP: the same files again; only a valid configuration replaces the
-  // running one.
+  // running one. The files are read and compiled on a thread of their own
+  // (a large configuration took seconds) while the running generation keeps
+  // serving DNS and connections; the result is applied on the I/O thread.
+  // A SIGHUP during a reload is coalesced into one more reload after it.
+  bool reloading = false;
+  bool reload_again = false;
+  std::jthread reader;  // joined before `io` and `stack` go (declared after them)
+  std::function<void()> start_reload;
+  // `prepared` is set when `next` is ok: compiled on the reading thread.
+  auto apply = [&](const config::LoadResult& next, Stack::Prepared* prepared) {
+    for (const auto& d : next.diagnostics) {
+      log.Write("CONFIG",
+                d.severity == config::Severity::kError ? config::LogLevel::kError
+                                                       : config::LogLevel::kWarning,
+                d.ToString());
+    }
+    if (!next.ok()) {
+      log.Error("CONFIG",
+                "the new configuration has errors and was not applied; the running "
+                "one stays");
+      return;
+    }
+    const std::vector<std::string> restart = prepared->restart;
+    stack->Apply(std::move(*prepared));
+    if (!restart.empty()) {
+      std::string names;
+      for (const auto& n : restart) names += (names.empty() ? "" : ", ") + n;
+      log.Warning("CONFIG", "changed options that take effect at a restart only: " + names);
+    }
+    const std::size_t n = next.config->rules.size();
+    log.Info("CONFIG", "reloaded: " + std::to_string(n) + (n == 1 ? " rule" : " rules") +
+                           " for new queries and connections; live connections keep theirs");
+  };
+  start_reload = [&] {
+    reloading = true;
+    if (reader.joinable()) reader.join();  // finished: it posted its result
+    reader = std::jthread([&io, &apply, &reloading, &reload_again, &start_reload,
+                           paths = options.paths, running = stack->config().options,
+                           load_options = LoadOptionsFor(stack->config().options)] {
+      auto next = std::make_shared<config::LoadResult>(config::Load(paths, load_options));
+      auto prepared = std::make_shared<Stack::Prepared>();
+      if (next->ok()) *prepared = Stack::Prepare(running, *next->config);
+      asio::post(io, [next, prepared, &apply, &reloading, &reload_again, &start_reload] {
+        apply(*next, prepared.get());
+        next->config.reset();
+        prepared->config.reset();
+        prepared->rules.reset();
+        // The old generation's rules are freed by now; give a large
+        // configuration's memory back to the system.
+        ::malloc_trim(0);
+        reloading = false;
+        if (reload_again) {
+          reload_again = false;
+          start_reload();
+        }
+      });
+    });
+  };
   std::function<void()> wait_for_hangup = [&] {
     hangup.async_wait([&](const boost::system::error_code& sec, int) {
       if (sec) return;
-      log.Info("CONFIG", "SIGHUP: reading the configuration again");
-      const config::LoadResult next =
-          config::Load(options.paths, LoadOptionsFor(stack->config().options));
-      for (const auto& d : next.diagnostics) {
-        log.Write("CONFIG",
-                  d.severity == config::Severity::kError ? config::LogLevel::kError
-                                                         : config::LogLevel::kWarning,
-                  d.ToString());
-      }
-      if (!next.ok()) {
-        log.Error("CONFIG",
-                  "the new configuration has errors and was not applied; the running "
-                  "one stays");
+      if (reloading) {
+        log.Info("CONFIG", "SIGHUP during a reload: reading once more when it ends");
+        reload_again = true;
       } else {
-        const std::vector<std::string> restart = stack->Reload(*next.config);
-        if (!restart.empty()) {
-          std::string names;
-          for (const auto& n : restart) names += (names.empty() ? "" : ", ") + n;
-          log.Warning("CONFIG", "changed options that take effect at a restart only: " + names);
-        }
-        const std::size_t n = next.config->rules.size();
-        log.Info("CONFIG", "reloaded: " + std::to_string(n) + (n == 1 ? " rule" : " rules") +
-                               " for new queries and connections; live connections keep theirs");
+        log.Info("CONFIG", "SIGHUP: reading the configuration again");
+        start_reload();
       }
       wait_for_hangup();
     });

@@ -1,3 +1,4 @@
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
@@ -539,4 +540,74 @@ TEST_CASE("every shipped sample loads", "[loader][samples]") {
   INFO(All(r));
   CHECK(r.ok());
   CHECK(r.config->rules.size() > 0);
+}
+
+TEST_CASE("hostile directories: link loops, dangling links, link fans", "[loader][walk]") {
+  Fixture f;
+  namespace fs = std::filesystem;
+  const fs::path conf = f.dir.path() / "conf";
+  f.dir.Write("conf/a.yml", "rules:\n  a.com: direct\n");
+  fs::create_symlink("self.yml", conf / "self.yml");  // a link to itself: ELOOP
+  fs::create_symlink("nowhere.yml", conf / "gone.yml");
+  const LoadResult r = Load({conf.string()}, f.options);
+  const std::string all = All(r);
+  INFO(all);
+  CHECK_FALSE(r.ok());
+  CHECK_THAT(all, Catch::Contains("self.yml: error: cannot follow symbolic link: Too many levels "
+                                  "of symbolic links"));
+  CHECK_THAT(all, Catch::Contains("gone.yml: error: cannot follow symbolic link: No such file or "
+                                  "directory"));
+
+  // Eight links to the directory itself, and one to its parent: without
+  // visited-directory tracking this is 9^depth directories to list.
+  const fs::path fan = f.dir.path() / "fan";
+  f.dir.Write("fan/a.yml", "rules:\n  a.com: direct\n");
+  f.dir.Write("fan/sub/b.yml", "rules:\n  b.com: direct\n");
+  for (int i = 0; i < 8; ++i) fs::create_symlink(".", fan / ("s" + std::to_string(i)));
+  fs::create_symlink("..", fan / "sub" / "up");
+  const LoadResult fanned = Load({fan.string()}, f.options);
+  INFO(All(fanned));
+  REQUIRE(fanned.ok());
+  CHECK(fanned.config->rules.size() == 2);
+  CHECK(fanned.config->files.size() == 2);
+  CHECK_THAT(All(fanned), Catch::Contains("s0: warning: directory already read"));
+}
+
+TEST_CASE("files that never end, FIFOs and devices are refused, not read", "[loader][walk]") {
+  Fixture f;
+  namespace fs = std::filesystem;
+  CHECK_THAT(OnlyError(Load({"/dev/zero"}, f.options)),
+             Catch::Contains("/dev/zero: error: not a regular file"));
+  const std::string fifo = (f.dir.path() / "fifo.yml").string();
+  REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+  // Nobody writes to it: opened without O_NONBLOCK this would block.
+  CHECK_THAT(OnlyError(Load({fifo}, f.options)),
+             Catch::Contains("fifo.yml: error: not a regular file"));
+
+  const std::string big = f.dir.Write("big.yml", "");
+  fs::resize_file(big, (64u << 20) + 1);  // sparse: costs no disk
+  CHECK_THAT(OnlyError(Load({big}, f.options)),
+             Catch::Contains("big.yml: error: file is larger than 64 MiB"));
+}
+
+TEST_CASE("paths that yield no configuration file fail closed", "[loader][walk]") {
+  Fixture f;
+  namespace fs = std::filesystem;
+  const fs::path empty = f.dir.path() / "empty";
+  fs::create_directories(empty);
+  CHECK_THAT(OnlyError(Load({empty.string()}, f.options)),
+             Catch::Contains("error: no configuration file (*.yml or *.yaml) could be read"));
+
+  // A directory whose only entry is a FIFO: the FIFO is skipped, with a
+  // warning, and the directory then yields nothing.
+  const fs::path only_fifo = f.dir.path() / "onlyfifo";
+  fs::create_directories(only_fifo);
+  REQUIRE(::mkfifo((only_fifo / "x.yml").c_str(), 0600) == 0);
+  const LoadResult r = Load({only_fifo.string()}, f.options);
+  CHECK_THAT(OnlyError(r), Catch::Contains("no configuration file"));
+  CHECK_THAT(All(r), Catch::Contains("x.yml: warning: not a regular file"));
+
+  // No paths at all (no -c, and neither default directory exists) stays
+  // a configuration of defaults.
+  CHECK(Load({}, f.options).ok());
 }
