@@ -30,6 +30,7 @@
 #include "proxies/ssh_connector.h"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <libssh/callbacks.h>
 #include <libssh/libssh.h>
 #include <libssh/server.h>  // ssh_send_keepalive
@@ -300,6 +301,8 @@ class SshSession {
   asio::awaitable<void> KeepaliveLoop(std::uint64_t gen);
   asio::awaitable<void> WriteWait(std::uint64_t gen);
   void SessionDown(const std::string& why, config::LogLevel level);
+  asio::awaitable<void> CloseWhenAnswered(std::shared_ptr<Channel> c, Target target);
+  int AskOpen(ssh_channel channel, const Target& target);
   bool Up(std::uint64_t gen) const { return up_ && gen == generation_ && !stopping_; }
 
   // What a coroutine waits for. Wakes are targeted: with hundreds of
@@ -449,7 +452,7 @@ asio::awaitable<OpenResult> SshSession::Open(Target target, Clock::time_point de
   ssh_set_channel_callbacks(channel, &c->callbacks);
   int rc = SSH_AGAIN;
   for (;;) {
-    rc = ssh_channel_open_forward(channel, target.host.c_str(), target.port, "127.0.0.1", 0);
+    rc = AskOpen(channel, target);
     if (rc != SSH_AGAIN) break;
     Flush();
     // Asking libssh again while the channel is still opening costs a poll
@@ -468,12 +471,17 @@ asio::awaitable<OpenResult> SshSession::Open(Target target, Clock::time_point de
     result.error = "the SSH session ended while opening a channel to " + target.ToString();
     co_return result;
   }
+  if (rc == SSH_AGAIN) {
+    result.error = "no answer in time to open a channel to " + target.ToString();
+    c->ended = true;  // what the server may send on it is dropped
+    Spawn(CloseWhenAnswered(c, std::move(target)), "a late channel");
+    co_return result;
+  }
   if (rc != SSH_OK) {
     if (result.error.empty()) {
-      result.error = rc == SSH_AGAIN ? "no answer in time to open a channel to " + target.ToString()
-                                     : "the server refused a channel to " + target.ToString() +
-                                           ": " + RefusalText(ssh_get_error(ssh_));
-      if (rc != SSH_AGAIN) log().Limited(kModule, config::LogLevel::kInfo, prefix_ + result.error);
+      result.error = "the server refused a channel to " + target.ToString() + ": " +
+                     RefusalText(ssh_get_error(ssh_));
+      log().Limited(kModule, config::LogLevel::kInfo, prefix_ + result.error);
     }
     ssh_remove_channel_callbacks(channel, &c->callbacks);
     if (ssh_channel_is_open(channel)) ssh_channel_close(channel);
@@ -898,6 +906,47 @@ void SshSession::SessionDown(const std::string& why, config::LogLevel level) {
   ssh_free(ssh_);
   ssh_ = nullptr;
   WakeAll();
+}
+
+// Opens a direct-tcpip channel, or asks again whether it is open: SSH_OK,
+// SSH_AGAIN while the server has not answered, SSH_ERROR. libssh reads the
+// session's socket for that, and what it reads there the reader never
+// sees: it counts as a sign of life here, or an open that waits longer than
+// keepaliveInterval would take the session for dead.
+int SshSession::AskOpen(ssh_channel channel, const Target& target) {
+  pollfd ready{ssh_get_fd(ssh_), POLLIN, 0};
+  if (::poll(&ready, 1, 0) > 0 && (ready.revents & POLLIN)) last_rx_ = Clock::now();
+  return ssh_channel_open_forward(channel, target.host.c_str(), target.port, "127.0.0.1", 0);
+}
+
+// A channel whose connection gave up before the server answered its open
+// (the server's connect to the target is slow) may still be confirmed.
+// Freed at once, it would be forgotten by libssh, which ignores a
+// confirmation for a channel it does not know, while the server kept the
+// channel and its connection to the target open for as long as the
+// session lasts. So it is kept until the server answers, then closed.
+asio::awaitable<void> SshSession::CloseWhenAnswered(std::shared_ptr<Channel> c, Target target) {
+  // A server that never answers at all: given up on, not polled forever.
+  const Clock::time_point give_up = Clock::now() + std::chrono::minutes(5);
+  int rc = SSH_AGAIN;
+  while (Up(c->gen) && Clock::now() < give_up) {
+    // Asked again (it polls the socket, so not often): SSH_OK once the
+    // server confirmed, SSH_ERROR once it refused.
+    rc = AskOpen(c->channel, target);
+    if (rc != SSH_AGAIN) break;
+    // Woken at once by a confirmation; a refusal is seen at the next ask.
+    co_await Sleep(std::min(give_up, Clock::now() + std::chrono::seconds(1)), kState, c->channel);
+  }
+  if (!Up(c->gen)) co_return;  // libssh freed it with the session
+  ssh_remove_channel_callbacks(c->channel, &c->callbacks);
+  if (rc == SSH_OK) {
+    log().Debug(kModule, prefix_ + "closed the channel to " + c->what +
+                             " that the server opened after its connection had given up");
+    ssh_channel_close(c->channel);
+  }
+  ssh_channel_free(c->channel);
+  c->channel = nullptr;
+  Flush();
 }
 
 // --- channels ---------------------------------------------------------------
