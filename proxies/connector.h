@@ -67,6 +67,12 @@ class Connector {
                                                                 Clock::time_point deadline,
                                                                 std::string* error) = 0;
   virtual const std::string& name() const = 0;
+
+  // A reload replaced the configuration generation this connector belongs
+  // to: it goes on serving the connections it has, and keeps nothing up
+  // for new ones (an ssh session closes once no connection uses it, and is
+  // not reconnected).
+  virtual void Retire() {}
 };
 
 // What connectors share: the resolver for names that must be resolved

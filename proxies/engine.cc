@@ -9,6 +9,7 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <cstdio>
 #include <sstream>
+#include <utility>
 
 #include "proxies/name_resolver.h"
 #include "proxies/relay.h"
@@ -346,7 +347,11 @@ void Engine::Start() {
 
 void Engine::Update(std::shared_ptr<const config::Config> config,
                     std::shared_ptr<const config::RuleSet> rules) {
-  impl_->current = impl_->MakeGeneration(std::move(config), std::move(rules));
+  const std::shared_ptr<Impl::Generation> old = std::exchange(
+      impl_->current, impl_->MakeGeneration(std::move(config), std::move(rules)));
+  // Kept alive by a long connection, the old generation would otherwise
+  // keep its ssh sessions up (keepalives, reconnections) for nothing.
+  for (const auto& [name, connector] : old->connectors) connector->Retire();
   // A reload is when a user expects names to be looked up afresh (as
   // dnsmasq's cache is cleared by SIGHUP), e.g. after fixing a DNS record.
   impl_->resolver.ForgetAll();

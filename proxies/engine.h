@@ -37,7 +37,9 @@ class Engine {
   ~Engine();
 
   // New connections from now on follow `config` and `rules` (a reload);
-  // live ones keep the configuration and connectors they started with.
+  // live ones keep the configuration and connectors they started with,
+  // which are retired (Connector::Retire): an old ssh session serves its
+  // channels until they end, and is not kept up or reconnected for more.
   // The answers kept for `direct` and proxy names are forgotten.
   void Update(std::shared_ptr<const config::Config> config,
               std::shared_ptr<const config::RuleSet> rules);

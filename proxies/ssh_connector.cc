@@ -30,7 +30,6 @@
 #include "proxies/ssh_connector.h"
 
 #include <fcntl.h>
-#include <poll.h>
 #include <libssh/callbacks.h>
 #include <libssh/libssh.h>
 #include <libssh/server.h>  // ssh_send_keepalive
@@ -272,6 +271,17 @@ class SshSession {
     thread_.join();
   }
 
+  // The configuration moved on: serve the channels there are, then close,
+  // and connect again only for a connection that waits (one that started
+  // before the reload).
+  void Retire() {
+    asio::post(*io_, [this] {
+      retired_ = true;
+      Wake(kState);
+      MaybeRetire();
+    });
+  }
+
   SshSession(const SshSession&) = delete;
   SshSession& operator=(const SshSession&) = delete;
 
@@ -301,6 +311,7 @@ class SshSession {
   asio::awaitable<void> KeepaliveLoop(std::uint64_t gen);
   asio::awaitable<void> WriteWait(std::uint64_t gen);
   void SessionDown(const std::string& why, config::LogLevel level);
+  void MaybeRetire();
   asio::awaitable<void> CloseWhenAnswered(std::shared_ptr<Channel> c, Target target);
   int AskOpen(ssh_channel channel, const Target& target);
   bool Up(std::uint64_t gen) const { return up_ && gen == generation_ && !stopping_; }
@@ -372,11 +383,15 @@ class SshSession {
   std::unique_ptr<asio::posix::stream_descriptor> socket_;  // libssh's, not owned
   bool up_ = false;
   bool stopping_ = false;
+  bool retired_ = false;  // by a reload: see Retire
   bool flush_posted_ = false;
   bool write_waiting_ = false;
   std::uint64_t generation_ = 0;
   std::size_t waiting_ = 0;  // Open calls waiting for the session
+  std::size_t opens_ = 0;    // Open calls in progress: a retired session stays for them
   Clock::time_point last_rx_;
+  ssh_counter_struct counters_{};  // the socket's bytes, counted by libssh
+  std::uint64_t seen_in_ = 0;
   std::string last_error_;
   asio::steady_timer keepalive_;
   std::set<asio::steady_timer*> sleepers_[kKinds];
@@ -419,6 +434,14 @@ asio::awaitable<bool> SshSession::Sleep(Clock::time_point deadline, Kind kind,
 
 asio::awaitable<OpenResult> SshSession::Open(Target target, Clock::time_point deadline) {
   OpenResult result;
+  // However Open ends, a retired session may have nothing left to serve.
+  struct Opening {
+    SshSession& s;
+    explicit Opening(SshSession& session) : s(session) { ++s.opens_; }
+    ~Opening() {
+      if (--s.opens_ == 0 && s.retired_) asio::post(*s.io_, [p = &s] { p->MaybeRetire(); });
+    }
+  } opening(*this);
   ++waiting_;
   Wake(kState);  // the supervisor may be waiting for demand, or in a backoff
   while (!up_ && !stopping_ && Clock::now() < deadline) co_await Sleep(deadline);
@@ -542,10 +565,12 @@ asio::awaitable<void> SshSession::Supervise() {
   Clock::time_point failed_at;
   bool ever_up = false;
   while (!stopping_) {
-    if (!ever_up && failures == 0) {
-      // Opened on first use.
+    if (retired_ || (!ever_up && failures == 0)) {
+      // Opened on first use; once retired, only for a connection that
+      // waits for it.
       while (waiting_ == 0 && !stopping_) co_await Sleep(Clock::time_point::max());
-    } else if (failures > 0) {
+    }
+    if (failures > 0) {
       // Exponential backoff; a connection waiting shortens it to a second,
       // so that a server back from a restart is used soon.
       const auto backoff = std::min<Clock::duration>(
@@ -578,6 +603,7 @@ asio::awaitable<void> SshSession::Supervise() {
                             proxy_.address.ToString() + ", " + (cipher ? cipher : "?") + ")");
     const std::uint64_t gen = generation_;
     Wake(kState);
+    MaybeRetire();  // up for a connection that gave up meanwhile
     while (Up(gen)) co_await Sleep(Clock::time_point::max());
   }
 }
@@ -691,6 +717,9 @@ bool SshSession::Handshake(int fd, std::string* error) {
     return false;
   }
   ssh_set_blocking(ssh_, 0);
+  counters_ = {};
+  seen_in_ = 0;
+  ssh_set_counters(ssh_, &counters_, nullptr);
   event_ = ssh_event_new();
   ssh_event_add_session(event_, ssh_);
   socket_ = std::make_unique<asio::posix::stream_descriptor>(*io_, ssh_get_fd(ssh_));
@@ -857,6 +886,12 @@ asio::awaitable<void> SshSession::KeepaliveLoop(std::uint64_t gen) {
     boost::system::error_code ec;
     co_await keepalive_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
     if (!Up(gen)) break;
+    // Whoever read it (the reader, a flush, a channel being opened), what
+    // came in shows the server is there.
+    if (counters_.in_bytes != seen_in_) {
+      seen_in_ = counters_.in_bytes;
+      last_rx_ = Clock::now();
+    }
     const auto idle = Clock::now() - last_rx_;
     if (idle > interval + interval / 2) {
       SessionDown(
@@ -882,7 +917,7 @@ void SshSession::SessionDown(const std::string& why, config::LogLevel level) {
   last_error_ = why;
   log().Write(kModule, level,
               prefix_ + why + "; " + std::to_string(channels_.size()) + " channel(s) reset" +
-                  (stopping_ ? "" : ", reconnecting"));
+                  (stopping_ || retired_ ? "" : ", reconnecting"));
   // Channels end with a reset: their data may be incomplete.
   auto channels = std::move(channels_);
   channels_.clear();
@@ -908,14 +943,18 @@ void SshSession::SessionDown(const std::string& why, config::LogLevel level) {
   WakeAll();
 }
 
+void SshSession::MaybeRetire() {
+  if (retired_ && up_ && channels_.empty() && opens_ == 0) {
+    SessionDown("closed: no connection uses it since the configuration was reloaded",
+                config::LogLevel::kInfo);
+  }
+}
+
 // Opens a direct-tcpip channel, or asks again whether it is open: SSH_OK,
 // SSH_AGAIN while the server has not answered, SSH_ERROR. libssh reads the
-// session's socket for that, and what it reads there the reader never
-// sees: it counts as a sign of life here, or an open that waits longer than
-// keepaliveInterval would take the session for dead.
+// session's socket for that (what it reads the reader never sees: see
+// KeepaliveLoop).
 int SshSession::AskOpen(ssh_channel channel, const Target& target) {
-  pollfd ready{ssh_get_fd(ssh_), POLLIN, 0};
-  if (::poll(&ready, 1, 0) > 0 && (ready.revents & POLLIN)) last_rx_ = Clock::now();
   return ssh_channel_open_forward(channel, target.host.c_str(), target.port, "127.0.0.1", 0);
 }
 
@@ -1093,6 +1132,8 @@ void SshSession::End(Channel& c, bool reset, const std::string& why) {
     Flush();
   }
   channels_.erase(&c);
+  // Posted: End runs inside the loops of the channel's own coroutines.
+  if (retired_ && channels_.empty()) asio::post(*io_, [this] { MaybeRetire(); });
 }
 
 // Client to server: as much as the remote window allows, only while the
@@ -1165,7 +1206,10 @@ class SshConnector : public Connector {
   asio::awaitable<std::optional<Stream>> Connect(const Target& target, Clock::time_point deadline,
                                                  std::string* error) override {
     auto executor = co_await asio::this_coro::executor;
-    if (!session_) session_ = std::make_unique<SshSession>(proxy_, context_, executor);
+    if (!session_) {
+      session_ = std::make_unique<SshSession>(proxy_, context_, executor);
+      if (retired_) session_->Retire();
+    }
     OpenResult r = co_await asio::co_spawn(session_->io(), session_->Open(target, deadline),
                                            asio::use_awaitable);
     if (!r.ok) {
@@ -1183,6 +1227,11 @@ class SshConnector : public Connector {
   }
 
   const std::string& name() const override { return proxy_.name; }
+
+  void Retire() override {
+    retired_ = true;
+    if (session_) session_->Retire();
+  }
 
  private:
   // A channel opened for the engine and not yet carried.
@@ -1225,6 +1274,7 @@ class SshConnector : public Connector {
   config::Proxy proxy_;
   ConnectorContext& context_;
   std::unique_ptr<SshSession> session_;
+  bool retired_ = false;
 };
 
 }  // namespace

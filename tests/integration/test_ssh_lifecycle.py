@@ -120,6 +120,42 @@ def held_client(site, host: str, port: int, name: str) -> w.Proc:
     return proc
 
 
+def test_a_reload_retires_the_old_session_once_its_last_channel_ends(site, tunnels):
+    # A long direct connection keeps the old configuration generation alive
+    # across the reload, and with it its ssh session: that session must
+    # serve its own connection to the end, then close, and neither send
+    # keepalives nor reconnect for a proxy the configuration no longer has.
+    accepted = site.sshd.log().count("Accepted publickey")
+    direct = held_client(site, "echo.direct.test", 9000, "direct")
+    over_ssh = held_client(site, "echo.vps.test", 9000, "over-ssh")
+    assert site.ssh_connections() == 1
+    mark = tunnels.mark()
+    site.write_conf(with_ssh=False)
+    tunnels.signal(signal.SIGHUP)
+    wait_for_log(tunnels, r"\[CONFIG\] reloaded", since=mark)
+    # The connection over the old session still works...
+    over_ssh.signal(signal.SIGUSR1)
+    wait_for_log(over_ssh, "^echoed$")
+    assert site.ssh_connections() == 1
+    # ...and once it ends, so does the session: sshd sees it go.
+    over_ssh.signal(signal.SIGUSR2)
+    wait_for_log(over_ssh, "^closed$")
+    wait_until(lambda: site.ssh_connections() == 0, timeout=5,
+               what="the retired session's TCP connection to sshd to close")
+    wait_for_log(tunnels, r"ssh proxy 'vps' .*closed: no connection uses it since the "
+                          r"configuration was reloaded", since=mark)
+    # The long direct connection lives on, and the session stays down (its
+    # keepalive would show within keepaliveInterval 1 s; a reconnection at
+    # sshd too).
+    direct.signal(signal.SIGUSR1)
+    wait_for_log(direct, "^echoed$")
+    assert site.ssh_connections() == 0
+    assert site.sshd.log().count("Accepted publickey") == accepted + 1
+    assert "reconnecting" not in tunnels.output()[mark:]
+    direct.signal(signal.SIGUSR2)
+    wait_for_log(direct, "^closed$")
+
+
 # A target whose accept queue is full until SIGUSR1: a connect to it (sshd's,
 # for a channel) gets no answer to its SYNs until then, and succeeds at the
 # next SYN after. Prints "accepted" for that connection, and "closed" once
