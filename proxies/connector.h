@@ -73,6 +73,12 @@ class Connector {
   // for new ones (an ssh session closes once no connection uses it, and is
   // not reconnected).
   virtual void Retire() {}
+  // tunnels is stopping, on the engine's thread before its io_context
+  // stops: ends every connection this connector carries itself
+  // (Stream::carry) and every thread it runs, before returning. The
+  // engine's coroutines that waited for them are then queued on the
+  // engine's io_context, or destroyed.
+  virtual void Stop() {}
 };
 
 // What connectors share: the resolver for names that must be resolved

@@ -46,7 +46,13 @@ class Engine {
 
   std::uint16_t port() const;
   void Start();
+  // Stops accepting connections; those that exist go on (a graceful stop).
   void Stop();
+  // Stop(), and ends at once the connections that connectors carry on
+  // threads of their own (ssh), and those threads, in every configuration
+  // generation still alive: on the engine's thread, before its io_context
+  // stops, so that nothing of the engine runs or waits elsewhere after.
+  void Shutdown();
   std::size_t active_connections() const;
   // Those of them that are carrying bytes: past their proxy's handshake.
   // After Stop(), the others end as soon as their connector returns, and a

@@ -185,6 +185,17 @@ const char* PreferredCiphers() {
 
 class SshSession;
 
+// A session thread's io_context. Once that thread has ended,
+// EndPendingWork() destroys what still waits in it, while the session is
+// whole: an engine coroutine waiting for an Open or a Carry holds its
+// configuration generation, and with it this session (a cycle that would
+// otherwise keep both, and the thread, alive past the engine).
+class SessionIo : public asio::io_context {
+ public:
+  SessionIo() : io_context(1) {}
+  void EndPendingWork() { shutdown(); }
+};
+
 // One direct-tcpip channel and the client's socket it carries.
 struct Channel {
   Channel(SshSession& s, asio::io_context& io, std::uint64_t g) : session(s), local(io), gen(g) {}
@@ -224,7 +235,7 @@ class SshSession {
       : proxy_(proxy),
         context_(context),
         engine_(std::move(engine)),
-        io_(std::make_shared<asio::io_context>(1)),
+        io_(std::make_shared<SessionIo>()),
         work_(asio::make_work_guard(*io_)),
         idle_(io_->get_executor()),
         keepalive_(*io_) {
@@ -247,7 +258,14 @@ class SshSession {
     thread_ = std::thread([io = io_] { io->run(); });
   }
 
-  ~SshSession() {
+  ~SshSession() { Stop(); }
+
+  // Ends the channels (their clients get a reset), the session and its
+  // thread, and destroys what waited in its io_context; on the engine's
+  // thread. Called once more, it does nothing.
+  void Stop() {
+    if (!thread_.joinable()) return;
+    stopped_ = true;
     {
       // A blocking handshake on the session's thread would hold up the
       // join below, on the engine's thread, for its whole timeout: every
@@ -269,7 +287,10 @@ class SshSession {
       asio::post(*io_, [io = io_] { asio::post(*io, [io] { io->stop(); }); });
     });
     thread_.join();
+    io_->EndPendingWork();
   }
+  // Whether Stop() was called; the engine's thread's.
+  bool stopped() const { return stopped_; }
 
   // The configuration moved on: serve the channels there are, then close,
   // and connect again only for a connection that waits (one that started
@@ -367,7 +388,7 @@ class SshSession {
   asio::any_io_executor engine_;
   std::unique_ptr<Connector> parent_;  // engine thread only
   std::string prefix_;
-  std::shared_ptr<asio::io_context> io_;
+  std::shared_ptr<SessionIo> io_;
   asio::executor_work_guard<asio::io_context::executor_type> work_;
   IdleWatch idle_;  // of the carried channels; the session thread's
   std::thread thread_;
@@ -376,6 +397,7 @@ class SshSession {
   std::mutex handshake_mutex_;
   int handshake_fd_ = -1;
   bool destroying_ = false;
+  bool stopped_ = false;  // the engine's thread's
 
   // Everything below belongs to the session thread.
   ssh_session ssh_ = nullptr;
@@ -1206,6 +1228,10 @@ class SshConnector : public Connector {
   asio::awaitable<std::optional<Stream>> Connect(const Target& target, Clock::time_point deadline,
                                                  std::string* error) override {
     auto executor = co_await asio::this_coro::executor;
+    if (stopped_) {
+      *error = "ssh proxy '" + proxy_.name + "': tunnels is stopping";
+      co_return std::nullopt;
+    }
     if (!session_) {
       session_ = std::make_unique<SshSession>(proxy_, context_, executor);
       if (retired_) session_->Retire();
@@ -1233,12 +1259,17 @@ class SshConnector : public Connector {
     if (session_) session_->Retire();
   }
 
+  void Stop() override {
+    stopped_ = true;
+    if (session_) session_->Stop();
+  }
+
  private:
   // A channel opened for the engine and not yet carried.
   struct Unclaimed {
     Unclaimed(SshSession& s, std::weak_ptr<Channel> c) : session(s), channel(std::move(c)) {}
     ~Unclaimed() {
-      if (!claimed) {
+      if (!claimed && !session.stopped()) {
         asio::post(session.io(), [s = &session, c = std::move(channel)] { s->Abandon(c); });
       }
     }
@@ -1255,6 +1286,14 @@ class SshConnector : public Connector {
                                             Clock::duration idle_timeout) {
     unclaimed->claimed = true;
     RelayResult result;
+    if (unclaimed->session.stopped()) {
+      // Its thread has ended: nothing would ever complete this connection.
+      result.error = "tunnels is stopping";
+      boost::system::error_code ignored;
+      client->set_option(asio::socket_base::linger(true, 0), ignored);
+      client->close(ignored);
+      co_return result;
+    }
     const int fd = ::fcntl(client->native_handle(), F_DUPFD_CLOEXEC, 0);
     if (fd < 0) {
       result.error = Errno("duplicating the client's socket");
@@ -1275,6 +1314,7 @@ class SshConnector : public Connector {
   ConnectorContext& context_;
   std::unique_ptr<SshSession> session_;
   bool retired_ = false;
+  bool stopped_ = false;
 };
 
 }  // namespace

@@ -8,6 +8,7 @@ as the client's resolver; each test starts its own and stops it."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 from pathlib import Path
@@ -197,3 +198,27 @@ def test_a_channel_confirmed_after_its_connection_gave_up_is_closed(site, tunnel
     # The session goes on.
     assert site.curl("http://www.vps.test/").stdout == "hello from nginx\n"
     assert "reconnecting" not in tunnels.output()
+
+
+def test_stopping_ends_the_connections_over_ssh_and_the_session(site, tunnels):
+    # A second SIGTERM stops at once, live connections or not. Those carried
+    # by the ssh session's thread must end then too, with a reset (their
+    # data may be incomplete), and the session with them: before the rest of
+    # tunnels goes, not whenever the process exits.
+    over_ssh = held_client(site, "echo.vps.test", 9000, "over-ssh")
+    assert site.ssh_connections() == 1
+    mark = tunnels.mark()
+    tunnels.signal(signal.SIGTERM)
+    wait_for_log(tunnels, r"stopping on SIGTERM; waiting up to \d+ s for 1 live connections",
+                 since=mark)
+    tunnels.signal(signal.SIGTERM)
+    tunnels.popen.wait(timeout=5)
+    out = tunnels.output()
+    assert tunnels.returncode == 0, out[mark:]
+    assert "Sanitizer" not in out
+    over_ssh.signal(signal.SIGUSR1)
+    over_ssh.popen.wait(timeout=5)
+    assert over_ssh.output().splitlines()[-1] == "reset"
+    assert re.search(r"ssh proxy 'vps' .*tunnels is stopping; 1 channel\(s\) reset", out[mark:])
+    wait_until(lambda: site.ssh_connections() == 0, timeout=5,
+               what="the session's TCP connection to sshd to close")
