@@ -132,7 +132,10 @@ void Stack::Start() {
 
 void Stack::Stop() {
   if (server_) server_->Stop();
-  if (engine_) engine_->Stop();
+  // Shutdown, not Stop: an ssh session's thread holds the coroutines of the
+  // connections it carries, and with them their configuration generation
+  // and itself; only ending them here lets them go before the stack does.
+  if (engine_) engine_->Shutdown();
 }
 
 }  // namespace tunnels::launcher

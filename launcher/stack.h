@@ -46,6 +46,8 @@ class Stack {
   bool Listen(boost::asio::io_context& io, const resolver::DnsServer::Options& dns,
               std::string* error);
   void Start();
+  // Stops the DNS server and the engine, ending at once the connections
+  // carried over ssh (Engine::Shutdown); call it before the io_context stops.
   void Stop();
 
   // Makes new queries and connections follow `config` (a reload); live

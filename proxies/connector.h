@@ -71,6 +71,18 @@ class Connector {
                                                                 Clock::time_point deadline,
                                                                 std::string* error) = 0;
   virtual const std::string& name() const = 0;
+
+  // A reload replaced the configuration generation this connector belongs
+  // to: it goes on serving the connections it has, and keeps nothing up
+  // for new ones (an ssh session closes once no connection uses it, and is
+  // not reconnected).
+  virtual void Retire() {}
+  // tunnels is stopping, on the engine's thread before its io_context
+  // stops: ends every connection this connector carries itself
+  // (Stream::carry) and every thread it runs, before returning. The
+  // engine's coroutines that waited for them are then queued on the
+  // engine's io_context, or destroyed.
+  virtual void Stop() {}
 };
 
 // What connectors share: the resolver for names that must be resolved

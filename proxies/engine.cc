@@ -10,6 +10,8 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <cstdio>
 #include <sstream>
+#include <utility>
+#include <vector>
 
 #include "proxies/name_resolver.h"
 #include "proxies/relay.h"
@@ -97,6 +99,9 @@ struct Engine::Impl {
   const config::Log& log;
   NameResolver resolver;
   std::shared_ptr<Generation> current;  // for new connections
+  // Every generation still alive: the current one and those that live
+  // connections hold, for Shutdown.
+  std::vector<std::weak_ptr<Generation>> generations;
   tcp::acceptor acceptor;
   std::size_t active = 0;
   std::size_t relaying = 0;  // of `active`: past their proxy's handshake
@@ -129,6 +134,8 @@ struct Engine::Impl {
     auto g = std::make_shared<Generation>(std::move(config), std::move(rules), resolver, log);
     g->context.owner = g;
     AddConnectors(*g->config, g->context, g->connectors);
+    std::erase_if(generations, [](const std::weak_ptr<Generation>& w) { return w.expired(); });
+    generations.push_back(g);
     return g;
   }
 
@@ -387,7 +394,11 @@ void Engine::Start() {
 
 void Engine::Update(std::shared_ptr<const config::Config> config,
                     std::shared_ptr<const config::RuleSet> rules) {
-  impl_->current = impl_->MakeGeneration(std::move(config), std::move(rules));
+  const std::shared_ptr<Impl::Generation> old = std::exchange(
+      impl_->current, impl_->MakeGeneration(std::move(config), std::move(rules)));
+  // Kept alive by a long connection, the old generation would otherwise
+  // keep its ssh sessions up (keepalives, reconnections) for nothing.
+  for (const auto& [name, connector] : old->connectors) connector->Retire();
   // A reload is when a user expects names to be looked up afresh (as
   // dnsmasq's cache is cleared by SIGHUP), e.g. after fixing a DNS record.
   impl_->resolver.ForgetAll();
@@ -397,6 +408,19 @@ void Engine::Stop() {
   impl_->stopped = true;
   boost::system::error_code ignored;
   impl_->acceptor.close(ignored);
+}
+
+void Engine::Shutdown() {
+  Stop();
+  // Held while they stop: a coroutine that a connector's thread held, ended
+  // by its Stop, may have held the last reference to its generation.
+  std::vector<std::shared_ptr<Impl::Generation>> live;
+  for (const auto& w : impl_->generations) {
+    if (auto g = w.lock()) live.push_back(std::move(g));
+  }
+  for (const auto& g : live) {
+    for (const auto& [name, connector] : g->connectors) connector->Stop();
+  }
 }
 
 }  // namespace tunnels::proxies

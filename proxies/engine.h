@@ -37,14 +37,22 @@ class Engine {
   ~Engine();
 
   // New connections from now on follow `config` and `rules` (a reload);
-  // live ones keep the configuration and connectors they started with.
+  // live ones keep the configuration and connectors they started with,
+  // which are retired (Connector::Retire): an old ssh session serves its
+  // channels until they end, and is not kept up or reconnected for more.
   // The answers kept for `direct` and proxy names are forgotten.
   void Update(std::shared_ptr<const config::Config> config,
               std::shared_ptr<const config::RuleSet> rules);
 
   std::uint16_t port() const;
   void Start();
+  // Stops accepting connections; those that exist go on (a graceful stop).
   void Stop();
+  // Stop(), and ends at once the connections that connectors carry on
+  // threads of their own (ssh), and those threads, in every configuration
+  // generation still alive: on the engine's thread, before its io_context
+  // stops, so that nothing of the engine runs or waits elsewhere after.
+  void Shutdown();
   std::size_t active_connections() const;
   // Those of them that are carrying bytes: past their proxy's handshake.
   // After Stop(), the others end as soon as their connector returns, and a

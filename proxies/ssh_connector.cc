@@ -185,6 +185,17 @@ const char* PreferredCiphers() {
 
 class SshSession;
 
+// A session thread's io_context. Once that thread has ended,
+// EndPendingWork() destroys what still waits in it, while the session is
+// whole: an engine coroutine waiting for an Open or a Carry holds its
+// configuration generation, and with it this session (a cycle that would
+// otherwise keep both, and the thread, alive past the engine).
+class SessionIo : public asio::io_context {
+ public:
+  SessionIo() : io_context(1) {}
+  void EndPendingWork() { shutdown(); }
+};
+
 // One direct-tcpip channel and the client's socket it carries.
 struct Channel {
   Channel(SshSession& s, asio::io_context& io, std::uint64_t g) : session(s), local(io), gen(g) {}
@@ -224,7 +235,7 @@ class SshSession {
       : proxy_(proxy),
         context_(context),
         engine_(std::move(engine)),
-        io_(std::make_shared<asio::io_context>(1)),
+        io_(std::make_shared<SessionIo>()),
         work_(asio::make_work_guard(*io_)),
         idle_(io_->get_executor()),
         keepalive_(*io_) {
@@ -247,7 +258,14 @@ class SshSession {
     thread_ = std::thread([io = io_] { io->run(); });
   }
 
-  ~SshSession() {
+  ~SshSession() { Stop(); }
+
+  // Ends the channels (their clients get a reset), the session and its
+  // thread, and destroys what waited in its io_context; on the engine's
+  // thread. Called once more, it does nothing.
+  void Stop() {
+    if (!thread_.joinable()) return;
+    stopped_ = true;
     {
       // A blocking handshake on the session's thread would hold up the
       // join below, on the engine's thread, for its whole timeout: every
@@ -269,6 +287,20 @@ class SshSession {
       asio::post(*io_, [io = io_] { asio::post(*io, [io] { io->stop(); }); });
     });
     thread_.join();
+    io_->EndPendingWork();
+  }
+  // Whether Stop() was called; the engine's thread's.
+  bool stopped() const { return stopped_; }
+
+  // The configuration moved on: serve the channels there are, then close,
+  // and connect again only for a connection that waits (one that started
+  // before the reload).
+  void Retire() {
+    asio::post(*io_, [this] {
+      retired_ = true;
+      Wake(kState);
+      MaybeRetire();
+    });
   }
 
   SshSession(const SshSession&) = delete;
@@ -300,6 +332,9 @@ class SshSession {
   asio::awaitable<void> KeepaliveLoop(std::uint64_t gen);
   asio::awaitable<void> WriteWait(std::uint64_t gen);
   void SessionDown(const std::string& why, config::LogLevel level);
+  void MaybeRetire();
+  asio::awaitable<void> CloseWhenAnswered(std::shared_ptr<Channel> c, Target target);
+  int AskOpen(ssh_channel channel, const Target& target);
   bool Up(std::uint64_t gen) const { return up_ && gen == generation_ && !stopping_; }
 
   // What a coroutine waits for. Wakes are targeted: with hundreds of
@@ -353,7 +388,7 @@ class SshSession {
   asio::any_io_executor engine_;
   std::unique_ptr<Connector> parent_;  // engine thread only
   std::string prefix_;
-  std::shared_ptr<asio::io_context> io_;
+  std::shared_ptr<SessionIo> io_;
   asio::executor_work_guard<asio::io_context::executor_type> work_;
   IdleWatch idle_;  // of the carried channels; the session thread's
   std::thread thread_;
@@ -362,6 +397,7 @@ class SshSession {
   std::mutex handshake_mutex_;
   int handshake_fd_ = -1;
   bool destroying_ = false;
+  bool stopped_ = false;  // the engine's thread's
 
   // Everything below belongs to the session thread.
   ssh_session ssh_ = nullptr;
@@ -369,11 +405,15 @@ class SshSession {
   std::unique_ptr<asio::posix::stream_descriptor> socket_;  // libssh's, not owned
   bool up_ = false;
   bool stopping_ = false;
+  bool retired_ = false;  // by a reload: see Retire
   bool flush_posted_ = false;
   bool write_waiting_ = false;
   std::uint64_t generation_ = 0;
   std::size_t waiting_ = 0;  // Open calls waiting for the session
+  std::size_t opens_ = 0;    // Open calls in progress: a retired session stays for them
   Clock::time_point last_rx_;
+  ssh_counter_struct counters_{};  // the socket's bytes, counted by libssh
+  std::uint64_t seen_in_ = 0;
   std::string last_error_;
   asio::steady_timer keepalive_;
   std::set<asio::steady_timer*> sleepers_[kKinds];
@@ -416,6 +456,14 @@ asio::awaitable<bool> SshSession::Sleep(Clock::time_point deadline, Kind kind,
 
 asio::awaitable<OpenResult> SshSession::Open(Target target, Clock::time_point deadline) {
   OpenResult result;
+  // However Open ends, a retired session may have nothing left to serve.
+  struct Opening {
+    SshSession& s;
+    explicit Opening(SshSession& session) : s(session) { ++s.opens_; }
+    ~Opening() {
+      if (--s.opens_ == 0 && s.retired_) asio::post(*s.io_, [p = &s] { p->MaybeRetire(); });
+    }
+  } opening(*this);
   ++waiting_;
   Wake(kState);  // the supervisor may be waiting for demand, or in a backoff
   while (!up_ && !stopping_ && Clock::now() < deadline) co_await Sleep(deadline);
@@ -449,7 +497,7 @@ asio::awaitable<OpenResult> SshSession::Open(Target target, Clock::time_point de
   ssh_set_channel_callbacks(channel, &c->callbacks);
   int rc = SSH_AGAIN;
   for (;;) {
-    rc = ssh_channel_open_forward(channel, target.host.c_str(), target.port, "127.0.0.1", 0);
+    rc = AskOpen(channel, target);
     if (rc != SSH_AGAIN) break;
     Flush();
     // Asking libssh again while the channel is still opening costs a poll
@@ -468,12 +516,17 @@ asio::awaitable<OpenResult> SshSession::Open(Target target, Clock::time_point de
     result.error = "the SSH session ended while opening a channel to " + target.ToString();
     co_return result;
   }
+  if (rc == SSH_AGAIN) {
+    result.error = "no answer in time to open a channel to " + target.ToString();
+    c->ended = true;  // what the server may send on it is dropped
+    Spawn(CloseWhenAnswered(c, std::move(target)), "a late channel");
+    co_return result;
+  }
   if (rc != SSH_OK) {
     if (result.error.empty()) {
-      result.error = rc == SSH_AGAIN ? "no answer in time to open a channel to " + target.ToString()
-                                     : "the server refused a channel to " + target.ToString() +
-                                           ": " + RefusalText(ssh_get_error(ssh_));
-      if (rc != SSH_AGAIN) log().Limited(kModule, config::LogLevel::kInfo, prefix_ + result.error);
+      result.error = "the server refused a channel to " + target.ToString() + ": " +
+                     RefusalText(ssh_get_error(ssh_));
+      log().Limited(kModule, config::LogLevel::kInfo, prefix_ + result.error);
     }
     ssh_remove_channel_callbacks(channel, &c->callbacks);
     if (ssh_channel_is_open(channel)) ssh_channel_close(channel);
@@ -534,10 +587,12 @@ asio::awaitable<void> SshSession::Supervise() {
   Clock::time_point failed_at;
   bool ever_up = false;
   while (!stopping_) {
-    if (!ever_up && failures == 0) {
-      // Opened on first use.
+    if (retired_ || (!ever_up && failures == 0)) {
+      // Opened on first use; once retired, only for a connection that
+      // waits for it.
       while (waiting_ == 0 && !stopping_) co_await Sleep(Clock::time_point::max());
-    } else if (failures > 0) {
+    }
+    if (failures > 0) {
       // Exponential backoff; a connection waiting shortens it to a second,
       // so that a server back from a restart is used soon.
       const auto backoff = std::min<Clock::duration>(
@@ -570,6 +625,7 @@ asio::awaitable<void> SshSession::Supervise() {
                             proxy_.address.ToString() + ", " + (cipher ? cipher : "?") + ")");
     const std::uint64_t gen = generation_;
     Wake(kState);
+    MaybeRetire();  // up for a connection that gave up meanwhile
     while (Up(gen)) co_await Sleep(Clock::time_point::max());
   }
 }
@@ -683,6 +739,9 @@ bool SshSession::Handshake(int fd, std::string* error) {
     return false;
   }
   ssh_set_blocking(ssh_, 0);
+  counters_ = {};
+  seen_in_ = 0;
+  ssh_set_counters(ssh_, &counters_, nullptr);
   event_ = ssh_event_new();
   ssh_event_add_session(event_, ssh_);
   socket_ = std::make_unique<asio::posix::stream_descriptor>(*io_, ssh_get_fd(ssh_));
@@ -849,6 +908,12 @@ asio::awaitable<void> SshSession::KeepaliveLoop(std::uint64_t gen) {
     boost::system::error_code ec;
     co_await keepalive_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
     if (!Up(gen)) break;
+    // Whoever read it (the reader, a flush, a channel being opened), what
+    // came in shows the server is there.
+    if (counters_.in_bytes != seen_in_) {
+      seen_in_ = counters_.in_bytes;
+      last_rx_ = Clock::now();
+    }
     const auto idle = Clock::now() - last_rx_;
     if (idle > interval + interval / 2) {
       SessionDown(
@@ -874,7 +939,7 @@ void SshSession::SessionDown(const std::string& why, config::LogLevel level) {
   last_error_ = why;
   log().Write(kModule, level,
               prefix_ + why + "; " + std::to_string(channels_.size()) + " channel(s) reset" +
-                  (stopping_ ? "" : ", reconnecting"));
+                  (stopping_ || retired_ ? "" : ", reconnecting"));
   // Channels end with a reset: their data may be incomplete.
   auto channels = std::move(channels_);
   channels_.clear();
@@ -898,6 +963,51 @@ void SshSession::SessionDown(const std::string& why, config::LogLevel level) {
   ssh_free(ssh_);
   ssh_ = nullptr;
   WakeAll();
+}
+
+void SshSession::MaybeRetire() {
+  if (retired_ && up_ && channels_.empty() && opens_ == 0) {
+    SessionDown("closed: no connection uses it since the configuration was reloaded",
+                config::LogLevel::kInfo);
+  }
+}
+
+// Opens a direct-tcpip channel, or asks again whether it is open: SSH_OK,
+// SSH_AGAIN while the server has not answered, SSH_ERROR. libssh reads the
+// session's socket for that (what it reads the reader never sees: see
+// KeepaliveLoop).
+int SshSession::AskOpen(ssh_channel channel, const Target& target) {
+  return ssh_channel_open_forward(channel, target.host.c_str(), target.port, "127.0.0.1", 0);
+}
+
+// A channel whose connection gave up before the server answered its open
+// (the server's connect to the target is slow) may still be confirmed.
+// Freed at once, it would be forgotten by libssh, which ignores a
+// confirmation for a channel it does not know, while the server kept the
+// channel and its connection to the target open for as long as the
+// session lasts. So it is kept until the server answers, then closed.
+asio::awaitable<void> SshSession::CloseWhenAnswered(std::shared_ptr<Channel> c, Target target) {
+  // A server that never answers at all: given up on, not polled forever.
+  const Clock::time_point give_up = Clock::now() + std::chrono::minutes(5);
+  int rc = SSH_AGAIN;
+  while (Up(c->gen) && Clock::now() < give_up) {
+    // Asked again (it polls the socket, so not often): SSH_OK once the
+    // server confirmed, SSH_ERROR once it refused.
+    rc = AskOpen(c->channel, target);
+    if (rc != SSH_AGAIN) break;
+    // Woken at once by a confirmation; a refusal is seen at the next ask.
+    co_await Sleep(std::min(give_up, Clock::now() + std::chrono::seconds(1)), kState, c->channel);
+  }
+  if (!Up(c->gen)) co_return;  // libssh freed it with the session
+  ssh_remove_channel_callbacks(c->channel, &c->callbacks);
+  if (rc == SSH_OK) {
+    log().Debug(kModule, prefix_ + "closed the channel to " + c->what +
+                             " that the server opened after its connection had given up");
+    ssh_channel_close(c->channel);
+  }
+  ssh_channel_free(c->channel);
+  c->channel = nullptr;
+  Flush();
 }
 
 // --- channels ---------------------------------------------------------------
@@ -1044,6 +1154,8 @@ void SshSession::End(Channel& c, bool reset, const std::string& why) {
     Flush();
   }
   channels_.erase(&c);
+  // Posted: End runs inside the loops of the channel's own coroutines.
+  if (retired_ && channels_.empty()) asio::post(*io_, [this] { MaybeRetire(); });
 }
 
 // Client to server: as much as the remote window allows, only while the
@@ -1116,7 +1228,14 @@ class SshConnector : public Connector {
   asio::awaitable<std::optional<Stream>> Connect(const Target& target, Clock::time_point deadline,
                                                  std::string* error) override {
     auto executor = co_await asio::this_coro::executor;
-    if (!session_) session_ = std::make_unique<SshSession>(proxy_, context_, executor);
+    if (stopped_) {
+      *error = "ssh proxy '" + proxy_.name + "': tunnels is stopping";
+      co_return std::nullopt;
+    }
+    if (!session_) {
+      session_ = std::make_unique<SshSession>(proxy_, context_, executor);
+      if (retired_) session_->Retire();
+    }
     OpenResult r = co_await asio::co_spawn(session_->io(), session_->Open(target, deadline),
                                            asio::use_awaitable);
     if (!r.ok) {
@@ -1135,12 +1254,22 @@ class SshConnector : public Connector {
 
   const std::string& name() const override { return proxy_.name; }
 
+  void Retire() override {
+    retired_ = true;
+    if (session_) session_->Retire();
+  }
+
+  void Stop() override {
+    stopped_ = true;
+    if (session_) session_->Stop();
+  }
+
  private:
   // A channel opened for the engine and not yet carried.
   struct Unclaimed {
     Unclaimed(SshSession& s, std::weak_ptr<Channel> c) : session(s), channel(std::move(c)) {}
     ~Unclaimed() {
-      if (!claimed) {
+      if (!claimed && !session.stopped()) {
         asio::post(session.io(), [s = &session, c = std::move(channel)] { s->Abandon(c); });
       }
     }
@@ -1157,6 +1286,14 @@ class SshConnector : public Connector {
                                             Clock::duration idle_timeout) {
     unclaimed->claimed = true;
     RelayResult result;
+    if (unclaimed->session.stopped()) {
+      // Its thread has ended: nothing would ever complete this connection.
+      result.error = "tunnels is stopping";
+      boost::system::error_code ignored;
+      client->set_option(asio::socket_base::linger(true, 0), ignored);
+      client->close(ignored);
+      co_return result;
+    }
     const int fd = ::fcntl(client->native_handle(), F_DUPFD_CLOEXEC, 0);
     if (fd < 0) {
       result.error = Errno("duplicating the client's socket");
@@ -1176,6 +1313,8 @@ class SshConnector : public Connector {
   config::Proxy proxy_;
   ConnectorContext& context_;
   std::unique_ptr<SshSession> session_;
+  bool retired_ = false;
+  bool stopped_ = false;
 };
 
 }  // namespace
