@@ -11,6 +11,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace tunnels::config {
@@ -23,6 +24,13 @@ struct SourceLocation {
 
   std::string ToString() const;  // "file:line:column"
 };
+
+// `s` made safe to print on a terminal: control characters (C0, DEL, C1),
+// the Unicode controls that reorder or break text (bidi overrides, line
+// separators) and bytes that are not UTF-8 become escapes such as \x1b,
+// \t or \u202e; all other text, UTF-8 included, is kept. Diagnostics quote
+// file names and file content, which may hold anything.
+std::string Printable(std::string_view s);
 
 enum class Severity { kWarning, kError };
 

@@ -227,6 +227,10 @@ class Loader {
   // The same for a mark of yaml-cpp's own (an error), which may point past
   // the text; kept inside the document.
   SourceLocation LocateClamped(const YAML::Mark& mark) const;
+  // The 0-based line and column of a tab in the indentation of the line a
+  // YAML error names or the one before it: yaml-cpp calls that only an
+  // "illegal map value" or so, which does not tell a user what is wrong.
+  std::optional<Pos> IndentingTab(const YAML::Mark& mark) const;
 
   void ReadRoot(const YAML::Node& root, bool builtin);
 
@@ -484,7 +488,13 @@ void Loader::AddDocument(const Document& doc, bool builtin) {
   } catch (const YAML::Exception& e) {
     // Includes YAML::DeepRecursion: yaml-cpp refuses nesting deeper than
     // its recursion limit instead of exhausting the stack.
-    Error(LocateClamped(e.mark), "YAML syntax: " + e.msg);
+    if (const auto tab = IndentingTab(e.mark)) {
+      Error(Locate(tab->line, tab->column),
+            "YAML syntax: a tab indents this line; YAML indents with spaces only (" + e.msg +
+                ")");
+    } else {
+      Error(LocateClamped(e.mark), "YAML syntax: " + e.msg);
+    }
     return;
   }
   // Reading the nodes should not throw. If yaml-cpp or the standard library
@@ -498,6 +508,22 @@ void Loader::AddDocument(const Document& doc, bool builtin) {
   } catch (const std::exception& e) {
     FileError(file_, std::string("internal error while reading this file: ") + e.what());
   }
+}
+
+std::optional<Pos> Loader::IndentingTab(const YAML::Mark& mark) const {
+  if (mark.is_null() || mark.line < 0) return std::nullopt;
+  // yaml-cpp reports such a tab on its line or, having read on, on the next.
+  const std::size_t last =
+      std::min(static_cast<std::size_t>(mark.line) + 1, parsed_lines_.size());
+  for (std::size_t line = last; line-- > 0 && line + 2 > last;) {
+    const std::string_view text = parsed_lines_[line];
+    const std::size_t indent = text.find_first_not_of(" \t");
+    const std::size_t tab = text.substr(0, indent).find('\t');
+    if (tab != std::string_view::npos) {
+      return Pos{static_cast<int>(line), static_cast<int>(tab)};
+    }
+  }
+  return std::nullopt;
 }
 
 void Loader::ReadRoot(const YAML::Node& root, bool builtin) {

@@ -30,9 +30,18 @@ bool Report(const LoadResult& result, std::ostream& err) {
   return errors > 0;
 }
 
+// Writes `text` line by line, each made printable: the lines quote file
+// names and values from files, which may hold escape sequences.
+void Emit(std::ostream& to, const std::string& text) {
+  std::istringstream lines(text);
+  for (std::string line; std::getline(lines, line);) to << config::Printable(line) << "\n";
+}
+
+// A JSON string of `s` made printable first, so that it holds no control
+// characters and is valid UTF-8 whatever bytes `s` has.
 std::string Json(std::string_view s) {
   std::string out = "\"";
-  for (char c : s) {
+  for (char c : config::Printable(s)) {
     switch (c) {
       case '"':
         out += "\\\"";
@@ -88,9 +97,28 @@ std::string Origin(const config::Options& o, const std::string& key) {
   return "default";
 }
 
+// Output collected and written by Emit() when the command returns.
+class Printed {
+ public:
+  explicit Printed(std::ostream& to) : to_(to) {}
+  ~Printed() { Emit(to_, buffer_.str()); }
+  Printed(const Printed&) = delete;
+  Printed& operator=(const Printed&) = delete;
+  std::ostream& stream() { return buffer_; }
+
+ private:
+  std::ostream& to_;
+  std::ostringstream buffer_;
+};
+
 }  // namespace
 
-int Check(const std::vector<std::string>& paths, std::ostream& out, std::ostream& err) {
+int Check(const std::vector<std::string>& paths, std::ostream& out_stream,
+          std::ostream& err_stream) {
+  Printed printed_out(out_stream);
+  Printed printed_err(err_stream);
+  std::ostream& out = printed_out.stream();
+  std::ostream& err = printed_err.stream();
   const LoadResult result = config::Load(paths);
   if (Report(result, err)) return 1;
   const config::Config& c = *result.config;
@@ -191,7 +219,11 @@ std::optional<ExplainTarget> ParseExplainTarget(const std::string& text, std::st
 }
 
 int Explain(const ExplainTarget& target, bool json, const std::vector<std::string>& paths,
-            std::ostream& out, std::ostream& err) {
+            std::ostream& out_stream, std::ostream& err_stream) {
+  Printed printed_out(out_stream);
+  Printed printed_err(err_stream);
+  std::ostream& out = printed_out.stream();
+  std::ostream& err = printed_err.stream();
   const LoadResult result = config::Load(paths);
   if (Report(result, err)) return 1;
   const config::Config& c = *result.config;

@@ -87,3 +87,14 @@ TEST_CASE("explain targets are validated", "[launcher]") {
   CHECK_FALSE(ParseExplainTarget("a..com", &error));
   CHECK(Target("a.com:8080/udp").port == 8080);
 }
+
+TEST_CASE("check prints no raw control bytes from files in its summary", "[launcher]") {
+  TempDir dir;
+  const std::string conf =
+      dir.Write("c.yml",
+                "upstreamDns: 192.0.2.1\nsilentLog: \"a\\e[2Jb\"\nrules:\n  x.com: direct\n");
+  std::ostringstream out, err;
+  CHECK(Check({conf}, out, err) == 0);
+  CHECK(out.str().find('\x1b') == std::string::npos);
+  CHECK_THAT(out.str(), Catch::Contains("a\\x1b[2Jb"));
+}
