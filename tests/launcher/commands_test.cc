@@ -1,6 +1,10 @@
 #include "launcher/commands.h"
 
 #include <catch2/catch.hpp>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <regex>
 #include <sstream>
 
 #include "tests/config/temp_dir.h"
@@ -97,4 +101,35 @@ TEST_CASE("check prints no raw control bytes from files in its summary", "[launc
   CHECK(Check({conf}, out, err) == 0);
   CHECK(out.str().find('\x1b') == std::string::npos);
   CHECK_THAT(out.str(), Catch::Contains("a\\x1b[2Jb"));
+}
+
+TEST_CASE("the sample with its commented examples uncommented passes check", "[launcher]") {
+  TempDir dir;
+  const std::string key = dir.Write("id_ed25519", "k");
+  for (const auto& entry : std::filesystem::directory_iterator(kSample)) {
+    std::ifstream in(entry.path());
+    std::ostringstream text;
+    // A comment that reads as a YAML entry ("# name: value") is an example.
+    const std::regex example(R"(^( *)# ( *[A-Za-z0-9_."*@+-]+:( .*)?)$)");
+    int uncommented = 0;
+    for (std::string line; std::getline(in, line);) {
+      std::smatch m;
+      if (std::regex_match(line, m, example)) {
+        line = m[1].str() + m[2].str();
+        ++uncommented;
+      }
+      // The example's key exists only on the example's machine.
+      if (const auto at = line.find("/root/.ssh/id_ed25519"); at != std::string::npos) {
+        line.replace(at, std::strlen("/root/.ssh/id_ed25519"), key);
+      }
+      text << line << "\n";
+    }
+    if (entry.path().filename() == "tunnels.yml") CHECK(uncommented >= 6);
+    dir.Write("sample/" + entry.path().filename().string(), text.str());
+  }
+  std::ostringstream out, err;
+  CHECK(Check({(dir.path() / "sample").string()}, out, err) == 0);
+  INFO(err.str());
+  CHECK(err.str().find("error") == std::string::npos);
+  CHECK_THAT(out.str(), Catch::Contains("myvps"));
 }
