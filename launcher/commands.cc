@@ -1,5 +1,6 @@
 #include "launcher/commands.h"
 
+#include <algorithm>
 #include <charconv>
 #include <iomanip>
 #include <ostream>
@@ -128,6 +129,26 @@ int Check(const std::vector<std::string>& paths, std::ostream& out_stream,
         << "' and the rule '" << tie.earlier->pattern << "' at " << tie.earlier->where.ToString()
         << " match the same names and ports equally well; the earlier one wins\n";
   }
+  for (const config::Rule& rule : c.rules) {
+    // UDP ranges that the rule's TCP ranges do not mirror: 'https' is
+    // t443 + u443 and meant for its TCP part, but 'u53' or 'quic' asks for
+    // UDP alone, which tunnels cannot deliver yet.
+    std::vector<std::string> udp;
+    for (const config::PortRange& r : rule.ports) {
+      if (r.protocol != config::Protocol::kUdp) continue;
+      const bool mirrored = std::any_of(rule.ports.begin(), rule.ports.end(), [&](const auto& t) {
+        return t.protocol == config::Protocol::kTcp && t.first <= r.first && r.last <= t.last;
+      });
+      if (!mirrored) {
+        udp.push_back("u" + std::to_string(r.first) +
+                      (r.first == r.last ? "" : "-" + std::to_string(r.last)));
+      }
+    }
+    if (!udp.empty()) {
+      err << rule.where.ToString() << ": warning: rule '" << rule.pattern << "' covers UDP ports ("
+          << Join(udp, ", ") << "), but tunnels does not carry UDP yet: such flows are refused\n";
+    }
+  }
   const config::Options& o = c.options;
   out << "configuration OK: " << c.files.size() << (c.files.size() == 1 ? " file, " : " files, ")
       << c.rules.size() << (c.rules.size() == 1 ? " rule, " : " rules, ") << c.proxies.size()
@@ -228,7 +249,18 @@ int Explain(const ExplainTarget& target, bool json, const std::vector<std::strin
   if (Report(result, err)) return 1;
   const config::Config& c = *result.config;
   const config::RuleSet rules(c);
-  const config::Decision d = rules.Decide(target.name, target.port, target.protocol);
+  config::Decision d = rules.Decide(target.name, target.port, target.protocol);
+  // A rule that covers a UDP port gives the name a fake address, and UDP
+  // to a fake address is not carried yet: the flow is refused.
+  const bool udp_refused = target.protocol == config::Protocol::kUdp &&
+                           d.dns == config::DnsAction::kFake &&
+                           (d.action == config::Action::kProxy ||
+                            d.action == config::Action::kDirect);
+  if (udp_refused) {
+    d.action = config::Action::kRefuse;
+    d.proxies = {};
+    d.forced_addresses = {};
+  }
   std::vector<std::string> proxies(d.proxies.begin(), d.proxies.end());
   std::vector<std::string> forced;
   for (const auto& f : d.forced_addresses) forced.push_back(f.ToString());
@@ -280,6 +312,11 @@ int Explain(const ExplainTarget& target, bool json, const std::vector<std::strin
       out << "refused";
       break;
     case config::Action::kRefuse:
+      if (udp_refused) {
+        out << "refused: UDP is not carried yet (the rule below covers this port, but only TCP "
+               "connections are intercepted)";
+        break;
+      }
       out << "refused: rules match this name, but none covers port " << target.port << "/"
           << config::ToString(target.protocol);
       break;

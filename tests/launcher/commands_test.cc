@@ -133,3 +133,26 @@ TEST_CASE("the sample with its commented examples uncommented passes check", "[l
   CHECK(err.str().find("error") == std::string::npos);
   CHECK_THAT(out.str(), Catch::Contains("myvps"));
 }
+
+TEST_CASE("UDP rules: check warns, explain says UDP is refused", "[launcher]") {
+  TempDir dir;
+  const std::string conf = dir.Write(
+      "u.yml", "upstreamDns: 192.0.2.1\nrules:\n  a.com@u53: direct\n  b.com@quic: direct\n"
+               "  c.com@web: direct\n");
+  std::ostringstream out, err;
+  CHECK(Check({conf}, out, err) == 0);
+  CHECK_THAT(err.str(), Catch::Contains(conf + ":3:3: warning: rule 'a.com' covers UDP ports "
+                                               "(u53), but tunnels does not carry UDP yet"));
+  CHECK_THAT(err.str(), Catch::Contains(conf + ":4:3: warning: rule 'b.com' covers UDP ports "
+                                               "(u443)"));
+  CHECK(err.str().find("'c.com'") == std::string::npos);  // web's u443 mirrors its t443
+  std::ostringstream eout, eerr;
+  CHECK(Explain(Target("a.com:53/udp"), false, {conf}, eout, eerr) == 0);
+  CHECK_THAT(eout.str(), Catch::Contains("action: refused: UDP is not carried yet"));
+  std::ostringstream jout, jerr;
+  CHECK(Explain(Target("c.com:443/udp"), true, {conf}, jout, jerr) == 0);
+  CHECK_THAT(jout.str(), Catch::Contains("\"action\": \"refuse\", \"proxies\": []"));
+  std::ostringstream tout, terr;
+  CHECK(Explain(Target("c.com:443"), false, {conf}, tout, terr) == 0);
+  CHECK_THAT(tout.str(), Catch::Contains("action: direct connection"));
+}
