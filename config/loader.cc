@@ -185,6 +185,9 @@ class Loader {
   void FileError(const std::string& file, const std::string& message) {
     diagnostics_.push_back({Severity::kError, SourceLocation{file, 0, 0}, message});
   }
+  void FileWarning(const std::string& file, const std::string& message) {
+    diagnostics_.push_back({Severity::kWarning, SourceLocation{file, 0, 0}, message});
+  }
   LoadResult Finish();
 
  private:
@@ -1513,6 +1516,10 @@ LoadResult Load(const std::vector<std::string>& paths, const LoadOptions& option
       if ((ext == ".yml" || ext == ".yaml") && it->is_regular_file()) found.push_back(it->path());
     }
     if (ec) loader.FileError(p, "cannot list directory: " + ec.message());
+    // Else the directory would give no rules without a word.
+    if (!ec && found.empty()) {
+      loader.FileWarning(p, "the directory holds no configuration file (*.yml or *.yaml)");
+    }
     std::sort(found.begin(), found.end());
     for (const fs::path& f : found) add_file(f, f.string());
   }

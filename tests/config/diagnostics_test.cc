@@ -49,3 +49,14 @@ TEST_CASE("diagnostics escape control bytes and invalid UTF-8", "[diagnostics]")
   CHECK(Printable("gr\xc3\xbc\xc3\x9f \xe2\x80\xae \xc2\x9b \xc0\xaf\ttab") ==
         "gr\xc3\xbc\xc3\x9f \\u202e \\u009b \\xc0\\xaf\\ttab");
 }
+
+TEST_CASE("a directory without configuration files gets a warning naming it", "[diagnostics]") {
+  Fixture f;
+  const std::string empty = (f.dir.path() / "empty").string();
+  f.dir.Write("empty/notes.txt", "not yaml");
+  const LoadResult r = Load({empty}, f.options);
+  CHECK(r.ok());
+  REQUIRE(r.diagnostics.size() == 1);
+  CHECK(r.diagnostics[0].ToString() ==
+        empty + ": warning: the directory holds no configuration file (*.yml or *.yaml)");
+}
