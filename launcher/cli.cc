@@ -44,7 +44,8 @@ int Main(int argc, char** argv) {
   std::vector<std::string> check_paths;
   CLI::App* check = app.add_subcommand(
       "check", "Validate configuration files and directories and print a summary");
-  check->add_option("CONF", check_paths, "Configuration files or directories")->required();
+  check->add_option("CONF", check_paths,
+                    "Configuration files or directories; default: what run reads without -c");
 
   std::vector<std::string> explain_paths;
   std::string explain_to;

@@ -7,6 +7,7 @@
 #include <sstream>
 
 #include "config/rules.h"
+#include "launcher/run.h"
 
 namespace tunnels::launcher {
 namespace {
@@ -120,7 +121,13 @@ int Check(const std::vector<std::string>& paths, std::ostream& out_stream,
   Printed printed_err(err_stream);
   std::ostream& out = printed_out.stream();
   std::ostream& err = printed_err.stream();
-  const LoadResult result = config::Load(paths);
+  // Without CONF, what `tunnels run` would read without -c.
+  const std::vector<std::string> read = paths.empty() ? DefaultConfigPaths() : paths;
+  if (read.empty()) {
+    err << "note: neither /etc/tunnels nor ~/.config/tunnels exists; tunnels run without -c "
+           "applies no rules\n";
+  }
+  const LoadResult result = read.empty() ? config::LoadDocuments({}) : config::Load(read);
   if (Report(result, err)) return 1;
   const config::Config& c = *result.config;
   const config::RuleSet rules(c);

@@ -1,4 +1,5 @@
 #include "launcher/commands.h"
+#include "launcher/run.h"
 
 #include <catch2/catch.hpp>
 #include <cstring>
@@ -155,4 +156,19 @@ TEST_CASE("UDP rules: check warns, explain says UDP is refused", "[launcher]") {
   std::ostringstream tout, terr;
   CHECK(Explain(Target("c.com:443"), false, {conf}, tout, terr) == 0);
   CHECK_THAT(tout.str(), Catch::Contains("action: direct connection"));
+}
+
+TEST_CASE("check without CONF reads what run reads without -c", "[launcher]") {
+  const std::vector<std::string> defaults = DefaultConfigPaths();
+  std::ostringstream out, err;
+  const int status = Check({}, out, err);
+  if (defaults.empty()) {
+    CHECK(status == 0);
+    CHECK_THAT(err.str(), Catch::Contains("neither /etc/tunnels nor ~/.config/tunnels exists"));
+    CHECK_THAT(out.str(), Catch::StartsWith("configuration OK: 0 files, 0 rules"));
+  } else {
+    std::ostringstream dout, derr;
+    CHECK(Check(defaults, dout, derr) == status);
+    CHECK(out.str() == dout.str());
+  }
 }
