@@ -118,6 +118,9 @@ struct Proxy {
   Endpoint address;                        // socks5, http, ssh
   std::optional<Credentials> credentials;  // socks5, http
   SshSettings ssh;                         // ssh only
+  // Why this proxy cannot be used by the caller (a root-only private key
+  // read by a non-root check); set only under LoadOptions::inspect_only.
+  std::string unusable;
 };
 
 // What a rule tells tunnels to do with a connection.
@@ -191,6 +194,11 @@ struct Config {
 struct LoadOptions {
   // Used for the upstream DNS servers when no file sets upstreamDns.
   std::string system_resolv_conf = "/etc/resolv.conf";
+  // The caller only inspects the configuration (check, explain) and uses no
+  // proxy: a key or known_hosts file it may not read (EACCES, as a
+  // root-only key is for a user) is a warning and marks the proxy
+  // unusable instead of failing the whole configuration.
+  bool inspect_only = false;
 };
 
 struct LoadResult {

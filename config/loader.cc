@@ -1114,7 +1114,16 @@ void Loader::ReadProxy(const std::string& name, const YAML::Node& key_node,
       } else if (!key->starts_with("/")) {
         Error(kw, "ssh proxy '" + name + "': privateKey: '" + *key + "' must be a full path");
       } else if (const std::string e = ReadableError(*key); !e.empty()) {
-        Error(kw, "ssh proxy '" + name + "': cannot read private key '" + *key + "': " + e);
+        const std::string message =
+            "ssh proxy '" + name + "': cannot read private key '" + *key + "': " + e;
+        if (load_options_.inspect_only && e == std::strerror(EACCES)) {
+          // Other proxies and rules are still worth checking.
+          Warning(kw, message + "; proxy '" + name + "' is not checked further");
+          proxy.unusable = message;
+          proxy.ssh.private_key = *key;
+        } else {
+          Error(kw, message);
+        }
       } else {
         proxy.ssh.private_key = *key;
       }

@@ -127,7 +127,10 @@ int Check(const std::vector<std::string>& paths, std::ostream& out_stream,
     err << "note: neither /etc/tunnels nor ~/.config/tunnels exists; tunnels run without -c "
            "applies no rules\n";
   }
-  const LoadResult result = read.empty() ? config::LoadDocuments({}) : config::Load(read);
+  config::LoadOptions inspect;
+  inspect.inspect_only = true;
+  const LoadResult result =
+      read.empty() ? config::LoadDocuments({}, inspect) : config::Load(read, inspect);
   if (Report(result, err)) return 1;
   const config::Config& c = *result.config;
   const config::RuleSet rules(c);
@@ -252,11 +255,21 @@ int Explain(const ExplainTarget& target, bool json, const std::vector<std::strin
   Printed printed_err(err_stream);
   std::ostream& out = printed_out.stream();
   std::ostream& err = printed_err.stream();
-  const LoadResult result = config::Load(paths);
+  config::LoadOptions inspect;
+  inspect.inspect_only = true;
+  const LoadResult result = config::Load(paths, inspect);
   if (Report(result, err)) return 1;
   const config::Config& c = *result.config;
   const config::RuleSet rules(c);
   config::Decision d = rules.Decide(target.name, target.port, target.protocol);
+  // Only an answer that needs an unusable proxy fails.
+  for (const std::string& name : d.proxies) {
+    if (const auto it = c.proxies.find(name); it != c.proxies.end() && !it->second.unusable.empty()) {
+      err << "tunnels explain: the answer needs proxy '" << name << "': " << it->second.unusable
+          << "\n";
+      return 1;
+    }
+  }
   // A rule that covers a UDP port gives the name a fake address, and UDP
   // to a fake address is not carried yet: the flow is refused.
   const bool udp_refused = target.protocol == config::Protocol::kUdp &&
