@@ -2,9 +2,66 @@
 
 #include <arpa/inet.h>
 
+#include <cstdio>
+
 #include "config/rules.h"
 
 namespace tunnels::config {
+
+std::string Printable(std::string_view s) {
+  std::string out;
+  out.reserve(s.size());
+  auto hex = [&](unsigned char c) {
+    static constexpr char kDigits[] = "0123456789abcdef";
+    out += "\\x";
+    out.push_back(kDigits[c >> 4]);
+    out.push_back(kDigits[c & 15]);
+  };
+  for (std::size_t i = 0; i < s.size();) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    if (c >= 0x20 && c < 0x7f) {
+      out.push_back(static_cast<char>(c));
+      ++i;
+      continue;
+    }
+    if (c == '\t' || c == '\n' || c == '\r') {
+      out += c == '\t' ? "\\t" : c == '\n' ? "\\n" : "\\r";
+      ++i;
+      continue;
+    }
+    // The length of a UTF-8 sequence from its first byte, and the smallest
+    // code point it may encode (anything less is an overlong form).
+    const std::size_t length = c >= 0xc2 && c <= 0xdf   ? 2
+                               : c >= 0xe0 && c <= 0xef ? 3
+                               : c >= 0xf0 && c <= 0xf4 ? 4
+                                                        : 0;
+    char32_t code = length == 2 ? c & 0x1f : length == 3 ? c & 0x0f : c & 0x07;
+    bool valid = length != 0 && i + length <= s.size();
+    for (std::size_t k = 1; valid && k < length; ++k) {
+      const auto next = static_cast<unsigned char>(s[i + k]);
+      valid = (next & 0xc0) == 0x80;
+      code = (code << 6) | (next & 0x3f);
+    }
+    const char32_t minimum = length == 2 ? 0x80 : length == 3 ? 0x800 : 0x10000;
+    valid = valid && code >= minimum && code <= 0x10ffff && !(code >= 0xd800 && code <= 0xdfff);
+    if (!valid) {
+      hex(c);  // one byte at a time: what follows may be valid again
+      ++i;
+      continue;
+    }
+    const bool control = code <= 0x9f || code == 0x2028 || code == 0x2029 ||
+                         (code >= 0x202a && code <= 0x202e) || (code >= 0x2066 && code <= 0x2069);
+    if (control) {
+      char buf[12];
+      std::snprintf(buf, sizeof buf, "\\u%04x", static_cast<unsigned>(code));
+      out += buf;
+    } else {
+      out.append(s.substr(i, length));
+    }
+    i += length;
+  }
+  return out;
+}
 
 std::string SourceLocation::ToString() const {
   if (line == 0) return file;
@@ -12,7 +69,10 @@ std::string SourceLocation::ToString() const {
 }
 
 std::string Diagnostic::ToString() const {
-  return where.ToString() + (severity == Severity::kError ? ": error: " : ": warning: ") + message;
+  // Escaped as a whole: both the file name and the message may quote bytes
+  // of a file, such as an escape sequence that would drive the terminal.
+  return Printable(where.ToString() +
+                   (severity == Severity::kError ? ": error: " : ": warning: ") + message);
 }
 
 const char* ToString(Protocol p) { return p == Protocol::kTcp ? "tcp" : "udp"; }

@@ -11,6 +11,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace tunnels::config {
@@ -23,6 +24,13 @@ struct SourceLocation {
 
   std::string ToString() const;  // "file:line:column"
 };
+
+// `s` made safe to print on a terminal: control characters (C0, DEL, C1),
+// the Unicode controls that reorder or break text (bidi overrides, line
+// separators) and bytes that are not UTF-8 become escapes such as \x1b,
+// \t or \u202e; all other text, UTF-8 included, is kept. Diagnostics quote
+// file names and file content, which may hold anything.
+std::string Printable(std::string_view s);
 
 enum class Severity { kWarning, kError };
 
@@ -110,6 +118,9 @@ struct Proxy {
   Endpoint address;                        // socks5, http, ssh
   std::optional<Credentials> credentials;  // socks5, http
   SshSettings ssh;                         // ssh only
+  // Why this proxy cannot be used by the caller (a root-only private key
+  // read by a non-root check); set only under LoadOptions::inspect_only.
+  std::string unusable;
 };
 
 // What a rule tells tunnels to do with a connection.
@@ -192,6 +203,11 @@ struct Config {
 struct LoadOptions {
   // Used for the upstream DNS servers when no file sets upstreamDns.
   std::string system_resolv_conf = "/etc/resolv.conf";
+  // The caller only inspects the configuration (check, explain) and uses no
+  // proxy: a key or known_hosts file it may not read (EACCES, as a
+  // root-only key is for a user) is a warning and marks the proxy
+  // unusable instead of failing the whole configuration.
+  bool inspect_only = false;
 };
 
 struct LoadResult {

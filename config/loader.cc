@@ -233,6 +233,10 @@ class Loader {
   // The same for a mark of yaml-cpp's own (an error), which may point past
   // the text; kept inside the document.
   SourceLocation LocateClamped(const YAML::Mark& mark) const;
+  // The 0-based line and column of a tab in the indentation of the line a
+  // YAML error names or the one before it: yaml-cpp calls that only an
+  // "illegal map value" or so, which does not tell a user what is wrong.
+  std::optional<Pos> IndentingTab(const YAML::Mark& mark) const;
 
   void ReadRoot(const YAML::Node& root, bool builtin);
 
@@ -490,7 +494,13 @@ void Loader::AddDocument(const Document& doc, bool builtin) {
   } catch (const YAML::Exception& e) {
     // Includes YAML::DeepRecursion: yaml-cpp refuses nesting deeper than
     // its recursion limit instead of exhausting the stack.
-    Error(LocateClamped(e.mark), "YAML syntax: " + e.msg);
+    if (const auto tab = IndentingTab(e.mark)) {
+      Error(Locate(tab->line, tab->column),
+            "YAML syntax: a tab indents this line; YAML indents with spaces only (" + e.msg +
+                ")");
+    } else {
+      Error(LocateClamped(e.mark), "YAML syntax: " + e.msg);
+    }
     return;
   }
   // Reading the nodes should not throw. If yaml-cpp or the standard library
@@ -504,6 +514,22 @@ void Loader::AddDocument(const Document& doc, bool builtin) {
   } catch (const std::exception& e) {
     FileError(file_, std::string("internal error while reading this file: ") + e.what());
   }
+}
+
+std::optional<Pos> Loader::IndentingTab(const YAML::Mark& mark) const {
+  if (mark.is_null() || mark.line < 0) return std::nullopt;
+  // yaml-cpp reports such a tab on its line or, having read on, on the next.
+  const std::size_t last =
+      std::min(static_cast<std::size_t>(mark.line) + 1, parsed_lines_.size());
+  for (std::size_t line = last; line-- > 0 && line + 2 > last;) {
+    const std::string_view text = parsed_lines_[line];
+    const std::size_t indent = text.find_first_not_of(" \t");
+    const std::size_t tab = text.substr(0, indent).find('\t');
+    if (tab != std::string_view::npos) {
+      return Pos{static_cast<int>(line), static_cast<int>(tab)};
+    }
+  }
+  return std::nullopt;
 }
 
 void Loader::ReadRoot(const YAML::Node& root, bool builtin) {
@@ -1097,7 +1123,16 @@ void Loader::ReadProxy(const std::string& name, const YAML::Node& key_node,
       } else if (!key->starts_with("/")) {
         Error(kw, "ssh proxy '" + name + "': privateKey: '" + *key + "' must be a full path");
       } else if (const std::string e = ReadableError(*key); !e.empty()) {
-        Error(kw, "ssh proxy '" + name + "': cannot read private key '" + *key + "': " + e);
+        const std::string message =
+            "ssh proxy '" + name + "': cannot read private key '" + *key + "': " + e;
+        if (load_options_.inspect_only && e == std::strerror(EACCES)) {
+          // Other proxies and rules are still worth checking.
+          Warning(kw, message + "; proxy '" + name + "' is not checked further");
+          proxy.unusable = message;
+          proxy.ssh.private_key = *key;
+        } else {
+          Error(kw, message);
+        }
       } else {
         proxy.ssh.private_key = *key;
       }
@@ -1575,6 +1610,10 @@ LoadResult Load(const std::vector<std::string>& paths, const LoadOptions& option
     if (!visited.insert({st.st_dev, st.st_ino}).second) continue;  // named twice: read once
     std::vector<fs::path> found;
     WalkDirectory(loader, p, visited, found);
+    // Else the directory would give no rules without a word.
+    if (found.empty()) {
+      loader.FileWarning(p, "the directory holds no configuration file (*.yml or *.yaml)");
+    }
     std::sort(found.begin(), found.end());
     for (const fs::path& f : found) add_file(f, f.string());
   }

@@ -67,7 +67,8 @@ int ParseCommandLine(std::vector<std::string> args, CommandLine* line, std::ostr
 
   CLI::App* check = app.add_subcommand(
       "check", "Validate configuration files and directories and print a summary");
-  check->add_option("CONF", line->paths, "Configuration files or directories")->required();
+  check->add_option("CONF", line->paths,
+                    "Configuration files or directories; default: what run reads without -c");
 
   CLI::App* explain =
       app.add_subcommand("explain", "Show what tunnels does with a name, port and protocol");

@@ -1,5 +1,6 @@
 #include "launcher/commands.h"
 
+#include <algorithm>
 #include <charconv>
 #include <iomanip>
 #include <ostream>
@@ -7,6 +8,7 @@
 
 #include "config/rules.h"
 #include "launcher/privilege.h"
+#include "launcher/run.h"
 
 namespace tunnels::launcher {
 namespace {
@@ -31,9 +33,18 @@ bool Report(const LoadResult& result, std::ostream& err) {
   return errors > 0;
 }
 
+// Writes `text` line by line, each made printable: the lines quote file
+// names and values from files, which may hold escape sequences.
+void Emit(std::ostream& to, const std::string& text) {
+  std::istringstream lines(text);
+  for (std::string line; std::getline(lines, line);) to << config::Printable(line) << "\n";
+}
+
+// A JSON string of `s` made printable first, so that it holds no control
+// characters and is valid UTF-8 whatever bytes `s` has.
 std::string Json(std::string_view s) {
   std::string out = "\"";
-  for (char c : s) {
+  for (char c : config::Printable(s)) {
     switch (c) {
       case '"':
         out += "\\\"";
@@ -91,20 +102,50 @@ std::string Origin(const config::Options& o, const std::string& key) {
 
 // Loads `paths` with the rights of the user who ran sudo, if any: check and
 // explain print what they read, and must not print what that user cannot.
-LoadResult LoadAsInvoker(const std::vector<std::string>& paths) {
+// Without paths, an empty configuration (check's default when neither
+// default directory exists).
+LoadResult LoadAsInvoker(const std::vector<std::string>& paths,
+                         const config::LoadOptions& options) {
   const InvokerRights rights(FindInvoker());
   if (!rights.error().empty()) {
     LoadResult failed;
     failed.diagnostics.push_back(Diagnostic{Severity::kError, {}, rights.error()});
     return failed;
   }
-  return config::Load(paths);
+  return paths.empty() ? config::LoadDocuments({}, options) : config::Load(paths, options);
 }
+
+// Output collected and written by Emit() when the command returns.
+class Printed {
+ public:
+  explicit Printed(std::ostream& to) : to_(to) {}
+  ~Printed() { Emit(to_, buffer_.str()); }
+  Printed(const Printed&) = delete;
+  Printed& operator=(const Printed&) = delete;
+  std::ostream& stream() { return buffer_; }
+
+ private:
+  std::ostream& to_;
+  std::ostringstream buffer_;
+};
 
 }  // namespace
 
-int Check(const std::vector<std::string>& paths, std::ostream& out, std::ostream& err) {
-  const LoadResult result = LoadAsInvoker(paths);
+int Check(const std::vector<std::string>& paths, std::ostream& out_stream,
+          std::ostream& err_stream) {
+  Printed printed_out(out_stream);
+  Printed printed_err(err_stream);
+  std::ostream& out = printed_out.stream();
+  std::ostream& err = printed_err.stream();
+  // Without CONF, what `tunnels run` would read without -c.
+  const std::vector<std::string> read = paths.empty() ? DefaultConfigPaths() : paths;
+  if (read.empty()) {
+    err << "note: neither /etc/tunnels nor ~/.config/tunnels exists; tunnels run without -c "
+           "applies no rules\n";
+  }
+  config::LoadOptions inspect;
+  inspect.inspect_only = true;
+  const LoadResult result = LoadAsInvoker(read, inspect);
   if (Report(result, err)) return 1;
   const config::Config& c = *result.config;
   const config::RuleSet rules(c);
@@ -112,6 +153,26 @@ int Check(const std::vector<std::string>& paths, std::ostream& out, std::ostream
     err << tie.later->where.ToString() << ": warning: rule '" << tie.later->pattern
         << "' and the rule '" << tie.earlier->pattern << "' at " << tie.earlier->where.ToString()
         << " match the same names and ports equally well; the earlier one wins\n";
+  }
+  for (const config::Rule& rule : c.rules) {
+    // UDP ranges that the rule's TCP ranges do not mirror: 'https' is
+    // t443 + u443 and meant for its TCP part, but 'u53' or 'quic' asks for
+    // UDP alone, which tunnels cannot deliver yet.
+    std::vector<std::string> udp;
+    for (const config::PortRange& r : rule.ports) {
+      if (r.protocol != config::Protocol::kUdp) continue;
+      const bool mirrored = std::any_of(rule.ports.begin(), rule.ports.end(), [&](const auto& t) {
+        return t.protocol == config::Protocol::kTcp && t.first <= r.first && r.last <= t.last;
+      });
+      if (!mirrored) {
+        udp.push_back("u" + std::to_string(r.first) +
+                      (r.first == r.last ? "" : "-" + std::to_string(r.last)));
+      }
+    }
+    if (!udp.empty()) {
+      err << rule.where.ToString() << ": warning: rule '" << rule.pattern << "' covers UDP ports ("
+          << Join(udp, ", ") << "), but tunnels does not carry UDP yet: such flows are refused\n";
+    }
   }
   const config::Options& o = c.options;
   out << "configuration OK: " << c.files.size() << (c.files.size() == 1 ? " file, " : " files, ")
@@ -208,12 +269,37 @@ std::optional<ExplainTarget> ParseExplainTarget(const std::string& text, std::st
 }
 
 int Explain(const ExplainTarget& target, bool json, const std::vector<std::string>& paths,
-            std::ostream& out, std::ostream& err) {
-  const LoadResult result = LoadAsInvoker(paths);
+            std::ostream& out_stream, std::ostream& err_stream) {
+  Printed printed_out(out_stream);
+  Printed printed_err(err_stream);
+  std::ostream& out = printed_out.stream();
+  std::ostream& err = printed_err.stream();
+  config::LoadOptions inspect;
+  inspect.inspect_only = true;
+  const LoadResult result = LoadAsInvoker(paths, inspect);
   if (Report(result, err)) return 1;
   const config::Config& c = *result.config;
   const config::RuleSet rules(c);
-  const config::Decision d = rules.Decide(target.name, target.port, target.protocol);
+  config::Decision d = rules.Decide(target.name, target.port, target.protocol);
+  // Only an answer that needs an unusable proxy fails.
+  for (const std::string& name : d.proxies) {
+    if (const auto it = c.proxies.find(name); it != c.proxies.end() && !it->second.unusable.empty()) {
+      err << "tunnels explain: the answer needs proxy '" << name << "': " << it->second.unusable
+          << "\n";
+      return 1;
+    }
+  }
+  // A rule that covers a UDP port gives the name a fake address, and UDP
+  // to a fake address is not carried yet: the flow is refused.
+  const bool udp_refused = target.protocol == config::Protocol::kUdp &&
+                           d.dns == config::DnsAction::kFake &&
+                           (d.action == config::Action::kProxy ||
+                            d.action == config::Action::kDirect);
+  if (udp_refused) {
+    d.action = config::Action::kRefuse;
+    d.proxies = {};
+    d.forced_addresses = {};
+  }
   std::vector<std::string> proxies(d.proxies.begin(), d.proxies.end());
   std::vector<std::string> forced;
   for (const auto& f : d.forced_addresses) forced.push_back(f.ToString());
@@ -265,6 +351,11 @@ int Explain(const ExplainTarget& target, bool json, const std::vector<std::strin
       out << "refused";
       break;
     case config::Action::kRefuse:
+      if (udp_refused) {
+        out << "refused: UDP is not carried yet (the rule below covers this port, but only TCP "
+               "connections are intercepted)";
+        break;
+      }
       out << "refused: rules match this name, but none covers port " << target.port << "/"
           << config::ToString(target.protocol);
       break;

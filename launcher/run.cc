@@ -96,6 +96,16 @@ std::vector<std::string> DefaultConfigPaths(const Identity& id) {
   return paths;
 }
 
+}  // namespace
+
+std::vector<std::string> DefaultConfigPaths() {
+  std::string error;
+  const auto id = FindIdentity("", &error);
+  return DefaultConfigPaths(id ? *id : Identity{});
+}
+
+namespace {
+
 // Runs `fn` on a thread that has joined the network namespace `netns_fd`;
 // sockets made there stay in that namespace. Returns false (with `error`)
 // when the thread cannot join it.

@@ -19,6 +19,10 @@ struct RunOptions {
   config::LogLevel level = config::LogLevel::kWarning;
 };
 
+// What `tunnels run` reads without -c (and `tunnels check` without CONF):
+// /etc/tunnels and the invoking user's ~/.config/tunnels, those that exist.
+std::vector<std::string> DefaultConfigPaths();
+
 // Exit status: the program's (128+N when a signal N ended it), or 125 when
 // tunnels itself could not set the sandbox up (as env(1) and container
 // runtimes do), 126/127 when the command cannot be run or found.
