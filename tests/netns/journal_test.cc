@@ -1,10 +1,14 @@
 #include "netns/journal.h"
 
 #include <fcntl.h>
+#include <sched.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -265,8 +269,8 @@ TEST_CASE("resolv.conf: an earlier run's backup is never overwritten") {
   Dir dir;
   const std::string path = (dir.path / "resolv.conf").string();
   const std::string backup = (dir.path / "backup").string();
-  std::ofstream(path) << "nameserver 127.0.0.1\n";   // tunnels' own, left by a killed run
-  std::ofstream(backup) << "nameserver 10.0.0.1\n";  // the original
+  std::ofstream(path) << ResolvConfContent("127.0.0.1", backup);  // left by a killed run
+  std::ofstream(backup) << "nameserver 10.0.0.1\n";              // the original
   std::string error;
   std::vector<std::string> warnings;
   bool reused = false;
@@ -276,6 +280,71 @@ TEST_CASE("resolv.conf: an earlier run's backup is never overwritten") {
   CHECK(dir.Read("backup") == "nameserver 10.0.0.1\n");
   CHECK(RestoreResolvConf(path, backup).empty());
   CHECK(dir.Read("resolv.conf") == "nameserver 10.0.0.1\n");
+}
+
+TEST_CASE("resolv.conf: a stale backup is not taken for the original") {
+  // The backup outlived its run (no journal), and resolv.conf has since been
+  // replaced by something other than tunnels' file: that is the original.
+  Dir dir;
+  const std::string path = (dir.path / "resolv.conf").string();
+  const std::string backup = (dir.path / "backup").string();
+  std::ofstream(path) << "nameserver 10.0.0.2\n";    // today's configuration
+  std::ofstream(backup) << "nameserver 10.0.0.1\n";  // last month's
+  std::string error;
+  std::vector<std::string> warnings;
+  bool reused = true;
+  REQUIRE(TakeOverResolvConf(path, backup, ResolvConfContent("127.0.0.1", backup), false, &error,
+                             &warnings, &reused));
+  CHECK_FALSE(reused);
+  CHECK(dir.Read("backup") == "nameserver 10.0.0.2\n");
+  CHECK(RestoreResolvConf(path, backup).empty());
+  CHECK(dir.Read("resolv.conf") == "nameserver 10.0.0.2\n");
+}
+
+TEST_CASE("resolv.conf: a bind-mounted file is rewritten and restored in place") {
+  // `ip netns exec`, Docker and podman bind-mount a file over resolv.conf;
+  // rename() over a mount point fails with EBUSY. The mount lives in a
+  // child's own mount namespace (and user namespace, unless root), so the
+  // host's mounts stay as they were; the child reports by its exit status.
+  Dir dir;
+  const std::string path = (dir.path / "resolv.conf").string();
+  const std::string source = (dir.path / "mounted").string();
+  const std::string backup = (dir.path / "backup").string();
+  std::ofstream(path) << "nameserver 10.9.9.9\n";
+  std::ofstream(source) << "nameserver 10.0.0.1\n";
+  const pid_t child = ::fork();
+  REQUIRE(child >= 0);
+  if (child == 0) {
+    const int flags = ::geteuid() == 0 ? CLONE_NEWNS : (CLONE_NEWUSER | CLONE_NEWNS);
+    if (::unshare(flags) != 0) ::_exit(10);
+    if (::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) ::_exit(10);
+    if (::mount(source.c_str(), path.c_str(), nullptr, MS_BIND, nullptr) != 0) ::_exit(10);
+    std::string error;
+    std::vector<std::string> warnings;
+    if (!TakeOverResolvConf(path, backup, ResolvConfContent("127.0.0.1", backup), false, &error,
+                            &warnings)) {
+      ::_exit(1);
+    }
+    if (!IsTunnelsResolvConf(path)) ::_exit(2);
+    if (!RestoreResolvConf(path, backup).empty()) ::_exit(3);
+    ::_exit(0);
+  }
+  int status = 0;
+  REQUIRE(::waitpid(child, &status, 0) == child);
+  REQUIRE(WIFEXITED(status));
+  if (WEXITSTATUS(status) == 10) {
+    // No mount namespace here (unprivileged user namespaces disabled).
+    if (std::getenv("CI") != nullptr && std::string(std::getenv("CI")) == "true") {
+      FAIL("cannot bind-mount in a new mount namespace");
+    }
+    WARN("skipped: cannot bind-mount in a new mount namespace");
+    return;
+  }
+  CHECK(WEXITSTATUS(status) == 0);
+  // The in-place writes went to the mounted file, which has its content back.
+  CHECK(dir.Read("mounted") == "nameserver 10.0.0.1\n");
+  CHECK(dir.Read("resolv.conf") == "nameserver 10.9.9.9\n");
+  CHECK_FALSE(fs::exists(backup));
 }
 
 TEST_CASE("resolv.conf: the immutable attribute is set, or one warning says why not") {
