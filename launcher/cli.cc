@@ -94,6 +94,10 @@ int Main(int argc, char** argv) {
       "stateDirectory)");
   cleanup->add_option("CONF", cleanup_paths,
                       "The configuration tunnels system ran with, for its stateDirectory");
+  bool cleanup_forget = false;
+  cleanup->add_flag("--forget", cleanup_forget,
+                    "Drop the tunnels system journal even if some of it cannot be undone, after "
+                    "listing what it held");
   // Internal: what the guardian of a tunnels run becomes (see run.cc). Not
   // the system part: a tunnels system with another stateDirectory may be
   // running.
@@ -151,7 +155,7 @@ int Main(int argc, char** argv) {
         status = 1;
       }
     }
-    if (CleanupSystem(system_state, resolv_conf, backup) != 0) status = 1;
+    if (CleanupSystem(system_state, resolv_conf, backup, cleanup_forget) != 0) status = 1;
     if (Cleanup(cleanup_state) != 0) status = 1;
     return status;
   }

@@ -133,13 +133,66 @@ TEST_CASE("Cleanup keeps the journal when an undo fails, and finishes it on a la
   // Every entry was still tried: one failure does not keep the others.
   CHECK(failing.undone.size() == 2);
   CHECK(fs::exists(dir.path / "system.journal"));
+  // Only what failed stays in the journal.
+  CHECK(dir.Read("system.journal").find("nft-table") == std::string::npos);
   RecordingUndoer working;
   CHECK(Journal::CleanupStale(dir.path.string(), "system.journal", working, nullptr).empty());
-  CHECK(working.undone.size() == 2);
+  CHECK(working.undone == std::vector<std::string>{"route network=198.18.0.0/15"});
   CHECK_FALSE(fs::exists(dir.path / "system.journal"));
   // Nothing left: nothing to do.
   CHECK(Journal::CleanupStale(dir.path.string(), "system.journal", working, nullptr).empty());
-  CHECK(working.undone.size() == 2);
+  CHECK(working.undone.size() == 1);
+}
+
+TEST_CASE("A leftover that cannot be undone stays, beside a start that does not touch it") {
+  Dir dir;
+  {
+    std::string error;
+    auto journal = Journal::Open(dir.path.string(), "system.journal", &error);
+    REQUIRE(journal);
+    REQUIRE(journal->Record(Entry("nft-table", {{"name", "t"}}), &error));
+    REQUIRE(journal->Record(Entry("resolvconf", {{"path", "/r"}, {"backup", "/b"}}), &error));
+  }
+  std::string error;
+  auto next = Journal::Open(dir.path.string(), "system.journal", &error);
+  REQUIRE(next);
+  RecordingUndoer failing;
+  failing.fail_kind = "resolvconf";
+  CHECK_FALSE(next->UndoLeftovers(failing).empty());
+  REQUIRE(next->leftovers().size() == 1);
+  const JournalEntry& left = next->leftovers()[0];
+  CHECK(left.kind == "resolvconf");
+  // Whether a new start would touch it again.
+  CHECK(Overlaps(left, Entry("resolvconf", {{"path", "/r"}, {"backup", "/other"}})));
+  CHECK(Overlaps(left, Entry("resolvconf", {{"path", "/other"}, {"backup", "/b"}})));
+  CHECK_FALSE(Overlaps(left, Entry("resolvconf", {{"path", "/x"}, {"backup", "/y"}})));
+  CHECK_FALSE(Overlaps(left, Entry("nft-table", {{"name", "t"}})));
+  CHECK_FALSE(Overlaps(left, Entry("route", {{"network", "198.18.0.0/15"}})));
+  CHECK(Overlaps(Entry("from-the-future", {}), Entry("route", {{"network", "198.18.0.0/15"}})));
+  // This instance's own changes are undone; the leftover stays for a cleanup.
+  REQUIRE(next->Record(Entry("nft-table", {{"name", "u"}}), &error));
+  next->Finish();
+  const std::string text = dir.Read("system.journal");
+  CHECK(text.find("resolvconf") != std::string::npos);
+  CHECK(text.find("nft-table") == std::string::npos);
+}
+
+TEST_CASE("Cleanup with forget drops a journal it cannot undo, after listing it") {
+  Dir dir;
+  {
+    std::string error;
+    auto journal = Journal::Open(dir.path.string(), "system.journal", &error);
+    REQUIRE(journal);
+    REQUIRE(journal->Record(Entry("route", {{"network", "198.18.0.0/15"}}), &error));
+  }
+  RecordingUndoer failing;
+  failing.fail_kind = "route";
+  std::vector<std::string> notes;
+  CHECK(Journal::CleanupStale(dir.path.string(), "system.journal", failing, &notes, true).empty());
+  CHECK_FALSE(fs::exists(dir.path / "system.journal"));
+  bool listed = false;
+  for (const auto& note : notes) listed = listed || note.find("route network=") != std::string::npos;
+  CHECK(listed);
 }
 
 TEST_CASE("A line cut short by a kill is ignored: its change was never made") {
