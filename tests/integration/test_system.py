@@ -160,7 +160,7 @@ def test_kill_9_leaves_nothing_after_cleanup_or_restart(world, tunnels_bin, then
         s.assert_pristine()
     else:
         t = s.start()
-        wait_for_log(t, r"killed instance's leftover: undid resolvconf")
+        wait_for_log(t, r"instance's leftover: undid resolvconf")
         s.assert_taken_over()
         # The backup is the original, not the killed instance's file.
         assert s.backup.read_text() == ORIGINAL
