@@ -460,5 +460,26 @@ TEST_CASE("The state directory must be one only its owner (root) can write") {
              Catch::Contains("is not a directory"));
 }
 
+TEST_CASE("The state directory's parents are checked like the directory itself") {
+  // Whoever can write a parent can rename the state directory away and put
+  // one of their own in its place; in a sticky parent (like /tmp) they can
+  // not move what is not theirs.
+  Dir dir;
+  const fs::path parent = dir.path / "parent";
+  fs::create_directory(parent);
+  fs::permissions(parent, fs::perms::all);  // 0777, not sticky
+  CHECK_THAT(PrepareStateDirectory((parent / "state").string()),
+             Catch::Contains("writable by others and not sticky"));
+  fs::permissions(parent, fs::perms::all | fs::perms::sticky_bit);  // 1777, like /tmp
+  CHECK(PrepareStateDirectory((parent / "state").string()).empty());
+  // Deeper down too, and through a symbolic link to it.
+  fs::permissions(parent, fs::perms::all);
+  fs::create_directory(parent / "safe", dir.path);
+  fs::permissions(parent / "safe", fs::perms::owner_all);
+  fs::create_directory_symlink(parent / "safe", dir.path / "link");
+  CHECK_THAT(PrepareStateDirectory((dir.path / "link" / "state").string()),
+             Catch::Contains("the parent " + parent.string()));
+}
+
 }  // namespace
 }  // namespace tunnels::netns
