@@ -419,6 +419,18 @@ void RemoveStaleFiles(const std::string& state_dir) {
   }
 }
 
+// A Ctrl-C (SIGINT), SIGTERM or SIGHUP that arrived, blocked, during setup:
+// the signal, taken off the pending set, or 0. Setup then stops and what it
+// did is undone, instead of starting the program anyway.
+int StopRequested() {
+  sigset_t stop;
+  ::sigemptyset(&stop);
+  for (int sig : {SIGINT, SIGTERM, SIGHUP}) ::sigaddset(&stop, sig);
+  const timespec now{};
+  const int sig = ::sigtimedwait(&stop, nullptr, &now);
+  return sig > 0 ? sig : 0;
+}
+
 // Forks the guardian: a process in a session of its own (the terminal's
 // Ctrl-C does not reach it) that holds nothing of tunnels' but a pidfd of
 // this process. When this process has ended, however it ended (SIGKILL, the
@@ -607,6 +619,13 @@ int Run(const RunOptions& options) {
   const pid_t init = static_cast<pid_t>(child);
   InitGuard guard(init);
   go_read.Reset();
+  auto interrupted = [&](int sig) {
+    log.Error("RUN", std::string(::strsignal(sig)) +
+                         " during setup: the program was not started, and what was set up "
+                         "is undone");
+    return 128 + sig;
+  };
+  if (const int sig = StopRequested(); sig != 0) return interrupted(sig);
 
   Fd netns(::open(("/proc/" + std::to_string(init) + "/ns/net").c_str(), O_RDONLY | O_CLOEXEC));
   if (netns.get() < 0) {
@@ -667,12 +686,23 @@ int Run(const RunOptions& options) {
     log.Error("RUN", sandbox_error);
     return kSetupFailed;
   }
+  // The sandbox's table goes with its namespace; Remove() would run here,
+  // in the caller's.
+  if (const int sig = StopRequested(); sig != 0) {
+    interception->Abandon();
+    return interrupted(sig);
+  }
   RaiseFileLimit(log);
 
   Fd signals(::signalfd(-1, &handled, SFD_CLOEXEC | SFD_NONBLOCK));
   if (signals.get() < 0) {
     log.Error("RUN", Errno("signalfd"));
     return kSetupFailed;
+  }
+  // The last moment before the program starts.
+  if (const int sig = StopRequested(); sig != 0) {
+    interception->Abandon();
+    return interrupted(sig);
   }
   stack->Start();
   if (::write(go_write.get(), "g", 1) != 1) {

@@ -65,3 +65,21 @@ def test_a_leftover_that_cannot_be_undone_blocks_only_what_touches_it(world, tun
     assert r.returncode == 0, (r.stdout, r.stderr)
     assert f"forgot, not undone: {stuck}" in r.stdout
     assert not (s.state / "system.journal").exists()
+
+
+def test_a_signal_during_run_setup_stops_it_and_undoes_it(world, tunnels_bin):
+    # A Ctrl-C that arrives while tunnels run sets up: delivered, blocked,
+    # before tunnels even starts (a pending signal survives execve), so that
+    # it is certainly there during setup without any timing.
+    from test_run import RunWorld
+    rw = RunWorld(world, tunnels_bin)
+    marker = world.tmp_path / "the-program-ran"
+    wrapper = ("import os, signal, sys\n"
+               "signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGINT])\n"
+               "os.kill(os.getpid(), signal.SIGINT)\n"
+               "os.execv(sys.argv[1], sys.argv[1:])\n")
+    r = rw.run("touch", str(marker), prefix=("python3", "-c", wrapper))
+    assert r.returncode == 128 + 2, (r.stdout, r.stderr)
+    assert "during setup" in r.stderr
+    assert not marker.exists()
+    assert rw.leftovers() == {"veth": [], "nft": [], "ip_forward": "0"}
