@@ -103,6 +103,9 @@ int Main(int argc, char** argv) {
   // running.
   bool cleanup_run_only = false;
   cleanup->add_flag("--run-only", cleanup_run_only)->group("");
+  // Internal: what the guardian of a tunnels system becomes (see system.cc).
+  bool cleanup_system_only = false;
+  cleanup->add_flag("--system-only", cleanup_system_only)->group("");
 
   std::vector<std::string> args = CanonicalArguments({argv + 1, argv + argc});
   // Everything after `--` is the program's, untouched: CLI11 would still
@@ -133,6 +136,7 @@ int Main(int argc, char** argv) {
   }
   if (*cleanup) {
     if (cleanup_run_only) return Cleanup(cleanup_state);
+    if (cleanup_system_only) return CleanupSystem(cleanup_state, "", "", false, true);
     std::string system_state = cleanup_state;
     config::Options defaults;
     std::string resolv_conf = defaults.resolvconf_path;

@@ -440,7 +440,14 @@ int StopRequested() {
 // owner. After a normal exit that finds nothing to do. It waits before it
 // execs, so that loading a second tunnels does not slow this one's start.
 // False with `error` set when it cannot be started.
-bool StartGuardian(const std::string& state_dir, std::string* error) {
+//
+// `tunnels system` uses the same guardian with `--system-only` (see
+// system.cc): each guardian runs only the part of cleanup for its own
+// instance's state, since another instance may be live elsewhere.
+
+}  // namespace
+
+bool StartGuardian(const std::vector<std::string>& args, std::string* error) {
   // The pidfd (close-on-exec) turns readable once this process is a zombie:
   // by then it has closed every descriptor and left nothing running.
   Fd self(static_cast<int>(::syscall(SYS_pidfd_open, ::getpid(), 0)));
@@ -450,8 +457,6 @@ bool StartGuardian(const std::string& state_dir, std::string* error) {
   }
   // Everything the child needs, made before fork(): other threads may hold
   // the allocator's locks, so the child only makes system calls.
-  const std::vector<std::string> args = {"tunnels", "cleanup", "--state-dir", state_dir,
-                                         "--run-only"};
   std::vector<char*> argv = ExecList(args);
   sigset_t none;
   ::sigemptyset(&none);
@@ -481,8 +486,6 @@ bool StartGuardian(const std::string& state_dir, std::string* error) {
   }
   return true;
 }
-
-}  // namespace
 
 int Cleanup(const std::string& state_dir) {
   std::vector<std::string> notes;
@@ -665,7 +668,11 @@ int Run(const RunOptions& options) {
   });
   // Before the first change to this side: a process that undoes them if
   // tunnels is killed (see StartGuardian).
-  if (!options.strict && !StartGuardian(options.state_dir, &error)) log.Warning("RUN", error);
+  if (!options.strict &&
+      !StartGuardian({"tunnels", "cleanup", "--state-dir", options.state_dir, "--run-only"},
+                     &error)) {
+    log.Warning("RUN", error);
+  }
   netns::SandboxLinkSpec link_spec;
   link_spec.sandbox_netns_fd = netns.get();
   link_spec.name_prefix = "tnl" + std::to_string(::getpid());

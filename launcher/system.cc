@@ -10,12 +10,14 @@
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <csignal>
+#include <cstdlib>
 #include <functional>
 #include <iostream>
 #include <sstream>
 
 #include "config/config.h"
 #include "launcher/mappings_file.h"
+#include "launcher/run.h"
 #include "launcher/stack.h"
 #include "netns/interception.h"
 #include "netns/journal.h"
@@ -142,7 +144,7 @@ void RaiseFileLimit(const config::Log& log) {
 }
 
 int CleanupSystem(const std::string& state_dir, const std::string& resolv_conf,
-                  const std::string& backup, bool forget) {
+                  const std::string& backup, bool forget, bool journal_only) {
   LazySystemUndoer undoer;
   std::vector<std::string> notes;
   struct stat st {};
@@ -160,7 +162,7 @@ int CleanupSystem(const std::string& state_dir, const std::string& resolv_conf,
   // backup says it well enough, and a machine without DNS is the worst a
   // lost journal leaves behind. Not after --forget dropped one: what it
   // could not undo is the user's now.
-  if (!had_journal && ::stat(journal.c_str(), &st) != 0 && errno == ENOENT &&
+  if (!journal_only && !had_journal && ::stat(journal.c_str(), &st) != 0 && errno == ENOENT &&
       netns::IsTunnelsResolvConf(resolv_conf) && ::lstat(backup.c_str(), &st) == 0) {
     if (std::string why = netns::RestoreResolvConf(resolv_conf, backup); !why.empty()) {
       std::cerr << "tunnels cleanup: " << why << "\n";
@@ -268,6 +270,14 @@ int RunSystem(const SystemOptions& options) {
                             "does not touch it, so tunnels starts): " +
                                 errors + hint);
     }
+  }
+  // Started by hand, not by the unit (whose ExecStopPost runs cleanup, and
+  // which systemd marks with INVOCATION_ID): a guardian undoes the journal
+  // once this process has ended, even by SIGKILL. Only this state
+  // directory's journal: see StartGuardian.
+  if (std::getenv("INVOCATION_ID") == nullptr &&
+      !StartGuardian({"tunnels", "cleanup", "--state-dir", state_dir, "--system-only"}, &error)) {
+    log.Warning("SYSTEM", error);
   }
   MappingsStore saver(state_dir, o.private_addresses.ToString(), stack->pool(), log);
   saver.Load();

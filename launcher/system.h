@@ -25,9 +25,10 @@ int RunSystem(const SystemOptions& options);
 // lives in /run, which a reboot empties) but with tunnels' own file at
 // `resolv_conf` and a backup at `backup`, puts the backup back. With
 // `forget`, a journal whose entries cannot all be undone is removed after
-// listing them. Exit status.
+// listing them. With `journal_only` (the guardian's), only the journal.
+// Exit status.
 int CleanupSystem(const std::string& state_dir, const std::string& resolv_conf,
-                  const std::string& backup, bool forget = false);
+                  const std::string& backup, bool forget = false, bool journal_only = false);
 
 // Shared with `tunnels run`.
 void ScheduleExpiry(boost::asio::steady_timer& timer, resolver::FakePool& pool,

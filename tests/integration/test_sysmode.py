@@ -83,3 +83,15 @@ def test_a_signal_during_run_setup_stops_it_and_undoes_it(world, tunnels_bin):
     assert "during setup" in r.stderr
     assert not marker.exists()
     assert rw.leftovers() == {"veth": [], "nft": [], "ip_forward": "0"}
+
+
+def test_a_guardian_undoes_what_tunnels_system_started_by_hand_left(world, tunnels_bin):
+    import signal
+    from world import wait_until
+    s = SystemWorld(world, tunnels_bin)
+    s.start(unit=False)
+    s.assert_taken_over()
+    s.stop(signal.SIGKILL)
+    # No one runs cleanup: the guardian does, once tunnels is gone.
+    wait_until(lambda: not (s.state / "system.journal").exists(), timeout=10)
+    s.assert_pristine()

@@ -75,9 +75,12 @@ class SystemWorld(TwoHosts):
         tmp.write_text(text)
         tmp.rename(self.conf)
 
-    def start(self, *args):
+    def start(self, *args, unit=True):
+        # As under the systemd unit (INVOCATION_ID), which runs cleanup
+        # itself: no guardian, so that what a kill leaves can be examined.
+        env = {"INVOCATION_ID": "test"} if unit else None
         self.tunnels = self.client.spawn([self.bin, "system", "-v", *args, str(self.conf)],
-                                         name="tunnels", line_buffered=False)
+                                         name="tunnels", line_buffered=False, env=env)
         wait_for_log(self.tunnels, READY, timeout=10)
         return self.tunnels
 
