@@ -431,6 +431,8 @@ int StopRequested() {
   return sig > 0 ? sig : 0;
 }
 
+}  // namespace
+
 // Forks the guardian: a process in a session of its own (the terminal's
 // Ctrl-C does not reach it) that holds nothing of tunnels' but a pidfd of
 // this process. When this process has ended, however it ended (SIGKILL, the
@@ -444,9 +446,6 @@ int StopRequested() {
 // `tunnels system` uses the same guardian with `--system-only` (see
 // system.cc): each guardian runs only the part of cleanup for its own
 // instance's state, since another instance may be live elsewhere.
-
-}  // namespace
-
 bool StartGuardian(const std::vector<std::string>& args, std::string* error) {
   // The pidfd (close-on-exec) turns readable once this process is a zombie:
   // by then it has closed every descriptor and left nothing running.
