@@ -246,7 +246,8 @@ int RunSystem(const SystemOptions& options) {
     LazySystemUndoer undoer;
     std::vector<std::string> notes;
     const std::string errors = journal->UndoLeftovers(undoer, &notes);
-    for (const std::string& note : notes) log.Info("SYSTEM", "earlier instance's leftover: " + note);
+    for (const std::string& note : notes)
+      log.Info("SYSTEM", "earlier instance's leftover: " + note);
     if (!errors.empty()) {
       // Left by an instance that was killed or whose own undo failed. Only
       // what this configuration would touch again blocks the start.
@@ -256,9 +257,10 @@ int RunSystem(const SystemOptions& options) {
       for (const auto& left : journal->leftovers()) {
         for (const auto& mine : planned) blocking = blocking || netns::Overlaps(left, mine);
       }
-      const std::string hint = "; fix that, then run `tunnels cleanup` (or `tunnels cleanup "
-                               "--forget` to drop the journal " +
-                               journal->path() + ")";
+      const std::string hint =
+          "; fix that, then run `tunnels cleanup` (or `tunnels cleanup "
+          "--forget` to drop the journal " +
+          journal->path() + ")";
       if (blocking) {
         log.Error("SYSTEM",
                   "cannot undo what an earlier instance left, which this configuration would "
@@ -266,9 +268,10 @@ int RunSystem(const SystemOptions& options) {
                       errors + hint);
         return 1;
       }
-      log.Warning("SYSTEM", "cannot undo what an earlier instance left (this configuration "
-                            "does not touch it, so tunnels starts): " +
-                                errors + hint);
+      log.Warning("SYSTEM",
+                  "cannot undo what an earlier instance left (this configuration "
+                  "does not touch it, so tunnels starts): " +
+                      errors + hint);
     }
   }
   // Started by hand, not by the unit (whose ExecStopPost runs cleanup, and

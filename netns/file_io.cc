@@ -97,8 +97,7 @@ std::string PrepareStateDirectory(const std::string& dir) {
       return "cannot examine " + ancestor + ", a parent of the state directory " + dir + ": " +
              std::strerror(errno) + hint;
     }
-    if (a.st_uid != ::geteuid() && a.st_uid != 0 &&
-        static_cast<long>(a.st_uid) != unmapped_owner) {
+    if (a.st_uid != ::geteuid() && a.st_uid != 0 && static_cast<long>(a.st_uid) != unmapped_owner) {
       return "the parent " + ancestor + " of the state directory " + dir + " belongs to uid " +
              std::to_string(a.st_uid) + ", who could replace the state directory" + hint;
     }

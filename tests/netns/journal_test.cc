@@ -191,7 +191,8 @@ TEST_CASE("Cleanup with forget drops a journal it cannot undo, after listing it"
   CHECK(Journal::CleanupStale(dir.path.string(), "system.journal", failing, &notes, true).empty());
   CHECK_FALSE(fs::exists(dir.path / "system.journal"));
   bool listed = false;
-  for (const auto& note : notes) listed = listed || note.find("route network=") != std::string::npos;
+  for (const auto& note : notes)
+    listed = listed || note.find("route network=") != std::string::npos;
   CHECK(listed);
 }
 
@@ -323,7 +324,7 @@ TEST_CASE("resolv.conf: an earlier run's backup is never overwritten") {
   const std::string path = (dir.path / "resolv.conf").string();
   const std::string backup = (dir.path / "backup").string();
   std::ofstream(path) << ResolvConfContent("127.0.0.1", backup);  // left by a killed run
-  std::ofstream(backup) << "nameserver 10.0.0.1\n";              // the original
+  std::ofstream(backup) << "nameserver 10.0.0.1\n";               // the original
   std::string error;
   std::vector<std::string> warnings;
   bool reused = false;
