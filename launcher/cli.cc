@@ -109,10 +109,15 @@ int ParseCommandLine(std::vector<std::string> args, CommandLine* line, std::ostr
       "stateDirectory)");
   cleanup->add_option("CONF", line->paths,
                       "The configuration tunnels system ran with, for its stateDirectory");
+  cleanup->add_flag("--forget", line->cleanup_forget,
+                    "Drop the tunnels system journal even if some of it cannot be undone, after "
+                    "listing what it held");
   // Internal: what the guardian of a tunnels run becomes (see run.cc). Not
   // the system part: a tunnels system with another stateDirectory may be
   // running.
   cleanup->add_flag("--run-only", line->cleanup_run_only)->group("");
+  // Internal: what the guardian of a tunnels system becomes (see system.cc).
+  cleanup->add_flag("--system-only", line->cleanup_system_only)->group("");
 
   // Every command takes -v and -q, so that they may come first whatever
   // the command; they change what system and run log.
@@ -181,6 +186,7 @@ int Main(int argc, char** argv) {
   if (line.command == "cleanup") {
     const std::string& cleanup_state = line.cleanup_state;
     if (line.cleanup_run_only) return Cleanup(cleanup_state);
+    if (line.cleanup_system_only) return CleanupSystem(cleanup_state, "", "", false, true);
     std::string system_state = cleanup_state;
     config::Options defaults;
     std::string resolv_conf = defaults.resolvconf_path;
@@ -202,7 +208,7 @@ int Main(int argc, char** argv) {
         status = 1;
       }
     }
-    if (CleanupSystem(system_state, resolv_conf, backup) != 0) status = 1;
+    if (CleanupSystem(system_state, resolv_conf, backup, line.cleanup_forget) != 0) status = 1;
     if (Cleanup(cleanup_state) != 0) status = 1;
     return status;
   }

@@ -39,6 +39,8 @@ struct CommandLine {
   std::string cleanup_state = "/run/tunnels";
   bool cleanup_state_given = false;
   bool cleanup_run_only = false;
+  bool cleanup_system_only = false;  // internal: the guardian of a tunnels system
+  bool cleanup_forget = false;
 
   // The log level of system and run: -q errors only, -v every query too.
   config::LogLevel Level() const;

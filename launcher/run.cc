@@ -408,6 +408,20 @@ void RemoveStaleFiles(const std::string& state_dir) {
   }
 }
 
+// A Ctrl-C (SIGINT), SIGTERM or SIGHUP that arrived, blocked, during setup:
+// the signal, taken off the pending set, or 0. Setup then stops and what it
+// did is undone, instead of starting the program anyway.
+int StopRequested() {
+  sigset_t stop;
+  ::sigemptyset(&stop);
+  for (int sig : {SIGINT, SIGTERM, SIGHUP}) ::sigaddset(&stop, sig);
+  const timespec now{};
+  const int sig = ::sigtimedwait(&stop, nullptr, &now);
+  return sig > 0 ? sig : 0;
+}
+
+}  // namespace
+
 // Forks the guardian: a process in a session of its own (the terminal's
 // Ctrl-C does not reach it) that holds nothing of tunnels' but a pidfd of
 // this process. When this process has ended, however it ended (SIGKILL, the
@@ -417,7 +431,11 @@ void RemoveStaleFiles(const std::string& state_dir) {
 // owner. After a normal exit that finds nothing to do. It waits before it
 // execs, so that loading a second tunnels does not slow this one's start.
 // False with `error` set when it cannot be started.
-bool StartGuardian(const std::string& state_dir, std::string* error) {
+//
+// `tunnels system` uses the same guardian with `--system-only` (see
+// system.cc): each guardian runs only the part of cleanup for its own
+// instance's state, since another instance may be live elsewhere.
+bool StartGuardian(const std::vector<std::string>& args, std::string* error) {
   // The pidfd (close-on-exec) turns readable once this process is a zombie:
   // by then it has closed every descriptor and left nothing running.
   Fd self(static_cast<int>(::syscall(SYS_pidfd_open, ::getpid(), 0)));
@@ -427,8 +445,6 @@ bool StartGuardian(const std::string& state_dir, std::string* error) {
   }
   // Everything the child needs, made before fork(): other threads may hold
   // the allocator's locks, so the child only makes system calls.
-  const std::vector<std::string> args = {"tunnels", "cleanup", "--state-dir", state_dir,
-                                         "--run-only"};
   std::vector<char*> argv = ExecList(args);
   sigset_t none;
   ::sigemptyset(&none);
@@ -458,8 +474,6 @@ bool StartGuardian(const std::string& state_dir, std::string* error) {
   }
   return true;
 }
-
-}  // namespace
 
 int Cleanup(const std::string& state_dir) {
   std::vector<std::string> notes;
@@ -616,6 +630,13 @@ int Run(const RunOptions& options) {
   const pid_t init = static_cast<pid_t>(child);
   InitGuard guard(init);
   go_read.Reset();
+  auto interrupted = [&](int sig) {
+    log.Error("RUN", std::string(::strsignal(sig)) +
+                         " during setup: the program was not started, and what was set up "
+                         "is undone");
+    return 128 + sig;
+  };
+  if (const int sig = StopRequested(); sig != 0) return interrupted(sig);
 
   Fd netns(::open(("/proc/" + std::to_string(init) + "/ns/net").c_str(), O_RDONLY | O_CLOEXEC));
   if (netns.get() < 0) {
@@ -655,7 +676,11 @@ int Run(const RunOptions& options) {
   });
   // Before the first change to this side: a process that undoes them if
   // tunnels is killed (see StartGuardian).
-  if (!options.strict && !StartGuardian(options.state_dir, &error)) log.Warning("RUN", error);
+  if (!options.strict &&
+      !StartGuardian({"tunnels", "cleanup", "--state-dir", options.state_dir, "--run-only"},
+                     &error)) {
+    log.Warning("RUN", error);
+  }
   netns::SandboxLinkSpec link_spec;
   link_spec.sandbox_netns_fd = netns.get();
   link_spec.name_prefix = "tnl" + std::to_string(::getpid());
@@ -676,12 +701,23 @@ int Run(const RunOptions& options) {
     log.Error("RUN", sandbox_error);
     return kSetupFailed;
   }
+  // The sandbox's table goes with its namespace; Remove() would run here,
+  // in the caller's.
+  if (const int sig = StopRequested(); sig != 0) {
+    interception->Abandon();
+    return interrupted(sig);
+  }
   RaiseFileLimit(log);
 
   Fd signals(::signalfd(-1, &handled, SFD_CLOEXEC | SFD_NONBLOCK));
   if (signals.get() < 0) {
     log.Error("RUN", Errno("signalfd"));
     return kSetupFailed;
+  }
+  // The last moment before the program starts.
+  if (const int sig = StopRequested(); sig != 0) {
+    interception->Abandon();
+    return interrupted(sig);
   }
   stack->Start();
   if (::write(go_write.get(), "g", 1) != 1) {

@@ -12,6 +12,7 @@
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <csignal>
+#include <cstdlib>
 #include <functional>
 #include <iostream>
 #include <sstream>
@@ -19,6 +20,7 @@
 
 #include "config/config.h"
 #include "launcher/mappings_file.h"
+#include "launcher/run.h"
 #include "launcher/stack.h"
 #include "netns/interception.h"
 #include "netns/journal.h"
@@ -145,11 +147,14 @@ void RaiseFileLimit(const config::Log& log) {
 }
 
 int CleanupSystem(const std::string& state_dir, const std::string& resolv_conf,
-                  const std::string& backup) {
+                  const std::string& backup, bool forget, bool journal_only) {
   LazySystemUndoer undoer;
   std::vector<std::string> notes;
+  struct stat st {};
+  const std::string journal = state_dir + "/" + netns::kSystemJournalName;
+  const bool had_journal = ::stat(journal.c_str(), &st) == 0;
   const std::string errors =
-      netns::Journal::CleanupStale(state_dir, netns::kSystemJournalName, undoer, &notes);
+      netns::Journal::CleanupStale(state_dir, netns::kSystemJournalName, undoer, &notes, forget);
   for (const std::string& note : notes) std::cout << "tunnels cleanup: " << note << "\n";
   if (!errors.empty()) {
     std::cerr << "tunnels cleanup: " << errors << "\n";
@@ -158,10 +163,9 @@ int CleanupSystem(const std::string& state_dir, const std::string& resolv_conf,
   // A journal still there belongs to a running instance (or failed above).
   // Gone, it cannot say what to undo; tunnels' resolv.conf beside its
   // backup says it well enough, and a machine without DNS is the worst a
-  // lost journal leaves behind.
-  struct stat st {};
-  const std::string journal = state_dir + "/" + netns::kSystemJournalName;
-  if (::stat(journal.c_str(), &st) != 0 && errno == ENOENT &&
+  // lost journal leaves behind. Not after --forget dropped one: what it
+  // could not undo is the user's now.
+  if (!journal_only && !had_journal && ::stat(journal.c_str(), &st) != 0 && errno == ENOENT &&
       netns::IsTunnelsResolvConf(resolv_conf) && ::lstat(backup.c_str(), &st) == 0) {
     if (std::string why = netns::RestoreResolvConf(resolv_conf, backup); !why.empty()) {
       std::cerr << "tunnels cleanup: " << why << "\n";
@@ -235,15 +239,51 @@ int RunSystem(const SystemOptions& options) {
     log.Error("SYSTEM", error);
     return 1;
   }
+  // What this start will change, each journaled before it is made.
+  const netns::JournalEntry table_entry{"nft-table", {{"name", o.iptables_chain}}};
+  const netns::JournalEntry route_entry{"route", {{"network", o.private_addresses.ToString()}}};
+  const netns::JournalEntry resolv_conf_entry{
+      "resolvconf", {{"path", o.resolvconf_path}, {"backup", o.resolvconf_backup_path}}};
+  const bool takes_resolv_conf = o.overwrite_resolvconf && o.dns_port == 53;
   {
     LazySystemUndoer undoer;
     std::vector<std::string> notes;
-    if (std::string errors = journal->UndoLeftovers(undoer, &notes); !errors.empty()) {
-      log.Error("SYSTEM", "cannot undo what an earlier, killed instance left: " + errors +
-                              "; fix that, then run `tunnels cleanup`");
-      return 1;
+    const std::string errors = journal->UndoLeftovers(undoer, &notes);
+    for (const std::string& note : notes)
+      log.Info("SYSTEM", "earlier instance's leftover: " + note);
+    if (!errors.empty()) {
+      // Left by an instance that was killed or whose own undo failed. Only
+      // what this configuration would touch again blocks the start.
+      std::vector<netns::JournalEntry> planned = {table_entry, route_entry};
+      if (takes_resolv_conf) planned.push_back(resolv_conf_entry);
+      bool blocking = false;
+      for (const auto& left : journal->leftovers()) {
+        for (const auto& mine : planned) blocking = blocking || netns::Overlaps(left, mine);
+      }
+      const std::string hint =
+          "; fix that, then run `tunnels cleanup` (or `tunnels cleanup "
+          "--forget` to drop the journal " +
+          journal->path() + ")";
+      if (blocking) {
+        log.Error("SYSTEM",
+                  "cannot undo what an earlier instance left, which this configuration would "
+                  "change again: " +
+                      errors + hint);
+        return 1;
+      }
+      log.Warning("SYSTEM",
+                  "cannot undo what an earlier instance left (this configuration "
+                  "does not touch it, so tunnels starts): " +
+                      errors + hint);
     }
-    for (const std::string& note : notes) log.Info("SYSTEM", "killed instance's leftover: " + note);
+  }
+  // Started by hand, not by the unit (whose ExecStopPost runs cleanup, and
+  // which systemd marks with INVOCATION_ID): a guardian undoes the journal
+  // once this process has ended, even by SIGKILL. Only this state
+  // directory's journal: see StartGuardian.
+  if (std::getenv("INVOCATION_ID") == nullptr &&
+      !StartGuardian({"tunnels", "cleanup", "--state-dir", state_dir, "--system-only"}, &error)) {
+    log.Warning("SYSTEM", error);
   }
   MappingsStore saver(state_dir, o.private_addresses.ToString(), stack->pool(), log);
   saver.Load();
@@ -266,8 +306,7 @@ int RunSystem(const SystemOptions& options) {
   spec.prefix_length = o.private_addresses.length;
   spec.listener_port = stack->engine().port();
   spec.table_name = o.iptables_chain;
-  if (!journal->Record({"nft-table", {{"name", o.iptables_chain}}}, &error) ||
-      !journal->Record({"route", {{"network", o.private_addresses.ToString()}}}, &error)) {
+  if (!journal->Record(table_entry, &error) || !journal->Record(route_entry, &error)) {
     return fail("SYSTEM", error);
   }
   changes.interception = netns::Interception::Create(spec, &error);
@@ -280,10 +319,7 @@ int RunSystem(const SystemOptions& options) {
                            "); point programs at " + Text(stack->dns().udp_endpoint()) +
                            " yourself");
   } else if (o.overwrite_resolvconf) {
-    if (o.restore_resolvconf &&
-        !journal->Record(
-            {"resolvconf", {{"path", o.resolvconf_path}, {"backup", o.resolvconf_backup_path}}},
-            &error)) {
+    if (o.restore_resolvconf && !journal->Record(resolv_conf_entry, &error)) {
       return fail("SYSTEM", error);
     }
     std::vector<std::string> warnings;

@@ -23,9 +23,12 @@ int RunSystem(const SystemOptions& options);
 // `tunnels cleanup`, system part: undoes what a killed `tunnels system`
 // journaled in `state_dir`, unless it still runs. Without a journal (it
 // lives in /run, which a reboot empties) but with tunnels' own file at
-// `resolv_conf` and a backup at `backup`, puts the backup back. Exit status.
+// `resolv_conf` and a backup at `backup`, puts the backup back. With
+// `forget`, a journal whose entries cannot all be undone is removed after
+// listing them. With `journal_only` (the guardian's), only the journal.
+// Exit status.
 int CleanupSystem(const std::string& state_dir, const std::string& resolv_conf,
-                  const std::string& backup);
+                  const std::string& backup, bool forget = false, bool journal_only = false);
 
 // Shared with `tunnels run`.
 void ScheduleExpiry(boost::asio::steady_timer& timer, resolver::FakePool& pool,

@@ -1,10 +1,14 @@
 #include "netns/file_io.h"
 
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
+
+#include "netns/unique_fd.h"
 
 namespace tunnels::netns {
 
@@ -32,6 +36,27 @@ bool WriteAll(int fd, std::string_view text) {
   return true;
 }
 
+namespace {
+
+// The uid that files of users unmapped in this user namespace show, or -1
+// in the initial user namespace, where every uid is mapped. In a nested
+// one (a container, the test worlds) the real root's directories, such as
+// /run, show it: they are no one's inside, and count as root's.
+long UnmappedOwner() {
+  UniqueFd map(::open("/proc/self/uid_map", O_RDONLY | O_CLOEXEC));
+  std::string text;
+  if (!map || !ReadAll(map.get(), &text)) return -1;
+  if (text.find(" 0 ") != std::string::npos && text.find("4294967295") != std::string::npos) {
+    return -1;
+  }
+  UniqueFd overflow(::open("/proc/sys/kernel/overflowuid", O_RDONLY | O_CLOEXEC));
+  std::string uid;
+  if (!overflow || !ReadAll(overflow.get(), &uid)) return 65534;
+  return std::strtol(uid.c_str(), nullptr, 10);
+}
+
+}  // namespace
+
 std::string PrepareStateDirectory(const std::string& dir) {
   const std::string hint = " (set stateDirectory to a directory only root can write)";
   if (::mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST) {
@@ -52,6 +77,36 @@ std::string PrepareStateDirectory(const std::string& dir) {
            " is writable by others, whose files tunnels would "
            "act on as root" +
            hint;
+  }
+  // Whoever can rename an ancestor can swap in a directory of their own.
+  // Each one (links resolved) must belong to root or to this user and be
+  // writable by no one else, unless it is sticky (as /tmp is): there others
+  // may add entries but not rename or remove this user's.
+  char* real = ::realpath(dir.c_str(), nullptr);
+  if (real == nullptr) {
+    return "cannot resolve the state directory " + dir + ": " + std::strerror(errno) + hint;
+  }
+  std::string ancestor(real);
+  std::free(real);
+  const long unmapped_owner = UnmappedOwner();
+  while (ancestor != "/") {
+    const std::size_t slash = ancestor.rfind('/');
+    ancestor = slash == 0 ? "/" : ancestor.substr(0, slash);
+    struct stat a {};
+    if (::lstat(ancestor.c_str(), &a) != 0) {
+      return "cannot examine " + ancestor + ", a parent of the state directory " + dir + ": " +
+             std::strerror(errno) + hint;
+    }
+    if (a.st_uid != ::geteuid() && a.st_uid != 0 && static_cast<long>(a.st_uid) != unmapped_owner) {
+      return "the parent " + ancestor + " of the state directory " + dir + " belongs to uid " +
+             std::to_string(a.st_uid) + ", who could replace the state directory" + hint;
+    }
+    if ((a.st_mode & (S_IWGRP | S_IWOTH)) != 0 && (a.st_mode & S_ISVTX) == 0) {
+      return "the parent " + ancestor + " of the state directory " + dir +
+             " is writable by others and not sticky, so they could replace the state "
+             "directory" +
+             hint;
+    }
   }
   return "";
 }

@@ -88,22 +88,42 @@ bool ParseNetwork(const std::string& text, Ipv4Network* network) {
   return network->prefix_length <= 32;
 }
 
-// Undoes `entries` in reverse order; "" or the failures joined.
-std::string UndoAll(const std::vector<JournalEntry>& entries, Undoer& undoer,
+// Undoes `entries` in reverse order, leaving in them, in their order, only
+// those that could not be undone; "" or the failures joined.
+std::string UndoAll(std::vector<JournalEntry>* entries, Undoer& undoer,
                     std::vector<std::string>* notes) {
   std::string errors;
-  for (auto it = entries.rbegin(); it != entries.rend(); ++it) {
+  std::vector<JournalEntry> failed;
+  for (auto it = entries->rbegin(); it != entries->rend(); ++it) {
     const std::string why = undoer.Undo(*it);
     if (why.empty()) {
       if (notes != nullptr) notes->push_back("undid " + it->ToString());
     } else {
       errors += (errors.empty() ? "" : "; ") + why;
+      failed.insert(failed.begin(), *it);
     }
   }
+  *entries = std::move(failed);
   return errors;
 }
 
 }  // namespace
+
+bool Overlaps(const JournalEntry& a, const JournalEntry& b) {
+  static const std::map<std::string, std::vector<std::string>> kKeys = {
+      {"nft-table", {"name"}},
+      {"route", {"network"}},
+      {"resolvconf", {"path", "backup"}},
+      {"sysctl", {"key"}}};
+  const auto keys = kKeys.find(a.kind);
+  // An unknown kind (from a newer tunnels) may touch anything.
+  if (keys == kKeys.end() || kKeys.find(b.kind) == kKeys.end()) return true;
+  if (a.kind != b.kind) return false;
+  for (const std::string& key : keys->second) {
+    if (!a.Field(key).empty() && a.Field(key) == b.Field(key)) return true;
+  }
+  return false;
+}
 
 std::string JournalEntry::Field(const std::string& key) const {
   const auto it = fields.find(key);
@@ -239,12 +259,12 @@ bool Journal::Rewrite(std::string* error) {
 }
 
 std::string Journal::UndoLeftovers(Undoer& undoer, std::vector<std::string>* notes) {
-  std::string errors = UndoAll(leftovers_, undoer, notes);
-  if (!errors.empty()) return errors;
-  leftovers_.clear();
+  // What was undone leaves the file, so that only what still needs a
+  // cleanup stays (and can block only a start that would touch it).
+  std::string errors = UndoAll(&leftovers_, undoer, notes);
   std::string error;
-  if (!Rewrite(&error)) return error;
-  return "";
+  if (!Rewrite(&error)) errors += (errors.empty() ? "" : "; ") + error;
+  return errors;
 }
 
 bool Journal::Record(const JournalEntry& entry, std::string* error) {
@@ -264,15 +284,20 @@ bool Journal::Record(const JournalEntry& entry, std::string* error) {
 }
 
 void Journal::Finish() {
-  if (!leftovers_.empty()) return;  // still to be undone by a cleanup
   recorded_.clear();
+  if (!leftovers_.empty()) {
+    // Still to be undone by a cleanup; this instance's own are undone.
+    std::string ignored;
+    (void)Rewrite(&ignored);
+    return;
+  }
   // Emptied before unlinked: a cleanup that opened the file just before
   // finds nothing to undo.
   if (::ftruncate(fd_.get(), 0) == 0) ::unlink(path_.c_str());
 }
 
 std::string Journal::CleanupStale(const std::string& dir, const std::string& name, Undoer& undoer,
-                                  std::vector<std::string>* notes) {
+                                  std::vector<std::string>* notes, bool forget) {
   const std::string path = dir + "/" + name;
   struct stat st {};
   if (::stat(path.c_str(), &st) != 0) {
@@ -291,7 +316,19 @@ std::string Journal::CleanupStale(const std::string& dir, const std::string& nam
     return error;
   }
   if (std::string errors = journal->UndoLeftovers(undoer, notes); !errors.empty()) {
-    return errors + " (the journal " + path + " stays, for another `tunnels cleanup`)";
+    if (!forget) {
+      return errors + " (the journal " + path +
+             " stays, for another `tunnels cleanup`; `--forget` drops it)";
+    }
+    // The user takes these over: say what they were, since nothing will
+    // remember them once the file is gone.
+    if (notes != nullptr) {
+      notes->push_back("could not undo: " + errors);
+      for (const JournalEntry& e : journal->leftovers_) {
+        notes->push_back("forgot, not undone: " + e.ToString());
+      }
+    }
+    journal->leftovers_.clear();
   }
   journal->Finish();
   return "";

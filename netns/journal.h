@@ -43,6 +43,12 @@ struct JournalEntry {
   friend bool operator==(const JournalEntry&, const JournalEntry&) = default;
 };
 
+// Whether the changes `a` and `b` stand for touch the same object (the
+// same table, network, file or kernel parameter), so that one cannot be
+// made while the other is not undone. Entries of an unknown kind overlap
+// everything.
+[[nodiscard]] bool Overlaps(const JournalEntry& a, const JournalEntry& b);
+
 // Parses one journal line; false when it is not an entry.
 bool ParseJournalLine(const std::string& line, JournalEntry* entry);
 
@@ -84,8 +90,9 @@ class Journal {
 
   // The entries left by a killed instance (those in the file when it was
   // opened), undone in reverse order through `undoer`. Returns "" when all
-  // were undone (the file is then emptied), otherwise the failures; `notes`
-  // gets a sentence per entry undone.
+  // were undone, otherwise the failures; either way the file then holds
+  // only the entries not undone (see leftovers()). `notes` gets a sentence
+  // per entry undone.
   std::string UndoLeftovers(Undoer& undoer, std::vector<std::string>* notes = nullptr);
 
   // Appends an entry and flushes it to the file system. Call before
@@ -93,10 +100,14 @@ class Journal {
   // the change must not be made).
   bool Record(const JournalEntry& entry, std::string* error);
 
+  // The entries a killed instance left that are not undone yet.
+  const std::vector<JournalEntry>& leftovers() const { return leftovers_; }
+
   // Every entry recorded (by Record) since opening, in order.
   const std::vector<JournalEntry>& recorded() const { return recorded_; }
 
-  // After the recorded changes were undone: empties and removes the file.
+  // After the recorded changes were undone: empties and removes the file,
+  // or, while leftovers() remain, keeps only them in it.
   void Finish();
 
   const std::string& path() const { return path_; }
@@ -104,9 +115,10 @@ class Journal {
   // For `tunnels cleanup`: undoes the leftovers of the journal `dir`/`name`
   // unless a running instance holds it (then `notes` says so and nothing is
   // done), and removes it when all were undone. No journal: nothing to do.
-  // Returns "" or the failures.
+  // Returns "" or the failures. With `forget`, entries that cannot be
+  // undone are listed in `notes` and the journal is removed all the same.
   static std::string CleanupStale(const std::string& dir, const std::string& name, Undoer& undoer,
-                                  std::vector<std::string>* notes);
+                                  std::vector<std::string>* notes, bool forget = false);
 
  private:
   Journal(std::string path, UniqueFd fd, std::vector<JournalEntry> leftovers);

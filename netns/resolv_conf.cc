@@ -32,6 +32,17 @@ std::string TempName(const std::string& path) {
   return Directory(path) + "/." + base + ".tunnels-" + std::to_string(::getpid());
 }
 
+// Truncates the existing file `path` (never following a link) and writes
+// `content` into it. Not atomic, so only for files that cannot be renamed
+// over. "" or why not.
+std::string WriteInPlace(const std::string& path, const std::string& content) {
+  UniqueFd fd(::open(path.c_str(), O_WRONLY | O_TRUNC | O_NOFOLLOW | O_CLOEXEC));
+  if (!fd || !WriteAll(fd.get(), content) || ::fsync(fd.get()) != 0) {
+    return "cannot write in place " + path + " (a mount point): " + ErrnoText(errno);
+  }
+  return "";
+}
+
 // Writes `content` with `mode` to a temporary file next to `path`, flushes
 // it and renames it over `path`. "" or why not.
 std::string ReplaceFile(const std::string& path, const std::string& content, mode_t mode) {
@@ -48,6 +59,10 @@ std::string ReplaceFile(const std::string& path, const std::string& content, mod
   if (::rename(temp.c_str(), path.c_str()) != 0) {
     const int e = errno;
     ::unlink(temp.c_str());
+    // EBUSY: `path` is a mount point (a bind-mounted file, as `ip netns
+    // exec`, Docker and podman make resolv.conf), which cannot be replaced,
+    // only rewritten in place.
+    if (e == EBUSY) return WriteInPlace(path, content);
     return "cannot rename " + temp + " to " + path + ": " + ErrnoText(e);
   }
   return "";
@@ -127,14 +142,18 @@ bool TakeOverResolvConf(const std::string& path, const std::string& backup,
                         const std::string& content, bool immutable, std::string* error,
                         std::vector<std::string>* warnings, bool* reused_backup) {
   struct stat backup_stat {};
-  const bool have_backup = ::lstat(backup.c_str(), &backup_stat) == 0;
-  if (reused_backup != nullptr) *reused_backup = have_backup;
+  bool have_backup = ::lstat(backup.c_str(), &backup_stat) == 0;
   struct stat st {};
   const bool exists = ::lstat(path.c_str(), &st) == 0;
   if (!exists && errno != ENOENT) {
     *error = "cannot read " + path + ": " + ErrnoText(errno);
     return false;
   }
+  // A backup is the original only while `path` is still tunnels' own file
+  // (a killed run's). Otherwise someone restored or replaced resolv.conf
+  // since, and the backup is stale: what is in place now is the original.
+  if (have_backup && exists && !IsTunnelsResolvConf(path)) have_backup = false;
+  if (reused_backup != nullptr) *reused_backup = have_backup;
   if (!have_backup && !exists) {
     // Nothing to keep, but the restore must know to remove tunnels' file.
     if (std::string why = ReplaceWithLink(backup, kNoResolvConf); !why.empty()) {
@@ -211,10 +230,11 @@ std::string RestoreResolvConf(const std::string& path, const std::string& backup
     return "";
   }
   if (::rename(backup.c_str(), path.c_str()) == 0) return "";
-  if (errno != EXDEV) {
+  if (errno != EXDEV && errno != EBUSY) {
     return "cannot rename " + backup + " to " + path + ": " + ErrnoText(errno);
   }
-  // Another file system: copy, then remove the backup.
+  // Another file system, or `path` is a mount point: copy (in place for a
+  // mount point, see ReplaceFile), then remove the backup.
   std::string why;
   if (S_ISLNK(backup_stat.st_mode)) {
     std::string target;

@@ -2,16 +2,20 @@
 // back.
 //
 // TakeOverResolvConf:
-//  1. backs `path` up to `backup`, unless `backup` exists already: a backup
-//     left by an earlier run holds the original, and a fresh one would only
-//     copy tunnels' own file. A plain file is copied (content and mode) to a
-//     temporary file next to `backup` and renamed into place, so a backup is
-//     never half written; a symbolic link (systemd-resolved, resolvconf) is
-//     backed up as a link with the same target. No `path` at all: the
-//     backup is a link to kNoResolvConf, which says so.
+//  1. backs `path` up to `backup`, unless `backup` exists already and
+//     `path` is still tunnels' own file: such a backup, left by a killed
+//     run, holds the original, and a fresh one would only copy tunnels'
+//     file. A backup beside anything else is stale and is replaced.
+//     A plain file is copied (content and mode) to a temporary file next
+//     to `backup` and renamed into place, so a backup is never half
+//     written; a symbolic link (systemd-resolved, resolvconf) is backed up
+//     as a link with the same target. No `path` at all: the backup is a
+//     link to kNoResolvConf, which says so.
 //  2. clears the immutable attribute of `path` (an earlier run may have set
 //     it), writes `content` to a temporary file next to it and renames it
 //     over `path`: readers see the old file or the new one, never a part.
+//     A `path` that is a mount point (a bind-mounted file, EBUSY) cannot be
+//     renamed over and is rewritten in place instead.
 //  3. with `immutable`, sets FS_IMMUTABLE_FL (chattr +i) through the
 //     FS_IOC_SETFLAGS ioctl, so that DHCP clients and network managers do
 //     not replace it while tunnels runs. A file system without the attribute
@@ -20,8 +24,9 @@
 //
 // RestoreResolvConf clears the attribute and renames the backup back over
 // `path` (a link comes back as the same link), which also removes the
-// backup; a kNoResolvConf backup removes `path` instead. No backup: nothing
-// to restore.
+// backup; over a mount point it copies the backup's content in place; a
+// kNoResolvConf backup removes `path` instead. No backup: nothing to
+// restore.
 #pragma once
 
 #include <string>

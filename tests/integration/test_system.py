@@ -75,9 +75,12 @@ class SystemWorld(TwoHosts):
         tmp.write_text(text)
         tmp.rename(self.conf)
 
-    def start(self, *args):
+    def start(self, *args, unit=True):
+        # As under the systemd unit (INVOCATION_ID), which runs cleanup
+        # itself: no guardian, so that what a kill leaves can be examined.
+        env = {"INVOCATION_ID": "test"} if unit else None
         self.tunnels = self.client.spawn([self.bin, "system", "-v", *args, str(self.conf)],
-                                         name="tunnels", line_buffered=False)
+                                         name="tunnels", line_buffered=False, env=env)
         wait_for_log(self.tunnels, READY, timeout=10)
         return self.tunnels
 
@@ -160,7 +163,7 @@ def test_kill_9_leaves_nothing_after_cleanup_or_restart(world, tunnels_bin, then
         s.assert_pristine()
     else:
         t = s.start()
-        wait_for_log(t, r"killed instance's leftover: undid resolvconf")
+        wait_for_log(t, r"instance's leftover: undid resolvconf")
         s.assert_taken_over()
         # The backup is the original, not the killed instance's file.
         assert s.backup.read_text() == ORIGINAL

@@ -1,10 +1,14 @@
 #include "netns/journal.h"
 
 #include <fcntl.h>
+#include <sched.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -129,13 +133,67 @@ TEST_CASE("Cleanup keeps the journal when an undo fails, and finishes it on a la
   // Every entry was still tried: one failure does not keep the others.
   CHECK(failing.undone.size() == 2);
   CHECK(fs::exists(dir.path / "system.journal"));
+  // Only what failed stays in the journal.
+  CHECK(dir.Read("system.journal").find("nft-table") == std::string::npos);
   RecordingUndoer working;
   CHECK(Journal::CleanupStale(dir.path.string(), "system.journal", working, nullptr).empty());
-  CHECK(working.undone.size() == 2);
+  CHECK(working.undone == std::vector<std::string>{"route network=198.18.0.0/15"});
   CHECK_FALSE(fs::exists(dir.path / "system.journal"));
   // Nothing left: nothing to do.
   CHECK(Journal::CleanupStale(dir.path.string(), "system.journal", working, nullptr).empty());
-  CHECK(working.undone.size() == 2);
+  CHECK(working.undone.size() == 1);
+}
+
+TEST_CASE("A leftover that cannot be undone stays, beside a start that does not touch it") {
+  Dir dir;
+  {
+    std::string error;
+    auto journal = Journal::Open(dir.path.string(), "system.journal", &error);
+    REQUIRE(journal);
+    REQUIRE(journal->Record(Entry("nft-table", {{"name", "t"}}), &error));
+    REQUIRE(journal->Record(Entry("resolvconf", {{"path", "/r"}, {"backup", "/b"}}), &error));
+  }
+  std::string error;
+  auto next = Journal::Open(dir.path.string(), "system.journal", &error);
+  REQUIRE(next);
+  RecordingUndoer failing;
+  failing.fail_kind = "resolvconf";
+  CHECK_FALSE(next->UndoLeftovers(failing).empty());
+  REQUIRE(next->leftovers().size() == 1);
+  const JournalEntry& left = next->leftovers()[0];
+  CHECK(left.kind == "resolvconf");
+  // Whether a new start would touch it again.
+  CHECK(Overlaps(left, Entry("resolvconf", {{"path", "/r"}, {"backup", "/other"}})));
+  CHECK(Overlaps(left, Entry("resolvconf", {{"path", "/other"}, {"backup", "/b"}})));
+  CHECK_FALSE(Overlaps(left, Entry("resolvconf", {{"path", "/x"}, {"backup", "/y"}})));
+  CHECK_FALSE(Overlaps(left, Entry("nft-table", {{"name", "t"}})));
+  CHECK_FALSE(Overlaps(left, Entry("route", {{"network", "198.18.0.0/15"}})));
+  CHECK(Overlaps(Entry("from-the-future", {}), Entry("route", {{"network", "198.18.0.0/15"}})));
+  // This instance's own changes are undone; the leftover stays for a cleanup.
+  REQUIRE(next->Record(Entry("nft-table", {{"name", "u"}}), &error));
+  next->Finish();
+  const std::string text = dir.Read("system.journal");
+  CHECK(text.find("resolvconf") != std::string::npos);
+  CHECK(text.find("nft-table") == std::string::npos);
+}
+
+TEST_CASE("Cleanup with forget drops a journal it cannot undo, after listing it") {
+  Dir dir;
+  {
+    std::string error;
+    auto journal = Journal::Open(dir.path.string(), "system.journal", &error);
+    REQUIRE(journal);
+    REQUIRE(journal->Record(Entry("route", {{"network", "198.18.0.0/15"}}), &error));
+  }
+  RecordingUndoer failing;
+  failing.fail_kind = "route";
+  std::vector<std::string> notes;
+  CHECK(Journal::CleanupStale(dir.path.string(), "system.journal", failing, &notes, true).empty());
+  CHECK_FALSE(fs::exists(dir.path / "system.journal"));
+  bool listed = false;
+  for (const auto& note : notes)
+    listed = listed || note.find("route network=") != std::string::npos;
+  CHECK(listed);
 }
 
 TEST_CASE("A line cut short by a kill is ignored: its change was never made") {
@@ -265,8 +323,8 @@ TEST_CASE("resolv.conf: an earlier run's backup is never overwritten") {
   Dir dir;
   const std::string path = (dir.path / "resolv.conf").string();
   const std::string backup = (dir.path / "backup").string();
-  std::ofstream(path) << "nameserver 127.0.0.1\n";   // tunnels' own, left by a killed run
-  std::ofstream(backup) << "nameserver 10.0.0.1\n";  // the original
+  std::ofstream(path) << ResolvConfContent("127.0.0.1", backup);  // left by a killed run
+  std::ofstream(backup) << "nameserver 10.0.0.1\n";               // the original
   std::string error;
   std::vector<std::string> warnings;
   bool reused = false;
@@ -276,6 +334,71 @@ TEST_CASE("resolv.conf: an earlier run's backup is never overwritten") {
   CHECK(dir.Read("backup") == "nameserver 10.0.0.1\n");
   CHECK(RestoreResolvConf(path, backup).empty());
   CHECK(dir.Read("resolv.conf") == "nameserver 10.0.0.1\n");
+}
+
+TEST_CASE("resolv.conf: a stale backup is not taken for the original") {
+  // The backup outlived its run (no journal), and resolv.conf has since been
+  // replaced by something other than tunnels' file: that is the original.
+  Dir dir;
+  const std::string path = (dir.path / "resolv.conf").string();
+  const std::string backup = (dir.path / "backup").string();
+  std::ofstream(path) << "nameserver 10.0.0.2\n";    // today's configuration
+  std::ofstream(backup) << "nameserver 10.0.0.1\n";  // last month's
+  std::string error;
+  std::vector<std::string> warnings;
+  bool reused = true;
+  REQUIRE(TakeOverResolvConf(path, backup, ResolvConfContent("127.0.0.1", backup), false, &error,
+                             &warnings, &reused));
+  CHECK_FALSE(reused);
+  CHECK(dir.Read("backup") == "nameserver 10.0.0.2\n");
+  CHECK(RestoreResolvConf(path, backup).empty());
+  CHECK(dir.Read("resolv.conf") == "nameserver 10.0.0.2\n");
+}
+
+TEST_CASE("resolv.conf: a bind-mounted file is rewritten and restored in place") {
+  // `ip netns exec`, Docker and podman bind-mount a file over resolv.conf;
+  // rename() over a mount point fails with EBUSY. The mount lives in a
+  // child's own mount namespace (and user namespace, unless root), so the
+  // host's mounts stay as they were; the child reports by its exit status.
+  Dir dir;
+  const std::string path = (dir.path / "resolv.conf").string();
+  const std::string source = (dir.path / "mounted").string();
+  const std::string backup = (dir.path / "backup").string();
+  std::ofstream(path) << "nameserver 10.9.9.9\n";
+  std::ofstream(source) << "nameserver 10.0.0.1\n";
+  const pid_t child = ::fork();
+  REQUIRE(child >= 0);
+  if (child == 0) {
+    const int flags = ::geteuid() == 0 ? CLONE_NEWNS : (CLONE_NEWUSER | CLONE_NEWNS);
+    if (::unshare(flags) != 0) ::_exit(10);
+    if (::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) ::_exit(10);
+    if (::mount(source.c_str(), path.c_str(), nullptr, MS_BIND, nullptr) != 0) ::_exit(10);
+    std::string error;
+    std::vector<std::string> warnings;
+    if (!TakeOverResolvConf(path, backup, ResolvConfContent("127.0.0.1", backup), false, &error,
+                            &warnings)) {
+      ::_exit(1);
+    }
+    if (!IsTunnelsResolvConf(path)) ::_exit(2);
+    if (!RestoreResolvConf(path, backup).empty()) ::_exit(3);
+    ::_exit(0);
+  }
+  int status = 0;
+  REQUIRE(::waitpid(child, &status, 0) == child);
+  REQUIRE(WIFEXITED(status));
+  if (WEXITSTATUS(status) == 10) {
+    // No mount namespace here (unprivileged user namespaces disabled).
+    if (std::getenv("CI") != nullptr && std::string(std::getenv("CI")) == "true") {
+      FAIL("cannot bind-mount in a new mount namespace");
+    }
+    WARN("skipped: cannot bind-mount in a new mount namespace");
+    return;
+  }
+  CHECK(WEXITSTATUS(status) == 0);
+  // The in-place writes went to the mounted file, which has its content back.
+  CHECK(dir.Read("mounted") == "nameserver 10.0.0.1\n");
+  CHECK(dir.Read("resolv.conf") == "nameserver 10.9.9.9\n");
+  CHECK_FALSE(fs::exists(backup));
 }
 
 TEST_CASE("resolv.conf: the immutable attribute is set, or one warning says why not") {
@@ -336,6 +459,27 @@ TEST_CASE("The state directory must be one only its owner (root) can write") {
   std::ofstream(dir.path / "file") << "x";
   CHECK_THAT(PrepareStateDirectory((dir.path / "file").string()),
              Catch::Contains("is not a directory"));
+}
+
+TEST_CASE("The state directory's parents are checked like the directory itself") {
+  // Whoever can write a parent can rename the state directory away and put
+  // one of their own in its place; in a sticky parent (like /tmp) they can
+  // not move what is not theirs.
+  Dir dir;
+  const fs::path parent = dir.path / "parent";
+  fs::create_directory(parent);
+  fs::permissions(parent, fs::perms::all);  // 0777, not sticky
+  CHECK_THAT(PrepareStateDirectory((parent / "state").string()),
+             Catch::Contains("writable by others and not sticky"));
+  fs::permissions(parent, fs::perms::all | fs::perms::sticky_bit);  // 1777, like /tmp
+  CHECK(PrepareStateDirectory((parent / "state").string()).empty());
+  // Deeper down too, and through a symbolic link to it.
+  fs::permissions(parent, fs::perms::all);
+  fs::create_directory(parent / "safe", dir.path);
+  fs::permissions(parent / "safe", fs::perms::owner_all);
+  fs::create_directory_symlink(parent / "safe", dir.path / "link");
+  CHECK_THAT(PrepareStateDirectory((dir.path / "link" / "state").string()),
+             Catch::Contains("the parent " + parent.string()));
 }
 
 }  // namespace
