@@ -98,11 +98,7 @@ std::vector<std::string> DefaultConfigPaths(const Identity& id) {
 
 }  // namespace
 
-std::vector<std::string> DefaultConfigPaths() {
-  std::string error;
-  const auto id = FindIdentity("", &error);
-  return DefaultConfigPaths(id ? *id : Identity{});
-}
+std::vector<std::string> DefaultConfigPaths() { return DefaultConfigPaths(FindInvoker()); }
 
 namespace {
 
