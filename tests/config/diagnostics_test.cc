@@ -54,7 +54,11 @@ TEST_CASE("a directory without configuration files gets a warning naming it", "[
   Fixture f;
   const std::string empty = (f.dir.path() / "empty").string();
   f.dir.Write("empty/notes.txt", "not yaml");
-  const LoadResult r = Load({empty}, f.options);
+  // Beside a directory that does hold one: alone, loading nothing at all is
+  // an error (fails closed), tested in loader_test.cc.
+  f.dir.Write("rules/a.yml", "");
+  const LoadResult r = Load({empty, (f.dir.path() / "rules").string()}, f.options);
+  for (const auto& d : r.diagnostics) UNSCOPED_INFO(d.ToString());
   CHECK(r.ok());
   REQUIRE(r.diagnostics.size() == 1);
   CHECK(r.diagnostics[0].ToString() ==
