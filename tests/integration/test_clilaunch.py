@@ -60,7 +60,8 @@ def test_a_second_system_on_the_same_port_names_the_first(outer, tunnels_bin, wo
     first_conf, first_state = configs[0]
     first_conf.write_text(f"dnsBindAddress: 127.0.0.1\ndnsPort: 0\noverwriteResolvconf: false\n"
                           f"upstreamDns: 127.0.0.1:9\nstateDirectory: {first_state}\n")
-    first = host.spawn([str(tunnels_bin), "system", str(first_conf)], name="first")
+    first = host.spawn([str(tunnels_bin), "system", str(first_conf)], name="first",
+                       line_buffered=False)  # stdbuf preloads a library: ASan refuses
     m = wait_for_log(first, r"\[DNS\] listening on udp 127\.0\.0\.1:(\d+)", timeout=10)
     second_conf, second_state = configs[1]
     second_conf.write_text(f"dnsBindAddress: 127.0.0.1\ndnsPort: {m.group(1)}\n"
@@ -79,7 +80,8 @@ def test_a_rejected_reload_says_so_once(outer, tunnels_bin, world):
     options = (f"dnsBindAddress: 127.0.0.1\ndnsPort: 0\noverwriteResolvconf: false\n"
                f"upstreamDns: 127.0.0.1:9\nstateDirectory: {world.tmp_path / 'state-reload'}\n")
     conf.write_text(options)
-    t = host.spawn([str(tunnels_bin), "system", "-v", str(conf)], name="reload")
+    t = host.spawn([str(tunnels_bin), "system", "-v", str(conf)], name="reload",
+                   line_buffered=False)
     wait_for_log(t, r"\[DNS\] listening on udp", timeout=10)
     mark = t.mark()
     conf.write_text(options + "rules:\n  a.test: nosuchproxy\n")
