@@ -71,8 +71,8 @@ std::string SourceLocation::ToString() const {
 std::string Diagnostic::ToString() const {
   // Escaped as a whole: both the file name and the message may quote bytes
   // of a file, such as an escape sequence that would drive the terminal.
-  return Printable(where.ToString() +
-                   (severity == Severity::kError ? ": error: " : ": warning: ") + message);
+  return Printable(where.ToString() + (severity == Severity::kError ? ": error: " : ": warning: ") +
+                   message);
 }
 
 const char* ToString(Protocol p) { return p == Protocol::kTcp ? "tcp" : "udp"; }

@@ -496,8 +496,7 @@ void Loader::AddDocument(const Document& doc, bool builtin) {
     // its recursion limit instead of exhausting the stack.
     if (const auto tab = IndentingTab(e.mark)) {
       Error(Locate(tab->line, tab->column),
-            "YAML syntax: a tab indents this line; YAML indents with spaces only (" + e.msg +
-                ")");
+            "YAML syntax: a tab indents this line; YAML indents with spaces only (" + e.msg + ")");
     } else {
       Error(LocateClamped(e.mark), "YAML syntax: " + e.msg);
     }
@@ -519,8 +518,7 @@ void Loader::AddDocument(const Document& doc, bool builtin) {
 std::optional<Pos> Loader::IndentingTab(const YAML::Mark& mark) const {
   if (mark.is_null() || mark.line < 0) return std::nullopt;
   // yaml-cpp reports such a tab on its line or, having read on, on the next.
-  const std::size_t last =
-      std::min(static_cast<std::size_t>(mark.line) + 1, parsed_lines_.size());
+  const std::size_t last = std::min(static_cast<std::size_t>(mark.line) + 1, parsed_lines_.size());
   for (std::size_t line = last; line-- > 0 && line + 2 > last;) {
     const std::string_view text = parsed_lines_[line];
     const std::size_t indent = text.find_first_not_of(" \t");

@@ -283,7 +283,8 @@ int Explain(const ExplainTarget& target, bool json, const std::vector<std::strin
   config::Decision d = rules.Decide(target.name, target.port, target.protocol);
   // Only an answer that needs an unusable proxy fails.
   for (const std::string& name : d.proxies) {
-    if (const auto it = c.proxies.find(name); it != c.proxies.end() && !it->second.unusable.empty()) {
+    if (const auto it = c.proxies.find(name);
+        it != c.proxies.end() && !it->second.unusable.empty()) {
       err << "tunnels explain: the answer needs proxy '" << name << "': " << it->second.unusable
           << "\n";
       return 1;
@@ -291,10 +292,9 @@ int Explain(const ExplainTarget& target, bool json, const std::vector<std::strin
   }
   // A rule that covers a UDP port gives the name a fake address, and UDP
   // to a fake address is not carried yet: the flow is refused.
-  const bool udp_refused = target.protocol == config::Protocol::kUdp &&
-                           d.dns == config::DnsAction::kFake &&
-                           (d.action == config::Action::kProxy ||
-                            d.action == config::Action::kDirect);
+  const bool udp_refused =
+      target.protocol == config::Protocol::kUdp && d.dns == config::DnsAction::kFake &&
+      (d.action == config::Action::kProxy || d.action == config::Action::kDirect);
   if (udp_refused) {
     d.action = config::Action::kRefuse;
     d.proxies = {};

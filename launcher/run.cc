@@ -144,7 +144,7 @@ struct Plan {
   std::string cwd;
   std::string resolv_conf;  // files to mount over the machine's
   std::string nsswitch;
-  bool same_user = false;  // the caller's own identity: nothing to change
+  bool same_user = false;        // the caller's own identity: nothing to change
   bool report_leftovers = true;  // at the default log level and above
   // "NAME=value" entries; prepared before the fork, as the argument list is.
   std::vector<std::string> environment;
@@ -581,10 +581,9 @@ int Run(const RunOptions& options) {
   {
     std::vector<std::string> caller;
     for (char** e = environ; *e; ++e) caller.emplace_back(*e);
-    plan.environment =
-        plan.same_user
-            ? caller
-            : ProgramEnvironment(caller, identity->name, identity->home, identity->shell);
+    plan.environment = plan.same_user ? caller
+                                      : ProgramEnvironment(caller, identity->name, identity->home,
+                                                           identity->shell);
   }
   plan.resolv_conf = WriteFile(fs::path(files.path()) / "resolv.conf", SandboxResolvConf());
   plan.nsswitch = WriteFile(fs::path(files.path()) / "nsswitch.conf",

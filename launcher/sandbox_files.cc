@@ -57,17 +57,17 @@ std::vector<std::string> ProgramEnvironment(const std::vector<std::string>& call
   // What a desktop program needs to reach the user's display, session bus
   // and terminal, and the user's locale; nothing that changes what a
   // program loads or runs (LD_PRELOAD, PYTHONPATH, BASH_ENV, IFS...).
-  static const char* const kKept[] = {"DISPLAY", "WAYLAND_DISPLAY", "XAUTHORITY",
-                                      "XDG_RUNTIME_DIR", "DBUS_SESSION_BUS_ADDRESS", "TERM",
-                                      "COLORTERM", "LANG", "LANGUAGE", "TZ"};
+  static const char* const kKept[] = {
+      "DISPLAY", "WAYLAND_DISPLAY", "XAUTHORITY", "XDG_RUNTIME_DIR", "DBUS_SESSION_BUS_ADDRESS",
+      "TERM",    "COLORTERM",       "LANG",       "LANGUAGE",        "TZ"};
   std::vector<std::string> out;
   for (const std::string& entry : caller) {
     const std::size_t eq = entry.find('=');
     if (eq == std::string::npos) continue;
     const std::string name = entry.substr(0, eq);
-    const bool kept = name.starts_with("LC_") ||
-                      std::any_of(std::begin(kKept), std::end(kKept),
-                                  [&](const char* k) { return name == k; });
+    const bool kept =
+        name.starts_with("LC_") ||
+        std::any_of(std::begin(kKept), std::end(kKept), [&](const char* k) { return name == k; });
     if (kept) out.push_back(entry);
   }
   out.push_back("HOME=" + (home.empty() ? std::string("/") : home));

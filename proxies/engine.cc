@@ -113,7 +113,7 @@ struct Engine::Impl {
   std::size_t max_total = 0;
   std::map<asio::ip::address, std::size_t> per_source;  // connections by client address
   bool capping = false;  // the cap bit and it was logged: once until it lets go
-  IdleWatch idle;  // its timeout is the current generation's
+  IdleWatch idle;        // its timeout is the current generation's
 
   Impl(asio::io_context& io_context, Options o, resolver::FakePool& p, resolver::Upstream& upstream,
        const config::Log& l)
@@ -394,8 +394,8 @@ void Engine::Start() {
 
 void Engine::Update(std::shared_ptr<const config::Config> config,
                     std::shared_ptr<const config::RuleSet> rules) {
-  const std::shared_ptr<Impl::Generation> old = std::exchange(
-      impl_->current, impl_->MakeGeneration(std::move(config), std::move(rules)));
+  const std::shared_ptr<Impl::Generation> old =
+      std::exchange(impl_->current, impl_->MakeGeneration(std::move(config), std::move(rules)));
   // Kept alive by a long connection, the old generation would otherwise
   // keep its ssh sessions up (keepalives, reconnections) for nothing.
   for (const auto& [name, connector] : old->connectors) connector->Retire();

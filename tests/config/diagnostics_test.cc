@@ -27,8 +27,10 @@ struct Fixture {
 
 TEST_CASE("did you mean: a swap of two letters is one typo", "[diagnostics]") {
   Fixture f;
-  CHECK_THAT(f.All("a.yml", "proxies:\n  dante: {type: socks5, address: h}\nrules:\n  a.com: dnate\n"),
-             Catch::Contains("a.yml:4:10: error: rule 'a.com' uses unknown proxy 'dnate'; did you mean 'dante'?\n"));
+  CHECK_THAT(
+      f.All("a.yml", "proxies:\n  dante: {type: socks5, address: h}\nrules:\n  a.com: dnate\n"),
+      Catch::Contains(
+          "a.yml:4:10: error: rule 'a.com' uses unknown proxy 'dnate'; did you mean 'dante'?\n"));
   CHECK(f.All("a.yml", "rules:\n  a.com@wbe: direct\n") ==
         "a.yml:2:9: error: unknown port alias 'wbe'; did you mean 'web'?\n");
 }

@@ -1,5 +1,4 @@
 #include "launcher/commands.h"
-#include "launcher/run.h"
 
 #include <catch2/catch.hpp>
 #include <cstring>
@@ -8,6 +7,7 @@
 #include <regex>
 #include <sstream>
 
+#include "launcher/run.h"
 #include "tests/config/temp_dir.h"
 
 using namespace tunnels::launcher;
@@ -95,9 +95,8 @@ TEST_CASE("explain targets are validated", "[launcher]") {
 
 TEST_CASE("check prints no raw control bytes from files in its summary", "[launcher]") {
   TempDir dir;
-  const std::string conf =
-      dir.Write("c.yml",
-                "upstreamDns: 192.0.2.1\nsilentLog: \"a\\e[2Jb\"\nrules:\n  x.com: direct\n");
+  const std::string conf = dir.Write(
+      "c.yml", "upstreamDns: 192.0.2.1\nsilentLog: \"a\\e[2Jb\"\nrules:\n  x.com: direct\n");
   std::ostringstream out, err;
   CHECK(Check({conf}, out, err) == 0);
   CHECK(out.str().find('\x1b') == std::string::npos);
@@ -137,9 +136,10 @@ TEST_CASE("the sample with its commented examples uncommented passes check", "[l
 
 TEST_CASE("UDP rules: check warns, explain says UDP is refused", "[launcher]") {
   TempDir dir;
-  const std::string conf = dir.Write(
-      "u.yml", "upstreamDns: 192.0.2.1\nrules:\n  a.com@u53: direct\n  b.com@quic: direct\n"
-               "  c.com@web: direct\n");
+  const std::string conf =
+      dir.Write("u.yml",
+                "upstreamDns: 192.0.2.1\nrules:\n  a.com@u53: direct\n  b.com@quic: direct\n"
+                "  c.com@web: direct\n");
   std::ostringstream out, err;
   CHECK(Check({conf}, out, err) == 0);
   CHECK_THAT(err.str(), Catch::Contains(conf + ":3:3: warning: rule 'a.com' covers UDP ports "

@@ -31,22 +31,29 @@ TEST_CASE("nsswitch: dns is added when missing, and a hosts line when absent", "
   CHECK(SandboxNsswitch("  hosts:\tfiles mdns dns\n") == "hosts: files dns\n");
 }
 
-TEST_CASE("a program run as another user gets an environment reset as sudo -u does",
-          "[sandbox]") {
+TEST_CASE("a program run as another user gets an environment reset as sudo -u does", "[sandbox]") {
   // What sudo leaves: root's values, the caller's DISPLAY, and whatever the
   // sudoers rule let through.
-  const std::vector<std::string> sudo = {
-      "HOME=/root",    "DISPLAY=:0",         "USER=root",    "LOGNAME=root",
-      "SHELL=/bin/bash", "PATH=/root/bin:/usr/bin", "SUDO_UID=1000", "LD_PRELOAD=/tmp/x.so",
-      "LC_ALL=C.UTF-8", "TERM=xterm",          "BASH_ENV=/tmp/rc", "WAYLAND_DISPLAY=wayland-0",
-      "DBUS_SESSION_BUS_ADDRESS=unix:path=/run/user/1000/bus", "NOEQUALS"};
+  const std::vector<std::string> sudo = {"HOME=/root",
+                                         "DISPLAY=:0",
+                                         "USER=root",
+                                         "LOGNAME=root",
+                                         "SHELL=/bin/bash",
+                                         "PATH=/root/bin:/usr/bin",
+                                         "SUDO_UID=1000",
+                                         "LD_PRELOAD=/tmp/x.so",
+                                         "LC_ALL=C.UTF-8",
+                                         "TERM=xterm",
+                                         "BASH_ENV=/tmp/rc",
+                                         "WAYLAND_DISPLAY=wayland-0",
+                                         "DBUS_SESSION_BUS_ADDRESS=unix:path=/run/user/1000/bus",
+                                         "NOEQUALS"};
   const std::string path = "PATH=/usr/local/bin:/usr/bin:/bin:/usr/local/games:/usr/games";
   CHECK(ProgramEnvironment(sudo, "alice", "/home/alice", "/bin/zsh") ==
-        std::vector<std::string>{"DISPLAY=:0", "LC_ALL=C.UTF-8", "TERM=xterm",
-                                 "WAYLAND_DISPLAY=wayland-0",
-                                 "DBUS_SESSION_BUS_ADDRESS=unix:path=/run/user/1000/bus",
-                                 "HOME=/home/alice", "USER=alice", "LOGNAME=alice",
-                                 "SHELL=/bin/zsh", path});
+        std::vector<std::string>{
+            "DISPLAY=:0", "LC_ALL=C.UTF-8", "TERM=xterm", "WAYLAND_DISPLAY=wayland-0",
+            "DBUS_SESSION_BUS_ADDRESS=unix:path=/run/user/1000/bus", "HOME=/home/alice",
+            "USER=alice", "LOGNAME=alice", "SHELL=/bin/zsh", path});
   // A bare uid: no name, no home, no shell.
   CHECK(ProgramEnvironment({"LANG=de_DE.UTF-8", "HOMEPAGE=x"}, "", "", "") ==
         std::vector<std::string>{"LANG=de_DE.UTF-8", "HOME=/", "SHELL=/bin/sh", path});
