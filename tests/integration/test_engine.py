@@ -19,14 +19,10 @@ import pytest
 from peers import Dante, Microsocks, Tinyproxy, wait_for_port
 from scripts import (ECHO_FOREVER_SERVER, ECHO_SERVER, HALF_CLOSE_CLIENT, HALF_CLOSE_SERVER,
                      IDLE_CLIENT, MANY_CLIENTS, REFUSAL_PROBE)
-from sites import HELLO, SIZE, TwoHosts
+from sites import HELLO, SIZE, SYSTEM_CONFIG, TwoHosts
 from world import dig, wait_for_log, wait_until
 
-CONFIG = """
-upstreamDns: 10.0.0.1
-dnsBindAddress: 127.0.0.1
-dnsPort: 53
-overwriteResolvconf: false
+CONFIG = SYSTEM_CONFIG + """\
 proxies:
   dante: {type: socks5, address: 10.0.0.1:1080}
   dante_auth: {type: socks5, address: "alice:secret@10.0.0.1:1081"}
@@ -58,14 +54,7 @@ class EngineWorld(TwoHosts):
         self.dante_auth = Dante(self.srv, "10.0.0.1", 1081, users={"alice": "secret"})
         self.micro = Microsocks(self.srv, "10.0.0.1", 1082)
         self.tiny = Tinyproxy(self.srv, "10.0.0.1", 8888, "carol", "pw")
-        conf = world.tmp_path / "tunnels.yml"
-        conf.write_text(options + CONFIG)
-        # tunnels writes each log line with one write(2): no stdbuf needed,
-        # and stdbuf's preload would break sanitizer builds.
-        self.tunnels = self.client.spawn([str(tunnels_bin), "system", "-v", str(conf)],
-                                         name="tunnels", line_buffered=False)
-        wait_for_log(self.tunnels, r"\[DNS\] listening on udp 127\.0\.0\.1:53")
-        self.client.use_nameserver("127.0.0.1")
+        self.tunnels = self.start_system(tunnels_bin, options + CONFIG)
 
 
 @pytest.fixture

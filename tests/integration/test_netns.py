@@ -52,13 +52,7 @@ print(json.dumps(out))
 
 @pytest.fixture
 def probe() -> Path:
-    value = os.environ.get("NETNS_PROBE")
-    if not value:
-        w.missing("NETNS_PROBE is not set (run through ctest, or export the path of "
-                  "tests/netns/netns_probe in the build tree)")
-    path = Path(value)
-    if not (path.is_file() and os.access(path, os.X_OK)):
-        w.missing(f"NETNS_PROBE={value} is not an executable file (build it first)")
+    path = w.built_executable("NETNS_PROBE", "tests/netns/netns_probe")
     w.require("nft", "nftables")
     return path
 

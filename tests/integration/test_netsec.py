@@ -9,14 +9,10 @@ from __future__ import annotations
 
 import sys
 
-from sites import HELLO, TwoHosts
+from sites import HELLO, SYSTEM_CONFIG, TwoHosts
 from world import dig, wait_for_log
 
-CONFIG = """
-upstreamDns: 10.0.0.1
-dnsBindAddress: 127.0.0.1
-dnsPort: 53
-overwriteResolvconf: false
+CONFIG = SYSTEM_CONFIG + """\
 rules:
   .via-direct.test: direct
 """
@@ -61,12 +57,7 @@ class NetsecWorld(TwoHosts):
         })
         self.secret = self.client.spawn([sys.executable, "-c", SECRET_SERVER], name="secret")
         self.secret_port = int(wait_for_log(self.secret, r"^port (\d+)").group(1))
-        conf = world.tmp_path / "tunnels.yml"
-        conf.write_text(CONFIG)
-        self.tunnels = self.client.spawn([*prefix, str(tunnels_bin), "system", "-v", str(conf)],
-                                         name="tunnels", line_buffered=False)
-        wait_for_log(self.tunnels, r"\[DNS\] listening on udp 127\.0\.0\.1:53")
-        self.client.use_nameserver("127.0.0.1")
+        self.tunnels = self.start_system(tunnels_bin, CONFIG, prefix=prefix)
 
 
 def test_direct_refuses_answers_that_reach_this_host(world, tunnels_bin):

@@ -2,7 +2,8 @@
 
 Host "outer" is the caller's side: tunnels runs there (as root of the world)
 and creates the sandbox; its resolver is dnsmasq on host "srv" (10.0.0.1),
-which also runs nginx and dante. Every *.test name is 10.0.0.1."""
+which also runs nginx and dante (sites.TwoHosts, with "outer" as its client).
+Every *.test name is 10.0.0.1."""
 
 from __future__ import annotations
 
@@ -16,8 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from peers import Dante, Nginx
-from world import Dnsmasq, missing, wait_for_log, wait_until
+from peers import Dante
+from sites import TwoHosts
+from world import missing, wait_for_log, wait_until
 
 CONFIG = """
 proxies:
@@ -28,20 +30,12 @@ rules:
 """
 
 
-class RunWorld:
+class RunWorld(TwoHosts):
     def __init__(self, world, tunnels_bin):
-        self.world = world
+        super().__init__(world, client="outer")
         self.bin = str(tunnels_bin)
-        self.outer = world.host("outer")
-        self.srv = world.host("srv")
-        world.link(self.outer, self.srv, "10.0.0.2/24", "10.0.0.1/24")
-        self.dnsmasq = Dnsmasq(self.srv, "10.0.0.1", records={"test": "10.0.0.1"})
-        self.srv.use_nameserver("10.0.0.1")
+        self.outer = self.client
         self.outer.use_nameserver("10.0.0.1")
-        www = world.tmp_path / "www"
-        www.mkdir()
-        (www / "index.html").write_text("hello from nginx\n")
-        self.nginx = Nginx(self.srv, "10.0.0.1", 80, www)
         self.dante = Dante(self.srv, "10.0.0.1", 1080)
         self.conf = world.tmp_path / "tunnels.yml"
         self.conf.write_text(CONFIG)

@@ -64,13 +64,7 @@ while True:
 
 @pytest.fixture
 def probe() -> Path:
-    value = os.environ.get("SANDBOX_LINK_PROBE")
-    if not value:
-        w.missing("SANDBOX_LINK_PROBE is not set (run through ctest, or export the path of "
-                  "tests/netns/sandbox_link_probe in the build tree)")
-    path = Path(value)
-    if not (path.is_file() and os.access(path, os.X_OK)):
-        w.missing(f"SANDBOX_LINK_PROBE={value} is not an executable file (build it first)")
+    path = w.built_executable("SANDBOX_LINK_PROBE", "tests/netns/sandbox_link_probe")
     w.require("nft", "nftables")
     w.require("nsenter", "util-linux")
     return path
@@ -133,6 +127,11 @@ class Sandbox:
     def connect(self, host: str, port: int, timeout: float = 3) -> dict:
         r = self.run(["python3", "-c", CLIENT, host, str(port), str(timeout)])
         return json.loads(r.stdout)
+
+    def kill(self) -> None:
+        """SIGKILL to the probe alone (not its group), as a crash would."""
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.popen.wait(10)
 
     def stop(self) -> None:
         self.proc.signal(signal.SIGTERM)
@@ -252,8 +251,7 @@ def test_after_sigkill_cleanup_stale_restores_everything(world, probe, keep_sand
     sb = Sandbox(net, probe, *(["--keep-sandbox"] if keep_sandbox else []))
     host_if = sb.info["caller"]
     assert net.forward() == "1"
-    os.kill(sb.proc.pid, signal.SIGKILL)   # the probe alone, not its group
-    sb.proc.popen.wait(10)
+    sb.kill()
     # The kernel removed the owned table with its socket; ip_forward and the
     # state file stay. The veth pair goes with the sandbox's namespace.
     assert net.tables() == ""
@@ -274,13 +272,17 @@ def test_after_sigkill_cleanup_stale_restores_everything(world, probe, keep_sand
     assert r.stdout == "cleaned\n"
 
 
+def killed_sandbox(net: Net, probe: Path) -> None:
+    """A probe (prefix tnldead, table t_dead) killed with SIGKILL, its
+    sandbox kept alive: what a crash of tunnels run leaves behind."""
+    Sandbox(net, probe, "--prefix", "tnldead", "--table", "t_dead", "--keep-sandbox",
+            name="dead").kill()
+
+
 def test_cleanup_stale_leaves_a_live_instance_alone(world, probe):
     net = Net(world)
     live = Sandbox(net, probe, "--prefix", "tnllive", "--table", "t_live", name="live")
-    dead = Sandbox(net, probe, "--prefix", "tnldead", "--table", "t_dead", "--keep-sandbox",
-                   name="dead")
-    os.kill(dead.proc.pid, signal.SIGKILL)
-    dead.proc.popen.wait(10)
+    killed_sandbox(net, probe)
     r = net.h.run([probe, "--cleanup", "--state-dir", net.state_dir])
     assert "note: removed the veth pair tnldeadh" in r.stdout
     assert "ip_forward" not in r.stdout   # the live one needs it
@@ -295,10 +297,7 @@ def test_cleanup_stale_leaves_a_live_instance_alone(world, probe):
 
 def test_a_new_instance_cleans_up_after_a_killed_one(world, probe):
     net = Net(world)
-    dead = Sandbox(net, probe, "--prefix", "tnldead", "--table", "t_dead", "--keep-sandbox",
-                   name="dead")
-    os.kill(dead.proc.pid, signal.SIGKILL)
-    dead.proc.popen.wait(10)
+    killed_sandbox(net, probe)
     sb = Sandbox(net, probe, "--prefix", "tnlnew", "--table", "t_new", name="new")
     assert "note: removed the veth pair tnldeadh" in sb.proc.output()
     # The killed one's /30 is free again, and forwarding never went off.

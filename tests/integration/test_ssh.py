@@ -20,7 +20,7 @@ import pytest
 from peers import Dante, Nginx, Sshd, descendants, wait_for_port
 from scripts import (ECHO_FOREVER_SERVER, ECHO_SERVER, HALF_CLOSE_CLIENT, HALF_CLOSE_SERVER,
                      IDLE_CLIENT, MANY_CLIENTS, REFUSAL_PROBE, RESETTING_CLIENT, STREAM_SERVER)
-from sites import SIZE, TwoHosts
+from sites import SIZE, SYSTEM_CONFIG, TwoHosts
 from world import require, wait_for_log, wait_until
 
 KEEPALIVE = 2  # seconds, the main proxy's keepaliveInterval
@@ -125,15 +125,10 @@ class SshWorld(TwoHosts):
         rules = "".join(f"  .{n.replace('_', '-')}.test: {n}\n" for n in
                         ["main", *PINNED, "wrongpin", "unpinned", "stranger", "nofwd", "viadante",
                          "known", "unknown"])
-        conf = world.tmp_path / "tunnels.yml"
-        conf.write_text(
-            options + "upstreamDns: 10.0.0.1\ndnsBindAddress: 127.0.0.1\ndnsPort: 53\n"
-            "overwriteResolvconf: false\nproxies:\n" + proxies + "rules:\n" + rules +
-            "  vps-ip.pls@https:\n    proxy: main\n    forcedAddress: icanhazip.test\n")
-        self.tunnels = self.client.spawn([str(tunnels_bin), "system", "-vv", str(conf)],
-                                         name="tunnels", line_buffered=False)
-        wait_for_log(self.tunnels, r"\[DNS\] listening on udp 127\.0\.0\.1:53")
-        self.client.use_nameserver("127.0.0.1")
+        self.tunnels = self.start_system(
+            tunnels_bin, options + SYSTEM_CONFIG + "proxies:\n" + proxies + "rules:\n" + rules +
+            "  vps-ip.pls@https:\n    proxy: main\n    forcedAddress: icanhazip.test\n",
+            verbosity="-vv")
 
     def sessions_up(self, proxy: str) -> int:
         return len(re.findall(rf"ssh proxy '{proxy}' \([^)]*\): session up", self.tunnels.output()))
@@ -338,22 +333,31 @@ def test_a_client_that_resets_mid_stream_ends_only_its_channel(sw):
     assert sw.sessions_up("main") == 1
 
 
-def start_one_ssh_proxy(site, tunnels_bin, keys, address, extra=""):
-    """tunnels system on site.client with one ssh proxy, `mute`, at `address`
-    (its host key pin never checked: these tests end before that), for
-    every *.mute.test name."""
-    conf = site.world.tmp_path / "one-proxy.yml"
-    conf.write_text(
-        "upstreamDns: 10.0.0.1\ndnsBindAddress: 127.0.0.1\ndnsPort: 53\n"
-        "overwriteResolvconf: false\nproxies:\n  mute:\n    type: ssh\n"
+def one_ssh_proxy_beside(world, tunnels_bin, keys, server_script, name, address, extra=""):
+    """A TwoHosts world with `server_script` (Python; it prints "listening"
+    once ready) on srv as process `name`, and tunnels system on client with
+    one ssh proxy, `mute`, at `address` (its host key pin never checked:
+    these tests end before that), for every *.mute.test name. Returns
+    (site, server, tunnels)."""
+    site = TwoHosts(world)
+    server = site.srv.spawn(["python3", "-c", server_script], name=name)
+    wait_for_log(server, "listening")
+    tunnels = site.start_system(
+        tunnels_bin, SYSTEM_CONFIG + "proxies:\n  mute:\n    type: ssh\n"
         f"    address: {address}\n    username: root\n    privateKey: {keys['ed25519']}\n"
         "    ed25519Fingerprint: \"SHA256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\"\n"
         + extra + "rules:\n  .mute.test: mute\n")
-    tunnels = site.client.spawn([str(tunnels_bin), "system", "-v", str(conf)], name="tunnels",
-                                line_buffered=False)
-    wait_for_log(tunnels, r"\[DNS\] listening on udp 127\.0\.0\.1:53")
-    site.client.use_nameserver("127.0.0.1")
-    return tunnels
+    return site, server, tunnels
+
+
+def stop_cleanly(tunnels, timeout) -> float:
+    """SIGTERM, then tunnels must exit 0 within `timeout`; returns how long
+    it took."""
+    start = time.monotonic()
+    tunnels.signal(signal.SIGTERM)
+    tunnels.popen.wait(timeout=timeout)
+    assert tunnels.returncode == 0, tunnels.output()
+    return time.monotonic() - start
 
 
 MUTE_SERVER = r"""
@@ -374,17 +378,11 @@ def test_stopping_does_not_wait_for_a_handshake_with_a_mute_server(world, tunnel
     # stopping meanwhile (or a reload dropping that proxy) must not wait for
     # it on the engine's thread, where every connection and DNS answer waits
     # too.
-    site = TwoHosts(world)
-    mute = site.srv.spawn(["python3", "-c", MUTE_SERVER], name="mute")
-    wait_for_log(mute, "listening")
-    tunnels = start_one_ssh_proxy(site, tunnels_bin, keys, "10.0.0.1:9002")
+    site, mute, tunnels = one_ssh_proxy_beside(world, tunnels_bin, keys, MUTE_SERVER, "mute",
+                                               "10.0.0.1:9002")
     site.client.spawn(["curl", "-sS", "--max-time", "30", "http://www.mute.test/"], name="curl")
     wait_for_log(mute, "accepted", timeout=10)
-    start = time.monotonic()
-    tunnels.signal(signal.SIGTERM)
-    tunnels.popen.wait(timeout=20)
-    assert tunnels.returncode == 0, tunnels.output()
-    assert time.monotonic() - start < 3, tunnels.output()
+    assert stop_cleanly(tunnels, 20) < 3, tunnels.output()
 
 
 def test_a_reload_does_not_wait_for_a_handshake_with_a_mute_server(world, tunnels_bin, keys):
@@ -392,10 +390,8 @@ def test_a_reload_does_not_wait_for_a_handshake_with_a_mute_server(world, tunnel
     # handshake (here the retry that follows the first one's 10 s timeout).
     # The engine's thread must not wait for that handshake: DNS answers and
     # connections would stop for up to 10 s.
-    site = TwoHosts(world)
-    mute = site.srv.spawn(["python3", "-c", MUTE_SERVER], name="mute")
-    wait_for_log(mute, "listening")
-    tunnels = start_one_ssh_proxy(site, tunnels_bin, keys, "10.0.0.1:9002")
+    site, mute, tunnels = one_ssh_proxy_beside(world, tunnels_bin, keys, MUTE_SERVER, "mute",
+                                               "10.0.0.1:9002")
     site.client.spawn(["curl", "-sS", "--max-time", "30", "http://www.mute.test/"], name="curl")
     wait_for_log(mute, "accepted", timeout=10)
     # The first handshake times out with the connection's 10 s; the session
@@ -439,11 +435,9 @@ def test_a_reload_while_a_session_connects_through_its_parent_proxy(world, tunne
     # connect uses (the parent connector, its context) must outlive it. The
     # sanitizer build checks that nothing freed is touched when the parent
     # finally answers.
-    site = TwoHosts(world)
-    parent = site.srv.spawn(["python3", "-c", SLOW_PARENT], name="parent")
-    wait_for_log(parent, "listening")
-    tunnels = start_one_ssh_proxy(site, tunnels_bin, keys, "10.0.0.1:22",
-                                  "    parentSocks5Proxy: 10.0.0.1:1090\n")
+    site, parent, tunnels = one_ssh_proxy_beside(world, tunnels_bin, keys, SLOW_PARENT,
+                                                 "parent", "10.0.0.1:22",
+                                                 "    parentSocks5Proxy: 10.0.0.1:1090\n")
     r = site.curl("http://www.mute.test/", check=False, timeout=20)
     assert r.returncode != 0
     # A retry that starts after the connection gave up: nobody waits for it.
@@ -457,7 +451,5 @@ def test_a_reload_while_a_session_connects_through_its_parent_proxy(world, tunne
     # The old session's connect ends on the parent's close; tunnels lives on.
     assert site.client.run(["dig", "+short", "@127.0.0.1", "www.plain.test"]).stdout.strip()
     assert tunnels.alive()
-    tunnels.signal(signal.SIGTERM)
-    tunnels.popen.wait(timeout=10)
-    assert tunnels.returncode == 0, tunnels.output()
+    stop_cleanly(tunnels, 10)
     assert "Sanitizer" not in tunnels.output()

@@ -18,7 +18,7 @@ import pytest
 import world as w
 from peers import Sshd, wait_for_port
 from scripts import ECHO_FOREVER_SERVER
-from sites import TwoHosts
+from sites import SYSTEM_CONFIG, TwoHosts
 from world import require, wait_for_log, wait_until
 
 
@@ -42,24 +42,20 @@ class Site(TwoHosts):
         wait_for_port(self.srv, "10.0.0.1", 9000, "echo server", self.echo)
         self.conf = world.tmp_path / "tunnels.yml"
 
-    def write_conf(self, with_ssh: bool = True) -> None:
+    def config(self, with_ssh: bool = True) -> str:
         proxies = ("proxies:\n  vps:\n    type: ssh\n    address: 10.0.0.1:22\n"
                    f"    username: root\n    privateKey: {self.key}\n"
                    f"    ed25519Fingerprint: \"{self.pin}\"\n    keepaliveInterval: 1\n"
                    if with_ssh else "")
         rules = "  .vps.test: vps\n" if with_ssh else ""
-        self.conf.write_text(
-            "upstreamDns: 10.0.0.1\ndnsBindAddress: 127.0.0.1\ndnsPort: 53\n"
-            "overwriteResolvconf: false\n" + proxies +
-            "rules:\n" + rules + "  .direct.test: direct\n")
+        return SYSTEM_CONFIG + proxies + "rules:\n" + rules + "  .direct.test: direct\n"
+
+    def write_conf(self, with_ssh: bool = True) -> None:
+        self.conf.write_text(self.config(with_ssh))
 
     def start_tunnels(self) -> w.Proc:
-        self.write_conf()
-        tunnels = self.client.spawn([str(self.tunnels_bin), "system", "-vv", str(self.conf)],
-                                    name="tunnels", line_buffered=False)
-        wait_for_log(tunnels, r"\[DNS\] listening on udp 127\.0\.0\.1:53")
-        self.client.use_nameserver("127.0.0.1")
-        return tunnels
+        # start_system writes the configuration to self.conf.
+        return self.start_system(self.tunnels_bin, self.config(), verbosity="-vv")
 
     def ssh_connections(self) -> int:
         """TCP connections established to sshd: one per ssh session."""

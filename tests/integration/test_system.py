@@ -126,6 +126,22 @@ class SystemWorld(TwoHosts):
         assert answers, name
         return answers[0]
 
+    def start_download(self, rate, first_mib):
+        """curl fetching big.bin through dante at `rate` (curl's
+        --limit-rate), into big.out; returns once `first_mib` MiB arrived."""
+        out = self.world.tmp_path / "big.out"
+        download = self.client.spawn(["curl", "-sS", "--fail", "--limit-rate", rate, "-o",
+                                      str(out), "http://big.via-dante.test/big.bin"],
+                                     name="download")
+        wait_until(lambda: out.exists() and out.stat().st_size > first_mib * 1024 * 1024,
+                   timeout=30, what="the first megabytes of the download")
+        self.download_out = out
+        return download
+
+    def assert_download_intact(self, download, timeout):
+        assert download.popen.wait(timeout=timeout) == 0
+        assert hashlib.sha256(self.download_out.read_bytes()).hexdigest() == self.big_sha
+
 
 
 @pytest.mark.parametrize("kind", ["file", "link"])
@@ -261,11 +277,7 @@ def test_names_mapped_just_before_a_kill_9_keep_their_addresses(world, tunnels_b
 def test_sighup_adds_a_rule_while_a_100_mb_transfer_goes_on(world, tunnels_bin):
     s = SystemWorld(world, tunnels_bin, big=True)
     t = s.start()
-    out = world.tmp_path / "big.out"
-    download = s.client.spawn(["curl", "-sS", "--fail", "--limit-rate", "10M", "-o", str(out),
-                               "http://big.via-dante.test/big.bin"], name="download")
-    wait_until(lambda: out.exists() and out.stat().st_size > 5 * 1024 * 1024, timeout=30,
-               what="the first megabytes of the download")
+    download = s.start_download("10M", 5)
     # Before the reload, .via-micro.test has no rule: its real address.
     assert s.address("a.via-micro.test") == "10.0.0.1"
     mark = t.mark()
@@ -275,8 +287,7 @@ def test_sighup_adds_a_rule_while_a_100_mb_transfer_goes_on(world, tunnels_bin):
     assert s.address("b.via-micro.test").startswith("198.1")
     assert s.curl("http://b.via-micro.test/").stdout == "hello from nginx\n"
     wait_for_log(t, r"b\.via-micro\.test:80 via micro", since=mark)
-    assert download.popen.wait(timeout=60) == 0
-    assert hashlib.sha256(out.read_bytes()).hexdigest() == s.big_sha
+    s.assert_download_intact(download, 60)
     assert t.alive()
     assert s.stop() == 0
     s.assert_pristine()
@@ -318,11 +329,7 @@ def test_immutable_attribute_on_a_file_system_without_it_is_one_warning(world, t
 def test_sigterm_lets_a_live_connection_finish(world, tunnels_bin):
     s = SystemWorld(world, tunnels_bin, big=True)
     t = s.start()
-    out = world.tmp_path / "big.out"
-    download = s.client.spawn(["curl", "-sS", "--fail", "--limit-rate", "40M", "-o", str(out),
-                               "http://big.via-dante.test/big.bin"], name="download")
-    wait_until(lambda: out.exists() and out.stat().st_size > 20 * 1024 * 1024, timeout=30,
-               what="the first megabytes of the download")
+    download = s.start_download("40M", 20)
     address = s.address("other.via-dante.test")
     t.signal(signal.SIGTERM)
     wait_for_log(t, r"stopping on SIGTERM; waiting up to 10 s for 1 live connections")
@@ -330,8 +337,7 @@ def test_sigterm_lets_a_live_connection_finish(world, tunnels_bin):
     wait_until(s.resolv_is_original, timeout=5, what="resolv.conf given back")
     r = s.client.run(["curl", "-sS", "--max-time", "5", f"http://{address}/"], check=False)
     assert r.returncode != 0
-    assert download.popen.wait(timeout=30) == 0
-    assert hashlib.sha256(out.read_bytes()).hexdigest() == s.big_sha
+    s.assert_download_intact(download, 30)
     t.popen.wait(timeout=15)
     assert t.returncode == 0
     s.assert_pristine()

@@ -58,6 +58,20 @@ def require(tool: str, package: str | None = None) -> str:
     return path  # type: ignore[return-value]
 
 
+def built_executable(var: str, target: str) -> Path:
+    """The test program whose path ctest puts in environment variable
+    `var` (the build tree's `target`); if it is unset or not an
+    executable, fail under CI=true and skip otherwise."""
+    value = os.environ.get(var)
+    if not value:
+        missing(f"{var} is not set (run through ctest, or export the path of {target} in "
+                "the build tree)")
+    path = Path(value)
+    if not (path.is_file() and os.access(path, os.X_OK)):
+        missing(f"{var}={value} is not an executable file (build it first)")
+    return path
+
+
 def in_world() -> bool:
     """True when running inside run-in-world."""
     return os.environ.get("TUNNELS_WORLD") == "1"
