@@ -32,24 +32,18 @@ address mapped, as in steady use).
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
-import platform
 import re
 import resource
-import statistics
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 from typing import NamedTuple
 
-ROOT = Path(os.environ.get("TUNNELS_BENCH_ROOT") or Path(__file__).resolve().parent.parent)
-sys.path.insert(0, str(ROOT / "tests" / "integration"))
-
-import world as w  # noqa: E402  (tests/integration/world.py)
-from benchlib import (cpu_model, first_line, produced_by,  # noqa: E402
-                      tunnels_commit, update_doc)
+import world as w  # tests/integration/world.py, on PYTHONPATH (bench/lib.sh)
+from benchlib import (CLK_TCK, DNSMASQ, arguments, closing, enter, first_line, keep_logs, log,
+                      machine as machine_facts, median, publish)
 
 BEGIN = "<!-- dns-bench:begin -->"
 END = "<!-- dns-bench:end -->"
@@ -63,20 +57,14 @@ DNSMASQ_FAKE_ANSWER = "198.18.0.1"
 # passes); dnsmasq needs one configuration for each.
 PORTS = {"tunnels": 5301, "baseline": 5305, ("fake", "dnsmasq"): 5302,
          ("forward", "dnsmasq"): 5304}
-DNSMASQ = "/usr/sbin/dnsmasq"
 CONTENDERS = ("tunnels", "dnsmasq")
 GOALS = {"fake": 1.2, "forward": 1.0}
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 # How dnsperf is scheduled. "batch" (SCHED_BATCH) keeps its wake-ups from
 # preempting the server under test: each reply wakes one of dnsperf's
 # receiving threads, and on a 2-core machine that thread would otherwise
 # often take the server's CPU at once, after every single reply, which a
 # client elsewhere would not do. "normal" is plain co-location.
 SCHED = {"batch": ["chrt", "--batch", "0"], "normal": []}
-
-
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
 
 
 # --------------------------------------------------------------------------
@@ -246,10 +234,6 @@ def write_queries(path: Path, pattern: str, count: int) -> Path:
 # --------------------------------------------------------------------------
 
 
-def median(values: list[float]) -> float:
-    return statistics.median(values) if values else float("nan")
-
-
 def fmt_qps(q: float) -> str:
     return f"{q:,.0f}"
 
@@ -266,15 +250,8 @@ def machine() -> dict[str, str]:
         dnsperf_version = m.group(1)
     dnsmasq_version = first_line([DNSMASQ, "--version"])
     m = re.match(r"Dnsmasq version (\S+)", dnsmasq_version)
-    return {
-        "nproc": str(os.cpu_count()),
-        "cpu": cpu_model(),
-        "kernel": platform.release(),
-        "dnsperf": dnsperf_version,
-        "dnsmasq": m.group(1) if m else dnsmasq_version,
-        "commit": tunnels_commit(ROOT),
-        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-    }
+    return machine_facts(dnsperf=dnsperf_version,
+                         dnsmasq=m.group(1) if m else dnsmasq_version)
 
 
 def per_query_us(samples: list[Sample], field: str) -> str:
@@ -292,7 +269,6 @@ def paired_ratio(a: list[Sample], b: list[Sample]) -> float:
 def report(results: dict[tuple[str, str, str], list[Sample]], scenarios: list[str],
            args: argparse.Namespace, info: dict[str, str]) -> str:
     dnsperf_args = " ".join(args.dnsperf_args)
-    command = os.environ.get("TUNNELS_BENCH_COMMAND") or "bench/run-dns-bench.sh"
     sched_text = {
         "batch": "dnsperf as a `SCHED_BATCH` task (`chrt --batch 0`), so that its wake-ups "
                  "do not preempt the server",
@@ -440,12 +416,7 @@ def report(results: dict[tuple[str, str, str], list[Sample]], scenarios: list[st
         f"work (load average {info['load_before']} before the runs, {info['load_after']} "
         "after), so every absolute number is capped and coloured by dnsperf's own CPU use "
         "and by the neighbours; the ratio, measured side by side, is the meaningful figure.",
-        "",
-        f"Machine: {info['nproc']} cores ({info['cpu']}), Linux {info['kernel']}. "
-        f"dnsperf {info['dnsperf']}, dnsmasq {info['dnsmasq']}, tunnels at "
-        f"{info['commit']}, Release build. Date: {info['date']}.",
-        "",
-        *produced_by(command, END),
+        *closing(info, f"dnsperf {info['dnsperf']}, dnsmasq {info['dnsmasq']},", "dns", END),
     ]
     return "\n".join(lines) + "\n"
 
@@ -456,12 +427,7 @@ def report(results: dict[tuple[str, str, str], list[Sample]], scenarios: list[st
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--tunnels", type=Path, default=ROOT / "build-bench/launcher/tunnels",
-                   help="the tunnels binary (run-dns-bench.sh passes build-bench's)")
-    p.add_argument("--runs", type=int, default=7, help="runs per contender (default 7)")
-    p.add_argument("--seconds", type=float, default=6, help="dnsperf -l per run (default 6)")
+    p = arguments(__doc__, "dns", runs=7, seconds=6, seconds_help="dnsperf -l")
     p.add_argument("--names", type=int, default=10000, help="distinct names (default 10000)")
     p.add_argument("--scenario", action="append", choices=["fake", "forward"],
                    help="only this scenario (repeatable; default both)")
@@ -474,10 +440,6 @@ def main() -> int:
     p.add_argument("--sched", default="batch,normal",
                    help="how dnsperf is scheduled, comma-separated: batch (SCHED_BATCH), "
                         "normal (default: %(default)s)")
-    p.add_argument("--update-doc", action="store_true",
-                   help="write the results into docs/BENCHMARKS.md (dns-bench section)")
-    p.add_argument("--doc", type=Path, default=ROOT / "docs/BENCHMARKS.md",
-                   help="the file --update-doc writes (default docs/BENCHMARKS.md)")
     p.add_argument("--baseline", type=Path,
                    help="another tunnels binary (e.g. an older commit) measured as a third "
                         "contender, to show the effect of a change")
@@ -492,26 +454,15 @@ def main() -> int:
     scenarios = args.scenario or ["fake", "forward"]
     scenarios = [s for s in ("fake", "forward") if s in scenarios]
 
-    if not w.in_world():
-        log("dns_bench.py: run me through bench/run-dns-bench.sh (I need a private world)")
+    tmp = enter("dns_bench.py", "run-dns-bench.sh", args.tunnels, ("dnsperf", "dig", DNSMASQ))
+    if tmp is None:
         return 2
-    for tool in ("dnsperf", "dig", DNSMASQ):
-        if not (Path(tool).exists() or subprocess.run(["sh", "-c", f"command -v {tool}"],
-                                                       capture_output=True).returncode == 0):
-            log(f"dns_bench.py: {tool} not found")
-            return 2
-    if not os.access(args.tunnels, os.X_OK):
-        log(f"dns_bench.py: {args.tunnels} is not an executable")
-        return 2
-
     if args.baseline and not os.access(args.baseline, os.X_OK):
         log(f"dns_bench.py: {args.baseline} is not an executable")
         return 2
     contenders = CONTENDERS + (("baseline",) if args.baseline else ())
 
     load_before = "%.1f" % os.getloadavg()[0]
-    tmp = Path("/run/tunnels-world/tmp/dns-bench")
-    tmp.mkdir(parents=True, exist_ok=True)
     world = w.World(tmp)
     try:
         servers = start_servers(world, args.tunnels, scenarios, args.dnsmasq_cache,
@@ -548,19 +499,12 @@ def main() -> int:
         log(world.logs())
         raise
     finally:
-        if args.keep_logs:
-            args.keep_logs.mkdir(parents=True, exist_ok=True)
-            for proc in world.procs:
-                (args.keep_logs / proc.log_path.name).write_text(proc.output())
+        keep_logs(world, args.keep_logs)
         world.close()
 
     info = machine()
     info["load_before"], info["load_after"] = load_before, "%.1f" % os.getloadavg()[0]
-    section = report(results, scenarios, args, info)
-    print(section)
-    if args.update_doc:
-        update_doc(args.doc, section, BEGIN, END)
-        log(f"dns_bench.py: wrote the dns-bench section of {args.doc}")
+    publish("dns_bench.py", report(results, scenarios, args, info), args, BEGIN, END)
     return 0
 
 

@@ -46,24 +46,20 @@ from run to run), medians over the runs:
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import platform
 import re
-import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import NamedTuple
 
-ROOT = Path(os.environ.get("TUNNELS_BENCH_ROOT") or Path(__file__).resolve().parent.parent)
-sys.path.insert(0, str(ROOT / "tests" / "integration"))
-
-import world as w  # noqa: E402  (tests/integration/world.py)
-from benchlib import (cpu_model, dpkg_version, produced_by,  # noqa: E402
-                      tunnels_commit, update_doc)
+import world as w  # tests/integration/world.py, on PYTHONPATH (bench/lib.sh)
+from benchlib import (CLK_TCK, DNSMASQ, GIB, arguments, closing, command_line, cpu_delta,
+                      dpkg_version, enter, keep_logs, loadavg, log, machine, median, mib_s,
+                      publish, rotate, star, star_dnsmasq, update_doc, world_cpu, write_random)
+from peers import Dante, Nginx, wait_for_port
 
 BEGIN = "<!-- engine-bench:begin -->"
 END = "<!-- engine-bench:end -->"
@@ -73,10 +69,7 @@ DANTE_PORT = 1080
 HOLD_PORT = 9000
 REDSOCKS_PORT = 12345
 CLIENTS = {"tun": 1, "red": 2, "plain": 3}   # host -> third octet of its link
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
-GIB = 1 << 30
-DNSMASQ = "/usr/sbin/dnsmasq"
 
 THROUGHPUT = ("tunnels", "redsocks", "curl-socks5", "tunnels-direct", "no-proxy")
 CONNS = ("tunnels", "redsocks", "tunnels-direct", "no-proxy")
@@ -121,44 +114,10 @@ table ip redsocks {{
 }}
 """
 
-DANTE_CONFIG = f"""\
-logoutput: stderr
-internal: {SRV_IP} port = {DANTE_PORT}
-external: {SRV_IP}
-socksmethod: none
-clientmethod: none
-user.privileged: root
-user.unprivileged: root
-client pass {{ from: 0.0.0.0/0 to: 0.0.0.0/0 log: error }}
-socks pass {{ from: 0.0.0.0/0 to: 0.0.0.0/0 log: error }}
-"""
-
-NGINX_CONFIG = """\
-daemon off;
-user root root;
-master_process off;
-worker_processes 1;
-worker_rlimit_nofile 20000;
-pid {prefix}/nginx.pid;
-error_log stderr warn;
-events {{ worker_connections 8192; }}
-http {{
-  access_log off;
-  sendfile on;
-  tcp_nopush on;
-  keepalive_timeout 65;
-  client_body_temp_path {prefix};
-  proxy_temp_path {prefix};
-  fastcgi_temp_path {prefix};
-  uwsgi_temp_path {prefix};
-  scgi_temp_path {prefix};
-  server {{
-    listen {address}:80 backlog=4096 reuseport;
-    root {root};
-    location / {{ }}
-  }}
-}}
-"""
+# nginx as peers.Nginx starts it, tuned for many short connections.
+NGINX_TUNING = dict(main="worker_rlimit_nofile 20000;",
+                    http="tcp_nopush on; keepalive_timeout 65;",
+                    listen="backlog=4096 reuseport", connections=8192, log_level="warn")
 
 # Accepts connections and holds them open (reads and drops whatever comes).
 HOLD_SERVER = r"""
@@ -195,14 +154,6 @@ while True:
 """
 
 
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
-
-
-def median(values: list[float]) -> float:
-    return statistics.median(values) if values else float("nan")
-
-
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of process `pid` (all its threads) so far."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -213,30 +164,6 @@ def user_seconds(pid: int) -> float:
     """User CPU time of process `pid` so far (the rest is in the kernel)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return int(fields[11]) / CLK_TCK
-
-
-def world_cpu() -> dict[str, float]:
-    """CPU seconds so far of every process of the world (its own PID
-    namespace: /proc shows nothing else), summed by program name, plus
-    "client": the reaped children of this script (curl, wrk)."""
-    out: dict[str, float] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            text = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        name = text[text.index("(") + 1:text.rindex(")")]
-        fields = text.rsplit(")", 1)[1].split()
-        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / CLK_TCK
-    t = os.times()
-    out["client"] = t.children_user + t.children_system
-    return out
-
-
-def cpu_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
-    return {k: v - before.get(k, 0.0) for k, v in after.items() if v - before.get(k, 0.0) > 0}
 
 
 def rss_kib(pid: int) -> int:
@@ -266,59 +193,23 @@ class Bench:
     def __init__(self, world: w.World, tunnels: Path, tmp: Path, big_size: int):
         self.world = world
         self.tmp = tmp
-        self.srv = world.host("srv")
-        self.srv.run(["ip", "addr", "add", f"{SRV_IP}/32", "dev", "lo"])
-        self.hosts: dict[str, w.Host] = {}
-        for name, octet in CLIENTS.items():
-            h = world.host(name)
-            world.link(h, self.srv, f"10.1.{octet}.2/24", f"10.1.{octet}.1/24")
-            h.run(["ip", "route", "add", f"{SRV_IP}/32", "via", f"10.1.{octet}.1"])
-            self.hosts[name] = h
-        # The same settings in every namespace: enough ephemeral ports for
-        # wrk's stream of short connections.
-        for h in [self.srv, *self.hosts.values()]:
-            h.run(["sysctl", "-q", "-w", "net.ipv4.ip_local_port_range=1024 65535"])
+        self.srv, self.hosts = star(world, [SRV_IP], CLIENTS)
 
         # srv: dnsmasq, nginx, dante, the holding server.
-        self.dnsmasq = self.srv.spawn(
-            [DNSMASQ, "--keep-in-foreground", "--user=root", "--group=",
-             f"--pid-file={tmp}/dnsmasq.pid", "--no-resolv", "--no-hosts", "--no-poll",
-             "--log-facility=-", f"--listen-address={SRV_IP}", "--bind-interfaces",
-             "--port=53", f"--address=/test/{SRV_IP}", "--local=/test/", "--cache-size=1000",
-             # A TTL, as real names have (dnsmasq's own answers get 0 unless
-             # told): tunnels' `direct` keeps an answer for its TTL.
-             "--local-ttl=300"],
-            name="dnsmasq", line_buffered=False)
-        w.wait_until(lambda: w.dig(self.srv, SRV_IP, "probe.bench.test", timeout=1).addresses
-                     == [SRV_IP], timeout=15, what="dnsmasq to answer")
-        self.srv.use_nameserver(SRV_IP)
+        # A TTL, as real names have (dnsmasq's own answers get 0 unless
+        # told): tunnels' `direct` keeps an answer for its TTL.
+        self.dnsmasq = star_dnsmasq(self.srv, tmp, SRV_IP, SRV_IP, ["--local-ttl=300"])
 
         www = tmp / "www"
         www.mkdir(exist_ok=True)
         (www / "small.html").write_text("x" * 1000 + "\n")
-        big = www / "big.bin"
-        log(f"writing a {big_size / GIB:g} GiB file to the world's tmpfs")
-        with open("/dev/urandom", "rb") as src, open(big, "wb") as dst:
-            left = big_size
-            while left:
-                chunk = src.read(min(left, 16 << 20))
-                dst.write(chunk)
-                left -= len(chunk)
+        write_random(www / "big.bin", big_size)
         self.big_size = big_size
-        prefix = tmp / "nginx"
-        prefix.mkdir(exist_ok=True)
-        (prefix / "nginx.conf").write_text(
-            NGINX_CONFIG.format(prefix=prefix, address=SRV_IP, root=www))
-        self.nginx = self.srv.spawn(["/usr/sbin/nginx", "-p", str(prefix), "-c",
-                                     str(prefix / "nginx.conf")], name="nginx")
-        (tmp / "danted.conf").write_text(DANTE_CONFIG)
-        self.dante = self.srv.spawn(["danted", "-f", str(tmp / "danted.conf"),
-                                     "-p", str(tmp / "danted.pid")], name="danted")
+        self.nginx = Nginx(self.srv, SRV_IP, 80, www, **NGINX_TUNING).proc
+        self.dante = Dante(self.srv, SRV_IP, DANTE_PORT, log="error").proc
         self.holder = self.srv.spawn(["python3", "-c", HOLD_SERVER, SRV_IP, str(HOLD_PORT)],
                                      name="holder")
-        for port, what, proc in ((80, "nginx", self.nginx), (DANTE_PORT, "danted", self.dante),
-                                 (HOLD_PORT, "holder", self.holder)):
-            wait_for_port(self.srv, SRV_IP, port, what, proc)
+        wait_for_port(self.srv, SRV_IP, HOLD_PORT, "holder", self.holder, timeout=15)
 
         # tun: tunnels, and its DNS server as the namespace's resolver.
         tun = self.hosts["tun"]
@@ -340,7 +231,7 @@ class Bench:
         red.run(["nft", "-f", str(tmp / "redsocks.nft")])
         self.redsocks = red.spawn(["redsocks", "-c", str(tmp / "redsocks.conf")],
                                   name="redsocks", line_buffered=False)
-        wait_for_port(red, "127.0.0.1", REDSOCKS_PORT, "redsocks", self.redsocks)
+        wait_for_port(red, "127.0.0.1", REDSOCKS_PORT, "redsocks", self.redsocks, timeout=15)
         check_comm(self.redsocks, "redsocks")
         self.hosts["plain"].use_nameserver(SRV_IP)
 
@@ -394,18 +285,6 @@ class Bench:
                 raise AssertionError(f"{p!r} died:\n{p.tail()}")
 
 
-def wait_for_port(host: w.Host, address: str, port: int, what: str, proc) -> None:
-    probe = (f"import socket; socket.create_connection(('{address}', {port}), timeout=1)"
-             ".close()")
-
-    def ready():
-        if not proc.alive():
-            raise AssertionError(f"{what} exited {proc.returncode}:\n{proc.tail()}")
-        return host.run(["python3", "-c", probe], check=False, timeout=5).returncode == 0
-
-    w.wait_until(ready, timeout=15, what=f"{what} on {address}:{port} to accept")
-
-
 def check_comm(proc: w.Proc, expected: str) -> None:
     """The spawned pid must be the program itself (the wrappers exec it), since
     its CPU time and memory are read from /proc/PID."""
@@ -435,11 +314,6 @@ class WrkRun(NamedTuple):
     relay_cpu: float
     procs: dict
     relay_user: float = 0.0
-
-
-def rotate(items: tuple[str, ...], run: int) -> list[str]:
-    k = run % len(items)
-    return list(items[k:] + items[:k])
 
 
 def download(bench: Bench, who: str) -> Download:
@@ -590,19 +464,6 @@ def measure_memory(bench: Bench, target: int, via: str) -> Memory:
 # --------------------------------------------------------------------------
 
 
-def machine() -> dict[str, str]:
-    return {
-        "nproc": str(os.cpu_count()),
-        "cpu": cpu_model(),
-        "kernel": platform.release(),
-        "versions": ", ".join(f"{p} {dpkg_version(p)}" for p in
-                              ("redsocks", "dante-server", "nginx-light", "curl", "wrk",
-                               "dnsmasq-base")),
-        "commit": tunnels_commit(ROOT),
-        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-    }
-
-
 BREAKDOWN = (("client", "client (curl / wrk)"), ("relay", "relay"), ("danted", "dante"),
              ("dnsmasq", "dnsmasq"), ("nginx", "nginx"), ("other", "other"), ("total", "total"))
 
@@ -630,10 +491,6 @@ def breakdown_rows(runs: dict[str, list], scale) -> list[str]:
             cells.append(f"{value:.3f}")
         rows.append(f"| {who} | " + " | ".join(cells) + " |")
     return rows
-
-
-def mib_s(bps: float) -> str:
-    return f"{bps / (1 << 20):,.0f} MiB/s"
 
 
 def verdict(ok: bool) -> str:
@@ -842,7 +699,6 @@ def report(tp: dict[str, list[Download]], wrk: dict[str, list[WrkRun]], mem: Mem
             "",
         ]
 
-    command = os.environ.get("TUNNELS_BENCH_COMMAND") or "bench/run-engine-bench.sh"
     curl_cmd = ("curl -sS --fail -o /dev/null -w '%{speed_download} %{size_download}' URL")
     wrk_cmd = (f"wrk -t{args.wrk_threads} -c{args.wrk_connections} -d{args.seconds:g}s "
                "-H 'Connection: close' URL")
@@ -911,11 +767,7 @@ def report(tp: dict[str, list[Download]], wrk: dict[str, list[WrkRun]], mem: Mem
         "work, and with whatever else runs on the machine (see the load average above); "
         "nothing is pinned. Absolute numbers say more about this machine than about "
         "tunnels; the ratios, measured side by side, are the figures that count.",
-        "",
-        f"Machine: {info['nproc']} cores ({info['cpu']}), Linux {info['kernel']}. "
-        f"{info['versions']}. tunnels at {info['commit']}, Release build. Date: {info['date']}.",
-        "",
-        *produced_by(command, END),
+        *closing(info, f"{info['versions']}.", "engine", END),
     ]
     return "\n".join(lines) + "\n"
 
@@ -926,12 +778,7 @@ def report(tp: dict[str, list[Download]], wrk: dict[str, list[WrkRun]], mem: Mem
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--tunnels", type=Path, default=ROOT / "build-bench/launcher/tunnels",
-                   help="the tunnels binary (run-engine-bench.sh passes build-bench's)")
-    p.add_argument("--runs", type=int, default=5, help="runs per contender and phase (default 5)")
-    p.add_argument("--seconds", type=float, default=8, help="wrk -d per run (default 8)")
+    p = arguments(__doc__, "engine", runs=5, seconds=8, seconds_help="wrk -d")
     p.add_argument("--big-mib", type=int, default=1024,
                    help="size of the downloaded file in MiB (default 1024)")
     p.add_argument("--wrk-connections", type=int, default=50, help="wrk -c (default 50)")
@@ -942,10 +789,6 @@ def main() -> int:
                    help="rule the idle connections use (default direct)")
     p.add_argument("--phase", action="append", choices=["throughput", "conns", "memory"],
                    help="only this phase (repeatable; default all)")
-    p.add_argument("--update-doc", action="store_true",
-                   help="write the results into docs/BENCHMARKS.md (engine-bench section)")
-    p.add_argument("--doc", type=Path, default=ROOT / "docs/BENCHMARKS.md",
-                   help="the file --update-doc writes (default docs/BENCHMARKS.md)")
     p.add_argument("--keep-logs", type=Path, help="copy the processes' logs here at the end")
     p.add_argument("--raw-out", type=Path, help="also write every measurement here (JSON)")
     p.add_argument("--report-from", type=Path,
@@ -967,26 +810,16 @@ def main() -> int:
         return 0
     phases = args.phase or ["throughput", "conns", "memory"]
 
-    if not w.in_world():
-        log("engine_bench.py: run me through bench/run-engine-bench.sh (I need a private world)")
-        return 2
-    for tool in ("curl", "wrk", "redsocks", "danted", "nft", "dig", "ss", DNSMASQ,
-                 "/usr/sbin/nginx"):
-        if not (Path(tool).exists() or subprocess.run(["sh", "-c", f"command -v {tool}"],
-                                                       capture_output=True).returncode == 0):
-            log(f"engine_bench.py: {tool} not found")
-            return 2
-    if not os.access(args.tunnels, os.X_OK):
-        log(f"engine_bench.py: {args.tunnels} is not an executable")
-        return 2
     full = set(phases) == {"throughput", "conns", "memory"}
-    load_before = Path("/proc/loadavg").read_text().split()[0]
     if args.update_doc and not full:
         log("engine_bench.py: --update-doc needs every phase")
         return 2
-
-    tmp = Path("/run/tunnels-world/tmp/engine-bench")
-    tmp.mkdir(parents=True, exist_ok=True)
+    tmp = enter("engine_bench.py", "run-engine-bench.sh", args.tunnels,
+                ("curl", "wrk", "redsocks", "danted", "nft", "dig", "ss", DNSMASQ,
+                 "/usr/sbin/nginx"))
+    if tmp is None:
+        return 2
+    load_before = loadavg()
     world = w.World(tmp)
     tp: dict[str, list[Download]] = {who: [] for who in THROUGHPUT}
     wrk: dict[str, list[WrkRun]] = {who: [] for who in CONNS}
@@ -1024,17 +857,15 @@ def main() -> int:
         log(world.logs())
         raise
     finally:
-        if args.keep_logs:
-            args.keep_logs.mkdir(parents=True, exist_ok=True)
-            for proc in world.procs:
-                (args.keep_logs / proc.log_path.name).write_text(proc.output())
+        keep_logs(world, args.keep_logs)
         world.close()
 
     if full:
-        args.loadavg = f"{load_before} at the start, {Path('/proc/loadavg').read_text().split()[0]} at the end"
-        info = machine()
+        args.loadavg = f"{load_before} at the start, {loadavg()} at the end"
+        info = machine(versions=", ".join(
+            f"{p} {dpkg_version(p)}" for p in ("redsocks", "dante-server", "nginx-light", "curl",
+                                               "wrk", "dnsmasq-base")))
         section = report(tp, wrk, mem, args, info)
-        print(section)
         if args.raw_out:
             args.raw_out.write_text(json.dumps({
                 "throughput": {k: [x._asdict() for x in v] for k, v in tp.items()},
@@ -1044,11 +875,9 @@ def main() -> int:
                                                        "wrk_threads", "wrk_connections",
                                                        "loadavg")},
                 "info": info,
-                "command": os.environ.get("TUNNELS_BENCH_COMMAND") or "bench/run-engine-bench.sh",
+                "command": command_line("engine"),
             }, indent=1))
-        if args.update_doc:
-            update_doc(args.doc, section, BEGIN, END)
-            log(f"engine_bench.py: wrote the engine-bench section of {args.doc}")
+        publish("engine_bench.py", section, args, BEGIN, END)
     return 0
 
 

@@ -17,6 +17,11 @@
 
 bench_here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 bench_root=$(cd "$bench_here/.." && pwd)
+# The benches import the test suite's world and peers
+# (tests/integration/world.py, peers.py, sites.py) and their shared module
+# bench/benchlib.py from here, and nothing else: one copy of each peer
+# serves the tests and the benches, and no bench imports another.
+export PYTHONPATH="$bench_root/tests/integration:$bench_here${PYTHONPATH:+:$PYTHONPATH}"
 bench_packages=()
 bench_unshare_args=(--user --map-root-user --net --mount --propagation private
                     --pid --fork --mount-proc --kill-child)

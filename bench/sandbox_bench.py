@@ -3,10 +3,11 @@
 `unshare --net --mount true`, and a download from inside the sandbox through
 a SOCKS5 rule beside the same download made under `tunnels system`.
 
-Runs inside a private world (bench/run-sandbox-bench.sh builds it): host
-"outer" is the caller's side, host "srv" runs nginx (a 512 MiB file) and
-dante, joined by a veth link. Contenders alternate run by run, so that the
-machine's drift affects both alike; the table reports medians."""
+Runs inside a private world (bench/run-sandbox-bench.sh builds it), the
+tests' sites.TwoHosts: host "outer" is the caller's side, host "srv" runs
+dnsmasq, nginx (a 512 MiB file) and dante, joined by a veth link.
+Contenders alternate run by run, so that the machine's drift affects both
+alike; the table reports medians."""
 
 from __future__ import annotations
 
@@ -18,17 +19,12 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests" / "integration"))
-import world as w  # noqa: E402
-from benchlib import cpu_model, tunnels_commit, update_doc  # noqa: E402  (bench/benchlib.py)
-from peers import Dante, Nginx  # noqa: E402
+import world as w  # tests/integration/world.py, on PYTHONPATH (bench/lib.sh)
+from benchlib import ROOT, cpu_model, tunnels_commit, update_doc
+from peers import Dante
+from sites import SYSTEM_CONFIG, TwoHosts
 
-CONFIG = """
-upstreamDns: 10.0.0.1
-dnsBindAddress: 127.0.0.1
-dnsPort: 53
-overwriteResolvconf: false
+CONFIG = SYSTEM_CONFIG + """\
 proxies:
   dante: {type: socks5, address: 10.0.0.1:1080}
 rules:
@@ -61,22 +57,12 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(dir="/run/tunnels-world/tmp"))
     world = w.World(tmp)
     try:
-        outer, srv = world.host("outer"), world.host("srv")
-        world.link(outer, srv, "10.0.0.2/24", "10.0.0.1/24")
-        dnsmasq = w.Dnsmasq(srv, "10.0.0.1", records={"test": "10.0.0.1"})
-        srv.use_nameserver("10.0.0.1")
+        site = TwoHosts(world, client="outer", big=True, big_size=SIZE_MIB << 20)
+        outer = site.client
         outer.use_nameserver("10.0.0.1")
-        www = tmp / "www"
-        www.mkdir()
-        with open(www / "big.bin", "wb") as f:
-            chunk = os.urandom(1 << 20)
-            for _ in range(SIZE_MIB):
-                f.write(chunk)
-        Nginx(srv, "10.0.0.1", 80, www)
-        Dante(srv, "10.0.0.1", 1080)
+        Dante(site.srv, "10.0.0.1", 1080)
         conf = tmp / "tunnels.yml"
         conf.write_text(CONFIG)
-        del dnsmasq
 
         run_true = [tunnels, "run", "-c", str(conf), "--", "true"]
         strict_true = [tunnels, "run", "--strict", "-c", str(conf), "--", "true"]

@@ -29,21 +29,16 @@ Phases, contenders interleaved run by run (the order rotating), medians:
 from __future__ import annotations
 
 import argparse
-import os
 import re
-import statistics
 import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(os.environ.get("TUNNELS_BENCH_ROOT") or Path(__file__).resolve().parent.parent)
-sys.path.insert(0, str(ROOT / "tests" / "integration"))
-sys.path.insert(0, str(ROOT / "bench"))
-
-import world as w  # noqa: E402
-from peers import Sshd  # noqa: E402
-from benchlib import dpkg_version, first_line, produced_by, update_doc  # noqa: E402
-from engine_bench import cpu_delta, machine, world_cpu  # noqa: E402
+import world as w  # tests/integration/world.py, on PYTHONPATH (bench/lib.sh)
+from benchlib import (arguments, closing, cpu_delta, dpkg_version, enter, first_line, loadavg, log,
+                      machine, median, mib_s, publish, rotate, star, star_dnsmasq, world_cpu,
+                      write_random)
+from peers import Nginx, Sshd, wait_for_port
 
 BEGIN = "<!-- ssh-bench:begin -->"
 END = "<!-- ssh-bench:end -->"
@@ -51,7 +46,6 @@ SRV_IP = "10.0.0.1"
 WEB_IP = "10.9.0.1"
 SOCKS_PORT = 1080
 CLIENTS = {"tun": 1, "sshd": 2, "shu": 3}
-DNSMASQ = "/usr/sbin/dnsmasq"
 THROUGHPUT = ("tunnels", "ssh-D", "ssh-D-aes", "sshuttle")
 SOCKS_AES_PORT = 1081
 CONNS = ("tunnels", "tunnels-ip", "sshuttle")
@@ -61,94 +55,21 @@ CONNS = ("tunnels", "tunnels-ip", "sshuttle")
 CLIENT_SIDE = {"tunnels": ("tunnels",), "ssh-D": ("ssh",), "ssh-D-aes": ("ssh",),
                "sshuttle": ("sshuttle", "ssh")}
 
-NGINX_CONFIG = """\
-daemon off;
-user root root;
-master_process off;
-worker_processes 1;
-pid {prefix}/nginx.pid;
-error_log stderr warn;
-events {{ worker_connections 4096; }}
-http {{
-  access_log off;
-  sendfile on;
-  keepalive_requests 100000;
-  client_body_temp_path {prefix};
-  proxy_temp_path {prefix};
-  fastcgi_temp_path {prefix};
-  uwsgi_temp_path {prefix};
-  scgi_temp_path {prefix};
-  server {{
-    listen {address}:80 backlog=4096;
-    root {root};
-    location / {{ }}
-  }}
-}}
-"""
-
-
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
-
-
-def median(values: list[float]) -> float:
-    return statistics.median(values) if values else float("nan")
-
-
-def wait_for_port(host: w.Host, address: str, port: int, what: str, proc) -> None:
-    probe = (f"import socket; socket.create_connection(('{address}', {port}), timeout=1)"
-             ".close()")
-
-    def ready():
-        if not proc.alive():
-            raise AssertionError(f"{what} exited:\n{proc.tail()}")
-        return host.run(["python3", "-c", probe], check=False, timeout=5).returncode == 0
-    w.wait_until(ready, timeout=20, what=f"{what} on {address}:{port}")
+# nginx as peers.Nginx starts it, with keep-alive kept up for the downloads.
+NGINX_TUNING = dict(http="keepalive_requests 100000;", log_level="warn")
 
 
 class Bench:
     def __init__(self, world: w.World, tunnels: Path, tmp: Path, big_size: int):
         self.world, self.tmp, self.big_size = world, tmp, big_size
-        self.srv = world.host("srv")
-        self.srv.run(["ip", "addr", "add", f"{SRV_IP}/32", "dev", "lo"])
-        self.srv.run(["ip", "addr", "add", f"{WEB_IP}/32", "dev", "lo"])
-        self.hosts: dict[str, w.Host] = {}
-        for name, octet in CLIENTS.items():
-            h = world.host(name)
-            world.link(h, self.srv, f"10.1.{octet}.2/24", f"10.1.{octet}.1/24")
-            for address in (SRV_IP, WEB_IP):
-                h.run(["ip", "route", "add", f"{address}/32", "via", f"10.1.{octet}.1"])
-            self.hosts[name] = h
-        for h in [self.srv, *self.hosts.values()]:
-            h.run(["sysctl", "-q", "-w", "net.ipv4.ip_local_port_range=1024 65535"])
-
-        self.dnsmasq = self.srv.spawn(
-            [DNSMASQ, "--keep-in-foreground", "--user=root", "--group=",
-             f"--pid-file={tmp}/dnsmasq.pid", "--no-resolv", "--no-hosts", "--no-poll",
-             "--log-facility=-", f"--listen-address={SRV_IP}", "--bind-interfaces",
-             "--port=53", f"--address=/test/{WEB_IP}", "--local=/test/", "--cache-size=1000"],
-            name="dnsmasq", line_buffered=False)
-        w.wait_until(lambda: w.dig(self.srv, SRV_IP, "probe.bench.test", timeout=1).addresses
-                     == [WEB_IP], timeout=15, what="dnsmasq to answer")
-        self.srv.use_nameserver(SRV_IP)
+        self.srv, self.hosts = star(world, [SRV_IP, WEB_IP], CLIENTS)
+        self.dnsmasq = star_dnsmasq(self.srv, tmp, SRV_IP, WEB_IP)
 
         www = tmp / "www"
         www.mkdir(exist_ok=True)
         (www / "small.html").write_text("x" * 1000 + "\n")
-        log(f"writing a {big_size >> 20} MiB file to the world's tmpfs")
-        with open("/dev/urandom", "rb") as src, open(www / "big.bin", "wb") as dst:
-            left = big_size
-            while left:
-                chunk = src.read(min(left, 16 << 20))
-                dst.write(chunk)
-                left -= len(chunk)
-        prefix = tmp / "nginx"
-        prefix.mkdir(exist_ok=True)
-        (prefix / "nginx.conf").write_text(NGINX_CONFIG.format(prefix=prefix, address=WEB_IP,
-                                                               root=www))
-        self.nginx = self.srv.spawn(["/usr/sbin/nginx", "-p", str(prefix), "-c",
-                                     str(prefix / "nginx.conf")], name="nginx")
-        wait_for_port(self.srv, WEB_IP, 80, "nginx", self.nginx)
+        write_random(www / "big.bin", big_size)
+        self.nginx = Nginx(self.srv, WEB_IP, 80, www, **NGINX_TUNING).proc
 
         keys = tmp / "keys"
         keys.mkdir(exist_ok=True)
@@ -184,14 +105,15 @@ class Bench:
         self.ssh_d = self.hosts["sshd"].spawn(
             [*ssh_cmd, "-v", "-N", "-D", f"127.0.0.1:{SOCKS_PORT}", f"root@{SRV_IP}"],
             name="ssh-D")
-        wait_for_port(self.hosts["sshd"], "127.0.0.1", SOCKS_PORT, "ssh -D", self.ssh_d)
+        wait_for_port(self.hosts["sshd"], "127.0.0.1", SOCKS_PORT, "ssh -D", self.ssh_d,
+                      timeout=20)
         # The same, with the cipher tunnels prefers (on a CPU with AES
         # instructions), to tell the cipher's share from the rest.
         self.ssh_d_aes = self.hosts["sshd"].spawn(
             [*ssh_cmd, "-v", "-c", "aes128-gcm@openssh.com", "-N", "-D",
              f"127.0.0.1:{SOCKS_AES_PORT}", f"root@{SRV_IP}"], name="ssh-D-aes")
         wait_for_port(self.hosts["sshd"], "127.0.0.1", SOCKS_AES_PORT, "ssh -D -c aes128-gcm",
-                      self.ssh_d_aes)
+                      self.ssh_d_aes, timeout=20)
 
         # shu: sshuttle, transparently for the web address.
         self.sshuttle = self.hosts["shu"].spawn(
@@ -269,15 +191,6 @@ def _search(pattern: str, text: str) -> str:
     return m.group(1) if m else "?"
 
 
-def rotate(items: tuple[str, ...], run: int) -> list[str]:
-    k = run % len(items)
-    return list(items[k:] + items[:k])
-
-
-def mib_s(bps: float) -> str:
-    return f"{bps / (1 << 20):,.0f} MiB/s"
-
-
 def report(tp: dict[str, list[float]], cpu: dict[str, list[tuple[float, float]]],
            conns: dict[str, list[tuple[float, int]]],
            args: argparse.Namespace, info: dict[str, str], ciphers: dict[str, str]) -> str:
@@ -312,7 +225,6 @@ def report(tp: dict[str, list[float]], cpu: dict[str, list[tuple[float, float]]]
                f"{', '.join(f'{x / (1 << 20):,.0f}' for x in tp[who])} |" for who in THROUGHPUT]
     conn_rows = [f"| {who} | {c[who]:,.0f} | {sum(e for _, e in conns[who])} | "
                  f"{', '.join(f'{r:,.0f}' for r, _ in conns[who])} |" for who in CONNS]
-    command = os.environ.get("TUNNELS_BENCH_COMMAND") or "bench/run-ssh-bench.sh"
     lines = [
         BEGIN,
         "## SSH proxy: tunnels against `ssh -D` and sshuttle",
@@ -380,13 +292,9 @@ def report(tp: dict[str, list[float]], cpu: dict[str, list[tuple[float, float]]]
         "client side, sshd, nginx and the kernel's veth work, and with whatever else runs "
         "on the machine; nothing is pinned. The ratios, measured side by side, are the "
         "figures that count.",
-        "",
-        f"Machine: {info['nproc']} cores ({info['cpu']}), Linux {info['kernel']}. "
-        f"{first_line(['ssh', '-V'])}; sshuttle {first_line(['sshuttle', '--version'])}; "
-        f"libssh {dpkg_version('libssh-4')}. tunnels at {info['commit']}, Release build. "
-        f"Load average {args.loadavg}. Date: {info['date']}.",
-        "",
-        *produced_by(command, END),
+        *closing(info, f"{first_line(['ssh', '-V'])}; sshuttle "
+                 f"{first_line(['sshuttle', '--version'])}; libssh {dpkg_version('libssh-4')}.",
+                 "ssh", END, load=f"Load average {args.loadavg}. "),
     ]
     return "\n".join(lines) + "\n"
 
@@ -406,25 +314,16 @@ def outlier_lines(conns: dict[str, list[tuple[float, int]]]) -> list[str]:
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--tunnels", type=Path, default=ROOT / "build-bench/launcher/tunnels")
-    p.add_argument("--runs", type=int, default=5, help="runs per contender and phase (default 5)")
-    p.add_argument("--seconds", type=float, default=8, help="wrk -d per run (default 8)")
+    p = arguments(__doc__, "ssh", runs=5, seconds=8, seconds_help="wrk -d")
     p.add_argument("--big-mib", type=int, default=512, help="downloaded file in MiB (default 512)")
     p.add_argument("--wrk-connections", type=int, default=50, help="wrk -c (default 50)")
-    p.add_argument("--update-doc", action="store_true",
-                   help="write the results into docs/BENCHMARKS.md (ssh-bench section)")
-    p.add_argument("--doc", type=Path, default=ROOT / "docs/BENCHMARKS.md")
     p.add_argument("--only", choices=THROUGHPUT,
                    help="for profiling: only RUNS downloads through this contender, no report")
     args = p.parse_args()
-    if not w.in_world():
-        log("ssh_bench.py: run me through bench/run-ssh-bench.sh (I need a private world)")
+    tmp = enter("ssh_bench.py", "run-ssh-bench.sh", args.tunnels, ())
+    if tmp is None:
         return 2
-    load_before = Path("/proc/loadavg").read_text().split()[0]
-    tmp = Path("/run/tunnels-world/tmp/ssh-bench")
-    tmp.mkdir(parents=True, exist_ok=True)
+    load_before = loadavg()
     world = w.World(tmp)
     tp: dict[str, list[float]] = {who: [] for who in THROUGHPUT}
     cpu: dict[str, list[tuple[float, float]]] = {who: [] for who in THROUGHPUT}
@@ -462,12 +361,8 @@ def main() -> int:
         raise
     finally:
         world.close()
-    args.loadavg = f"{load_before} at the start, {Path('/proc/loadavg').read_text().split()[0]} at the end"
-    section = report(tp, cpu, conns, args, machine(), ciphers)
-    print(section)
-    if args.update_doc:
-        update_doc(args.doc, section, BEGIN, END)
-        log(f"ssh_bench.py: wrote the ssh-bench section of {args.doc}")
+    args.loadavg = f"{load_before} at the start, {loadavg()} at the end"
+    publish("ssh_bench.py", report(tp, cpu, conns, args, machine(), ciphers), args, BEGIN, END)
     return 0
 
 

@@ -36,9 +36,11 @@ def wait_for_port(host: Host, address: str, port: int, what: str, proc, timeout=
 class Dante:
     """danted on address:port; with `users` ({name: password}) it requires
     RFC 1929 username/password, checked against a private passwd/shadow
-    bind-mounted for danted alone."""
+    bind-mounted for danted alone. `log` is what it logs of each SOCKS
+    request (the benches keep it to errors)."""
 
-    def __init__(self, host: Host, address: str, port: int, users: dict[str, str] | None = None):
+    def __init__(self, host: Host, address: str, port: int, users: dict[str, str] | None = None,
+                 log: str = "connect error"):
         binary = require("danted", "dante-server")
         tmp = host.world.tmp_path
         conf = tmp / f"{host.name}.danted-{port}.conf"
@@ -51,7 +53,7 @@ class Dante:
             user.privileged: root
             user.unprivileged: root
             client pass {{ from: 0.0.0.0/0 to: 0.0.0.0/0 }}
-            socks pass {{ from: 0.0.0.0/0 to: 0.0.0.0/0 log: connect error }}
+            socks pass {{ from: 0.0.0.0/0 to: 0.0.0.0/0 log: {log} }}
             """))
         self.address, self.port = address, port
         argv = [binary, "-f", str(conf), "-p", str(tmp / f"{host.name}.danted-{port}.pid")]
@@ -118,9 +120,14 @@ class Tinyproxy:
 
 
 class Nginx:
-    """nginx serving `root` on address:port, in one process, as the world's root."""
+    """nginx serving `root` on address:port, in one process, as the world's root.
+    The benches tune it: `main` and `http` add a line to those blocks,
+    `listen` replaces the listen options, `connections` and `log_level` set
+    worker_connections and error_log."""
 
-    def __init__(self, host: Host, address: str, port: int, root: Path):
+    def __init__(self, host: Host, address: str, port: int, root: Path, *, main: str = "",
+                 http: str = "", listen: str = "backlog=4096", connections: int = 4096,
+                 log_level: str = "info"):
         binary = require("/usr/sbin/nginx", "nginx-light")
         tmp = host.world.tmp_path
         prefix = tmp / f"{host.name}.nginx-{port}"
@@ -131,19 +138,21 @@ class Nginx:
             user root root;
             master_process off;
             worker_processes 1;
+            {main}
             pid {prefix}/nginx.pid;
-            error_log stderr info;
-            events {{ worker_connections 4096; }}
+            error_log stderr {log_level};
+            events {{ worker_connections {connections}; }}
             http {{
               access_log off;
               sendfile on;
+              {http}
               client_body_temp_path {prefix};
               proxy_temp_path {prefix};
               fastcgi_temp_path {prefix};
               uwsgi_temp_path {prefix};
               scgi_temp_path {prefix};
               server {{
-                listen {address}:{port} backlog=4096;
+                listen {address}:{port} {listen};
                 root {root};
                 location / {{ }}
               }}
