@@ -53,6 +53,38 @@ JournalEntry Entry(std::string kind, std::map<std::string, std::string> fields) 
   return JournalEntry{std::move(kind), std::move(fields)};
 }
 
+// Opens system.journal in `dir`, which must succeed.
+std::unique_ptr<Journal> OpenJournal(const Dir& dir) {
+  std::string error;
+  auto journal = Journal::Open(dir.path.string(), "system.journal", &error);
+  INFO(error);
+  REQUIRE(journal);
+  return journal;
+}
+
+// What a killed instance leaves: system.journal in `dir` with `entries`,
+// closed without Finish().
+void LeaveJournal(const Dir& dir, const std::vector<JournalEntry>& entries) {
+  auto journal = OpenJournal(dir);
+  std::string error;
+  for (const JournalEntry& e : entries) REQUIRE(journal->Record(e, &error));
+}
+
+// resolv.conf and its backup in a fresh directory, and the error and
+// warnings of the last TakeOver.
+struct ResolvConfFiles {
+  Dir dir;
+  const std::string path = (dir.path / "resolv.conf").string();
+  const std::string backup = (dir.path / "backup").string();
+  std::string error;
+  std::vector<std::string> warnings;
+
+  [[nodiscard]] bool TakeOver(const std::string& content, bool immutable = false,
+                              bool* reused = nullptr) {
+    return TakeOverResolvConf(path, backup, content, immutable, &error, &warnings, reused);
+  }
+};
+
 TEST_CASE("Journal lines round-trip, with awkward characters escaped") {
   const JournalEntry e =
       Entry("resolvconf", {{"path", "/etc/my resolv=conf%\n"}, {"backup", "/b"}});
@@ -70,19 +102,11 @@ TEST_CASE("Journal lines round-trip, with awkward characters escaped") {
 
 TEST_CASE("A killed instance's entries are undone in reverse order by the next one") {
   Dir dir;
-  {
-    std::string error;
-    auto journal = Journal::Open(dir.path.string(), "system.journal", &error);
-    REQUIRE(journal);
-    REQUIRE(journal->Record(Entry("nft-table", {{"name", "t"}}), &error));
-    REQUIRE(journal->Record(Entry("route", {{"network", "198.18.0.0/15"}}), &error));
-    REQUIRE(journal->Record(Entry("resolvconf", {{"path", "/r"}, {"backup", "/b"}}), &error));
-    // Destroyed without Finish(): as if killed.
-  }
+  LeaveJournal(dir,
+               {Entry("nft-table", {{"name", "t"}}), Entry("route", {{"network", "198.18.0.0/15"}}),
+                Entry("resolvconf", {{"path", "/r"}, {"backup", "/b"}})});
   CHECK(fs::exists(dir.path / "system.journal"));
-  std::string error;
-  auto next = Journal::Open(dir.path.string(), "system.journal", &error);
-  REQUIRE(next);
+  auto next = OpenJournal(dir);
   RecordingUndoer undoer;
   std::vector<std::string> notes;
   CHECK(next->UndoLeftovers(undoer, &notes).empty());
@@ -101,9 +125,8 @@ TEST_CASE("A killed instance's entries are undone in reverse order by the next o
 
 TEST_CASE("A running instance's journal is neither shared nor cleaned up") {
   Dir dir;
+  auto live = OpenJournal(dir);
   std::string error;
-  auto live = Journal::Open(dir.path.string(), "system.journal", &error);
-  REQUIRE(live);
   REQUIRE(live->Record(Entry("route", {{"network", "198.18.0.0/15"}}), &error));
   CHECK_FALSE(Journal::Open(dir.path.string(), "system.journal", &error));
   CHECK(error.find("running tunnels system") != std::string::npos);
@@ -118,13 +141,8 @@ TEST_CASE("A running instance's journal is neither shared nor cleaned up") {
 
 TEST_CASE("Cleanup keeps the journal when an undo fails, and finishes it on a later try") {
   Dir dir;
-  {
-    std::string error;
-    auto journal = Journal::Open(dir.path.string(), "system.journal", &error);
-    REQUIRE(journal);
-    REQUIRE(journal->Record(Entry("nft-table", {{"name", "t"}}), &error));
-    REQUIRE(journal->Record(Entry("route", {{"network", "198.18.0.0/15"}}), &error));
-  }
+  LeaveJournal(
+      dir, {Entry("nft-table", {{"name", "t"}}), Entry("route", {{"network", "198.18.0.0/15"}})});
   RecordingUndoer failing;
   failing.fail_kind = "route";
   const std::string errors =
@@ -146,16 +164,10 @@ TEST_CASE("Cleanup keeps the journal when an undo fails, and finishes it on a la
 
 TEST_CASE("A leftover that cannot be undone stays, beside a start that does not touch it") {
   Dir dir;
-  {
-    std::string error;
-    auto journal = Journal::Open(dir.path.string(), "system.journal", &error);
-    REQUIRE(journal);
-    REQUIRE(journal->Record(Entry("nft-table", {{"name", "t"}}), &error));
-    REQUIRE(journal->Record(Entry("resolvconf", {{"path", "/r"}, {"backup", "/b"}}), &error));
-  }
+  LeaveJournal(dir, {Entry("nft-table", {{"name", "t"}}),
+                     Entry("resolvconf", {{"path", "/r"}, {"backup", "/b"}})});
+  auto next = OpenJournal(dir);
   std::string error;
-  auto next = Journal::Open(dir.path.string(), "system.journal", &error);
-  REQUIRE(next);
   RecordingUndoer failing;
   failing.fail_kind = "resolvconf";
   CHECK_FALSE(next->UndoLeftovers(failing).empty());
@@ -179,12 +191,7 @@ TEST_CASE("A leftover that cannot be undone stays, beside a start that does not 
 
 TEST_CASE("Cleanup with forget drops a journal it cannot undo, after listing it") {
   Dir dir;
-  {
-    std::string error;
-    auto journal = Journal::Open(dir.path.string(), "system.journal", &error);
-    REQUIRE(journal);
-    REQUIRE(journal->Record(Entry("route", {{"network", "198.18.0.0/15"}}), &error));
-  }
+  LeaveJournal(dir, {Entry("route", {{"network", "198.18.0.0/15"}})});
   RecordingUndoer failing;
   failing.fail_kind = "route";
   std::vector<std::string> notes;
@@ -200,9 +207,7 @@ TEST_CASE("A line cut short by a kill is ignored: its change was never made") {
   Dir dir;
   std::ofstream(dir.path / "system.journal")
       << "# header\nnft-table name=t\nroute network=198.18.0.0/15\nresolvconf pa";
-  std::string error;
-  auto journal = Journal::Open(dir.path.string(), "system.journal", &error);
-  REQUIRE(journal);
+  auto journal = OpenJournal(dir);
   RecordingUndoer undoer;
   CHECK(journal->UndoLeftovers(undoer).empty());
   CHECK(undoer.undone ==
@@ -247,21 +252,16 @@ TEST_CASE("SystemUndoer restores a sysctl only if it still has tunnels' value") 
   CHECK(dir.Read("net/ipv4/ip_forward") == "2\n");
 }
 
-TEST_CASE("resolv.conf: a plain file is backed up, replaced and restored with its mode") {
-  Dir dir;
-  const std::string path = (dir.path / "resolv.conf").string();
-  const std::string backup = (dir.path / "resolv.conf.tunnels-backup").string();
+TEST_CASE_METHOD(ResolvConfFiles,
+                 "resolv.conf: a plain file is backed up, replaced and restored with its mode") {
   std::ofstream(path) << "nameserver 10.0.0.1\n";
   ::chmod(path.c_str(), 0640);
-  std::string error;
-  std::vector<std::string> warnings;
   bool reused = true;
-  REQUIRE(TakeOverResolvConf(path, backup, ResolvConfContent("127.0.0.1", backup), false, &error,
-                             &warnings, &reused));
+  REQUIRE(TakeOver(ResolvConfContent("127.0.0.1", backup), false, &reused));
   CHECK_FALSE(reused);
   CHECK(warnings.empty());
   CHECK(dir.Read("resolv.conf").find("nameserver 127.0.0.1\n") != std::string::npos);
-  CHECK(dir.Read("resolv.conf.tunnels-backup") == "nameserver 10.0.0.1\n");
+  CHECK(dir.Read("backup") == "nameserver 10.0.0.1\n");
   CHECK(RestoreResolvConf(path, backup).empty());
   CHECK(dir.Read("resolv.conf") == "nameserver 10.0.0.1\n");
   struct stat st {};
@@ -273,15 +273,10 @@ TEST_CASE("resolv.conf: a plain file is backed up, replaced and restored with it
   CHECK(dir.Read("resolv.conf") == "nameserver 10.0.0.1\n");
 }
 
-TEST_CASE("resolv.conf: a symbolic link comes back as the same link") {
-  Dir dir;
-  const std::string path = (dir.path / "resolv.conf").string();
-  const std::string backup = (dir.path / "backup").string();
+TEST_CASE_METHOD(ResolvConfFiles, "resolv.conf: a symbolic link comes back as the same link") {
   std::ofstream(dir.path / "stub-resolv.conf") << "nameserver 127.0.0.53\n";
   fs::create_symlink("stub-resolv.conf", path);
-  std::string error;
-  std::vector<std::string> warnings;
-  REQUIRE(TakeOverResolvConf(path, backup, "nameserver 127.0.0.1\n", false, &error, &warnings));
+  REQUIRE(TakeOver("nameserver 127.0.0.1\n"));
   CHECK_FALSE(fs::is_symlink(path));
   CHECK(dir.Read("resolv.conf") == "nameserver 127.0.0.1\n");
   // The link's target is untouched.
@@ -291,16 +286,10 @@ TEST_CASE("resolv.conf: a symbolic link comes back as the same link") {
   CHECK(fs::read_symlink(path) == "stub-resolv.conf");
 }
 
-TEST_CASE("resolv.conf: none before tunnels, none after") {
+TEST_CASE_METHOD(ResolvConfFiles, "resolv.conf: none before tunnels, none after") {
   // The backup then says so (a link to kNoResolvConf), and the restore
   // removes tunnels' file instead of leaving it, immutable, in place.
-  Dir dir;
-  const std::string path = (dir.path / "resolv.conf").string();
-  const std::string backup = (dir.path / "backup").string();
-  std::string error;
-  std::vector<std::string> warnings;
-  REQUIRE(TakeOverResolvConf(path, backup, ResolvConfContent("127.0.0.1", backup), false, &error,
-                             &warnings));
+  REQUIRE(TakeOver(ResolvConfContent("127.0.0.1", backup)));
   CHECK(IsTunnelsResolvConf(path));
   REQUIRE(fs::is_symlink(backup));
   CHECK(fs::read_symlink(backup) == kNoResolvConf);
@@ -309,9 +298,7 @@ TEST_CASE("resolv.conf: none before tunnels, none after") {
   CHECK_FALSE(fs::exists(fs::symlink_status(backup)));
 }
 
-TEST_CASE("resolv.conf: tunnels' own file is recognised, nothing else") {
-  Dir dir;
-  const std::string path = (dir.path / "resolv.conf").string();
+TEST_CASE_METHOD(ResolvConfFiles, "resolv.conf: tunnels' own file is recognised, nothing else") {
   std::ofstream(path) << ResolvConfContent("127.0.0.1", "/etc/resolv.conf.tunnels-backup");
   CHECK(IsTunnelsResolvConf(path));
   std::ofstream(path) << "nameserver 127.0.0.1\n# Written by tunnels while it runs\n";
@@ -319,51 +306,37 @@ TEST_CASE("resolv.conf: tunnels' own file is recognised, nothing else") {
   CHECK_FALSE(IsTunnelsResolvConf((dir.path / "missing").string()));
 }
 
-TEST_CASE("resolv.conf: an earlier run's backup is never overwritten") {
-  Dir dir;
-  const std::string path = (dir.path / "resolv.conf").string();
-  const std::string backup = (dir.path / "backup").string();
+TEST_CASE_METHOD(ResolvConfFiles, "resolv.conf: an earlier run's backup is never overwritten") {
   std::ofstream(path) << ResolvConfContent("127.0.0.1", backup);  // left by a killed run
   std::ofstream(backup) << "nameserver 10.0.0.1\n";               // the original
-  std::string error;
-  std::vector<std::string> warnings;
   bool reused = false;
-  REQUIRE(TakeOverResolvConf(path, backup, "nameserver 127.0.0.1\n", false, &error, &warnings,
-                             &reused));
+  REQUIRE(TakeOver("nameserver 127.0.0.1\n", false, &reused));
   CHECK(reused);
   CHECK(dir.Read("backup") == "nameserver 10.0.0.1\n");
   CHECK(RestoreResolvConf(path, backup).empty());
   CHECK(dir.Read("resolv.conf") == "nameserver 10.0.0.1\n");
 }
 
-TEST_CASE("resolv.conf: a stale backup is not taken for the original") {
+TEST_CASE_METHOD(ResolvConfFiles, "resolv.conf: a stale backup is not taken for the original") {
   // The backup outlived its run (no journal), and resolv.conf has since been
   // replaced by something other than tunnels' file: that is the original.
-  Dir dir;
-  const std::string path = (dir.path / "resolv.conf").string();
-  const std::string backup = (dir.path / "backup").string();
   std::ofstream(path) << "nameserver 10.0.0.2\n";    // today's configuration
   std::ofstream(backup) << "nameserver 10.0.0.1\n";  // last month's
-  std::string error;
-  std::vector<std::string> warnings;
   bool reused = true;
-  REQUIRE(TakeOverResolvConf(path, backup, ResolvConfContent("127.0.0.1", backup), false, &error,
-                             &warnings, &reused));
+  REQUIRE(TakeOver(ResolvConfContent("127.0.0.1", backup), false, &reused));
   CHECK_FALSE(reused);
   CHECK(dir.Read("backup") == "nameserver 10.0.0.2\n");
   CHECK(RestoreResolvConf(path, backup).empty());
   CHECK(dir.Read("resolv.conf") == "nameserver 10.0.0.2\n");
 }
 
-TEST_CASE("resolv.conf: a bind-mounted file is rewritten and restored in place") {
+TEST_CASE_METHOD(ResolvConfFiles,
+                 "resolv.conf: a bind-mounted file is rewritten and restored in place") {
   // `ip netns exec`, Docker and podman bind-mount a file over resolv.conf;
   // rename() over a mount point fails with EBUSY. The mount lives in a
   // child's own mount namespace (and user namespace, unless root), so the
   // host's mounts stay as they were; the child reports by its exit status.
-  Dir dir;
-  const std::string path = (dir.path / "resolv.conf").string();
   const std::string source = (dir.path / "mounted").string();
-  const std::string backup = (dir.path / "backup").string();
   std::ofstream(path) << "nameserver 10.9.9.9\n";
   std::ofstream(source) << "nameserver 10.0.0.1\n";
   const pid_t child = ::fork();
@@ -373,10 +346,7 @@ TEST_CASE("resolv.conf: a bind-mounted file is rewritten and restored in place")
     if (::unshare(flags) != 0) ::_exit(10);
     if (::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) ::_exit(10);
     if (::mount(source.c_str(), path.c_str(), nullptr, MS_BIND, nullptr) != 0) ::_exit(10);
-    std::string error;
-    std::vector<std::string> warnings;
-    if (!TakeOverResolvConf(path, backup, ResolvConfContent("127.0.0.1", backup), false, &error,
-                            &warnings)) {
+    if (!TakeOver(ResolvConfContent("127.0.0.1", backup))) {
       ::_exit(1);
     }
     if (!IsTunnelsResolvConf(path)) ::_exit(2);
@@ -401,14 +371,10 @@ TEST_CASE("resolv.conf: a bind-mounted file is rewritten and restored in place")
   CHECK_FALSE(fs::exists(backup));
 }
 
-TEST_CASE("resolv.conf: the immutable attribute is set, or one warning says why not") {
-  Dir dir;
-  const std::string path = (dir.path / "resolv.conf").string();
-  const std::string backup = (dir.path / "backup").string();
+TEST_CASE_METHOD(ResolvConfFiles,
+                 "resolv.conf: the immutable attribute is set, or one warning says why not") {
   std::ofstream(path) << "nameserver 10.0.0.1\n";
-  std::string error;
-  std::vector<std::string> warnings;
-  REQUIRE(TakeOverResolvConf(path, backup, "nameserver 127.0.0.1\n", true, &error, &warnings));
+  REQUIRE(TakeOver("nameserver 127.0.0.1\n", true));
   // Either the file system and privileges allow it, or exactly one warning.
   if (IsImmutable(path)) {
     CHECK(warnings.empty());
@@ -422,12 +388,9 @@ TEST_CASE("resolv.conf: the immutable attribute is set, or one warning says why 
   CHECK(dir.Read("resolv.conf") == "nameserver 10.0.0.1\n");
 }
 
-TEST_CASE("resolv.conf: an unwritable backup place fails before resolv.conf changes") {
-  Dir dir;
-  const std::string path = (dir.path / "resolv.conf").string();
+TEST_CASE_METHOD(ResolvConfFiles,
+                 "resolv.conf: an unwritable backup place fails before resolv.conf changes") {
   std::ofstream(path) << "nameserver 10.0.0.1\n";
-  std::string error;
-  std::vector<std::string> warnings;
   CHECK_FALSE(TakeOverResolvConf(path, (dir.path / "missing/dir/backup").string(), "x", false,
                                  &error, &warnings));
   CHECK(error.find("cannot back") != std::string::npos);
