@@ -11,31 +11,20 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
-#include <sstream>
 
 #include "netns/file_io.h"
 #include "netns/resolv_conf.h"
 #include "tests/netns/fake_kernel.h"
+#include "tests/netns/temp_dir.h"
 
 namespace tunnels::netns {
 namespace {
 
 namespace fs = std::filesystem;
 
-struct Dir {
-  fs::path path;
-  Dir() {
-    std::string templ = (fs::temp_directory_path() / "netns-journal-XXXXXX").string();
-    REQUIRE(mkdtemp(templ.data()) != nullptr);
-    path = templ;
-  }
-  ~Dir() { fs::remove_all(path); }
-  std::string Read(const std::string& name) const {
-    std::ifstream in(path / name);
-    std::stringstream s;
-    s << in.rdbuf();
-    return s.str();
-  }
+struct Dir : testing::TempDir {
+  Dir() : TempDir("netns-journal") {}
+  const fs::path& path = dir;
 };
 
 // Records the entries it is asked to undo; fails those of one kind.

@@ -10,10 +10,10 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
-#include <sstream>
 
 #include "netns/unique_fd.h"
 #include "tests/netns/fake_kernel.h"
+#include "tests/netns/temp_dir.h"
 
 namespace tunnels::netns {
 namespace {
@@ -26,24 +26,14 @@ using Calls = std::vector<std::string>;
 Ipv4Network Net(const std::string& text) { return FakeKernel::Parse(text); }
 
 // A private directory with a state directory and a stand-in for /proc/sys.
-struct TempDir {
-  fs::path dir;
-  TempDir() {
-    std::string templ = (fs::temp_directory_path() / "netns-sandbox-XXXXXX").string();
-    REQUIRE(mkdtemp(templ.data()) != nullptr);
-    dir = templ;
+struct TempDir : testing::TempDir {
+  TempDir() : testing::TempDir("netns-sandbox") {
     fs::create_directories(dir / "state");
     fs::create_directories(dir / "sys/net/ipv4");
   }
-  ~TempDir() { fs::remove_all(dir); }
 };
 
-std::string ReadFile(const fs::path& path) {
-  std::ifstream in(path);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
+using testing::ReadFile;
 
 struct Fixture {
   TempDir temp;
@@ -90,6 +80,16 @@ struct Fixture {
         it != caller->namespaces.end() ? it->second.lock() : std::make_shared<FakeState>();
     return SandboxLink::Create(spec, std::make_unique<FakeKernel>(caller),
                                std::make_unique<FakeKernel>(sandbox), &error);
+  }
+
+  // A link whose teardown deletes its table and its veth pair at once (the
+  // spec's default; Spec() turns it off).
+  std::unique_ptr<SandboxLink> CreateOverlapping() {
+    SandboxLinkSpec spec = Spec();
+    spec.overlap_teardown = true;
+    auto link = Create(spec);
+    REQUIRE(link != nullptr);
+    return link;
   }
 
   std::string CleanupStale(std::vector<std::string>* notes) {
@@ -197,10 +197,7 @@ TEST_CASE("Create links the sandbox out in order; the destructor undoes it in re
 
 TEST_CASE("Teardown deletes the table and the veth pair at once, and both are gone") {
   Fixture f;
-  SandboxLinkSpec spec = f.Spec();
-  spec.overlap_teardown = true;
-  auto link = f.Create(spec);
-  REQUIRE(link != nullptr);
+  auto link = f.CreateOverlapping();
   f.Take();
   CHECK(link->Remove().empty());
   Calls calls = f.Take();
@@ -214,10 +211,7 @@ TEST_CASE("Teardown deletes the table and the veth pair at once, and both are go
 
 TEST_CASE("A failed deletion beside the other is reported, and the state file stays") {
   Fixture f;
-  SandboxLinkSpec spec = f.Spec();
-  spec.overlap_teardown = true;
-  auto link = f.Create(spec);
-  REQUIRE(link != nullptr);
+  auto link = f.CreateOverlapping();
   f.caller->fail["delete-link"] = Status{EBUSY, "Device or resource busy"};
   const std::string errors = link->Remove();
   CHECK_THAT(errors, Catch::Contains("delete the veth pair tnl1h"));

@@ -2,8 +2,9 @@
 
 #include <catch2/catch.hpp>
 #include <filesystem>
-#include <fstream>
-#include <sstream>
+#include <memory>
+
+#include "tests/netns/temp_dir.h"
 
 namespace tunnels::netns {
 namespace {
@@ -11,35 +12,26 @@ namespace {
 namespace fs = std::filesystem;
 
 // A private stand-in for /proc/sys.
-struct Root {
-  fs::path dir;
+struct Root : testing::TempDir {
+  Root() : TempDir("netns-sysctl") {}
+  std::string error;
 
-  Root() {
-    std::string templ = (fs::temp_directory_path() / "netns-sysctl-XXXXXX").string();
-    REQUIRE(mkdtemp(templ.data()) != nullptr);
-    dir = templ;
-  }
-  ~Root() { fs::remove_all(dir); }
+  std::string Get(const std::string& relative) const { return Read(relative); }
 
-  void Put(const std::string& relative, const std::string& content) const {
-    fs::create_directories((dir / relative).parent_path());
-    std::ofstream(dir / relative) << content;
-  }
-  std::string Get(const std::string& relative) const {
-    std::ifstream in(dir / relative);
-    std::stringstream s;
-    s << in.rdbuf();
-    return s.str();
+  // Sets `key` to `value` under this root, which must succeed.
+  std::unique_ptr<Sysctl> MustSet(const std::string& key, const std::string& value) {
+    auto setting = Sysctl::Set(key, value, &error, dir.string());
+    INFO(error);
+    REQUIRE(setting != nullptr);
+    return setting;
   }
 };
 
 TEST_CASE("Sysctl writes a different value and restores the old one") {
   Root root;
   root.Put("net/ipv4/ip_forward", "0\n");
-  std::string error;
-  auto setting = Sysctl::Set("net.ipv4.ip_forward", "1", &error, root.dir.string());
-  REQUIRE(setting != nullptr);
-  CHECK(error.empty());
+  auto setting = root.MustSet("net.ipv4.ip_forward", "1");
+  CHECK(root.error.empty());
   CHECK(setting->changed());
   CHECK(setting->previous() == "0");
   CHECK(root.Get("net/ipv4/ip_forward") == "1\n");
@@ -51,10 +43,7 @@ TEST_CASE("Sysctl does not write a value that is already set") {
   Root root;
   // As the kernel prints multi-number values: tabs and a newline.
   root.Put("net/ipv4/ip_local_port_range", "32768\t60999\n");
-  std::string error;
-  auto setting =
-      Sysctl::Set("net.ipv4.ip_local_port_range", "32768 60999", &error, root.dir.string());
-  REQUIRE(setting != nullptr);
+  auto setting = root.MustSet("net.ipv4.ip_local_port_range", "32768 60999");
   CHECK_FALSE(setting->changed());
   CHECK(setting->Restore().empty());
   setting.reset();
@@ -64,9 +53,7 @@ TEST_CASE("Sysctl does not write a value that is already set") {
 TEST_CASE("Sysctl leaves a value that someone else changed since") {
   Root root;
   root.Put("net/ipv4/ip_forward", "0\n");
-  std::string error;
-  auto setting = Sysctl::Set("net.ipv4.ip_forward", "1", &error, root.dir.string());
-  REQUIRE(setting != nullptr);
+  auto setting = root.MustSet("net.ipv4.ip_forward", "1");
   root.Put("net/ipv4/ip_forward", "2\n");
   CHECK(setting->Restore().empty());
   CHECK(root.Get("net/ipv4/ip_forward") == "2\n");
@@ -75,9 +62,7 @@ TEST_CASE("Sysctl leaves a value that someone else changed since") {
 TEST_CASE("Sysctl restores once") {
   Root root;
   root.Put("a/b", "x\n");
-  std::string error;
-  auto setting = Sysctl::Set("a.b", "y", &error, root.dir.string());
-  REQUIRE(setting != nullptr);
+  auto setting = root.MustSet("a.b", "y");
   CHECK(setting->Restore().empty());
   CHECK(root.Get("a/b") == "x\n");
   root.Put("a/b", "y");  // as if set again by someone else
@@ -88,13 +73,10 @@ TEST_CASE("Sysctl restores once") {
 TEST_CASE("Sysctl keys: dotted, with '/' for a dot in a name, or as a path") {
   Root root;
   root.Put("net/ipv4/conf/eth0.1/forwarding", "0\n");
-  std::string error;
-  auto dotted = Sysctl::Set("net.ipv4.conf.eth0/1.forwarding", "1", &error, root.dir.string());
-  REQUIRE(dotted != nullptr);
+  auto dotted = root.MustSet("net.ipv4.conf.eth0/1.forwarding", "1");
   CHECK(root.Get("net/ipv4/conf/eth0.1/forwarding") == "1\n");
   dotted.reset();
-  auto path = Sysctl::Set("net/ipv4/conf/eth0.1/forwarding", "1", &error, root.dir.string());
-  REQUIRE(path != nullptr);
+  auto path = root.MustSet("net/ipv4/conf/eth0.1/forwarding", "1");
   CHECK(root.Get("net/ipv4/conf/eth0.1/forwarding") == "1\n");
   CHECK(path->key() == "net/ipv4/conf/eth0.1/forwarding");
 }
@@ -154,9 +136,7 @@ TEST_CASE("Sysctl::Adopt restores someone else's change, only if it is still the
 TEST_CASE("Sysctl::Release leaves the value for someone else to restore") {
   Root root;
   root.Put("net/ipv4/ip_forward", "0\n");
-  std::string error;
-  auto setting = Sysctl::Set("net.ipv4.ip_forward", "1", &error, root.dir.string());
-  REQUIRE(setting != nullptr);
+  auto setting = root.MustSet("net.ipv4.ip_forward", "1");
   setting->Release();
   CHECK_FALSE(setting->changed());
   CHECK(setting->Restore().empty());
