@@ -12,6 +12,7 @@ peer serves the tests and the benches."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import os
 import platform
@@ -20,7 +21,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import world as w  # tests/integration/world.py, on PYTHONPATH (bench/lib.sh)
 
@@ -212,12 +213,23 @@ def enter(script: str, runner: str, tunnels: Path, tools: Iterable[str]) -> Path
     return tmp
 
 
-def keep_logs(world: w.World, where: Path | None) -> None:
-    """Copies every process's log to `where` (--keep-logs), if given."""
-    if where:
-        where.mkdir(parents=True, exist_ok=True)
-        for proc in world.procs:
-            (where / proc.log_path.name).write_text(proc.output())
+@contextlib.contextmanager
+def bench_world(tmp: Path, keep_logs: Path | None = None) -> Iterator[w.World]:
+    """A World in `tmp` for the `with` block: on an error, the tail of every
+    process's log is printed; at the end, every log is copied to
+    `keep_logs` (--keep-logs) if given, and the world is closed."""
+    world = w.World(tmp)
+    try:
+        yield world
+    except BaseException:
+        log(world.logs())
+        raise
+    finally:
+        if keep_logs:
+            keep_logs.mkdir(parents=True, exist_ok=True)
+            for proc in world.procs:
+                (keep_logs / proc.log_path.name).write_text(proc.output())
+        world.close()
 
 
 def publish(script: str, section: str, args: argparse.Namespace, begin: str, end: str) -> None:

@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 import world as w  # tests/integration/world.py, on PYTHONPATH (bench/lib.sh)
-from benchlib import (CLK_TCK, DNSMASQ, arguments, closing, enter, first_line, keep_logs, log,
+from benchlib import (CLK_TCK, DNSMASQ, arguments, bench_world, closing, enter, first_line, log,
                       machine as machine_facts, median, publish)
 
 BEGIN = "<!-- dns-bench:begin -->"
@@ -463,8 +463,7 @@ def main() -> int:
     contenders = CONTENDERS + (("baseline",) if args.baseline else ())
 
     load_before = "%.1f" % os.getloadavg()[0]
-    world = w.World(tmp)
-    try:
+    with bench_world(tmp, args.keep_logs) as world:
         servers = start_servers(world, args.tunnels, scenarios, args.dnsmasq_cache,
                                 args.forward_max, args.baseline)
         bench = world.hosts["bench"]
@@ -495,12 +494,6 @@ def main() -> int:
         for (scenario, who), s in servers.items():
             if not s.proc.alive():
                 raise AssertionError(f"{who} ({scenario}) died:\n{s.proc.tail()}")
-    except BaseException:
-        log(world.logs())
-        raise
-    finally:
-        keep_logs(world, args.keep_logs)
-        world.close()
 
     info = machine()
     info["load_before"], info["load_after"] = load_before, "%.1f" % os.getloadavg()[0]

@@ -56,8 +56,8 @@ from pathlib import Path
 from typing import NamedTuple
 
 import world as w  # tests/integration/world.py, on PYTHONPATH (bench/lib.sh)
-from benchlib import (CLK_TCK, DNSMASQ, GIB, arguments, closing, command_line, cpu_delta,
-                      dpkg_version, enter, keep_logs, loadavg, log, machine, median, mib_s,
+from benchlib import (CLK_TCK, DNSMASQ, GIB, arguments, bench_world, closing, command_line,
+                      cpu_delta, dpkg_version, enter, loadavg, log, machine, median, mib_s,
                       publish, rotate, star, star_dnsmasq, update_doc, world_cpu, write_random)
 from peers import Dante, Nginx, wait_for_port
 
@@ -820,11 +820,10 @@ def main() -> int:
     if tmp is None:
         return 2
     load_before = loadavg()
-    world = w.World(tmp)
     tp: dict[str, list[Download]] = {who: [] for who in THROUGHPUT}
     wrk: dict[str, list[WrkRun]] = {who: [] for who in CONNS}
     mem = None
-    try:
+    with bench_world(tmp, args.keep_logs) as world:
         bench = Bench(world, args.tunnels, tmp, args.big_mib << 20)
         if "throughput" in phases:
             for who in THROUGHPUT:
@@ -853,12 +852,6 @@ def main() -> int:
             log(f"memory: {mem}")
             log(f"memory: {mem.per_conn_kib:.2f} KiB per idle connection")
         bench.check_alive()
-    except BaseException:
-        log(world.logs())
-        raise
-    finally:
-        keep_logs(world, args.keep_logs)
-        world.close()
 
     if full:
         args.loadavg = f"{load_before} at the start, {loadavg()} at the end"

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 import world as w  # tests/integration/world.py, on PYTHONPATH (bench/lib.sh)
-from benchlib import ROOT, cpu_model, tunnels_commit, update_doc
+from benchlib import ROOT, bench_world, cpu_model, tunnels_commit, update_doc
 from peers import Dante
 from sites import SYSTEM_CONFIG, TwoHosts
 
@@ -55,8 +55,7 @@ def main() -> int:
     tunnels = args.tunnels
 
     tmp = Path(tempfile.mkdtemp(dir="/run/tunnels-world/tmp"))
-    world = w.World(tmp)
-    try:
+    with bench_world(tmp) as world:
         site = TwoHosts(world, client="outer", big=True, big_size=SIZE_MIB << 20)
         outer = site.client
         outer.use_nameserver("10.0.0.1")
@@ -92,8 +91,6 @@ def main() -> int:
             downloads["system"].append(speed(outer, [
                 "sh", "-c", f'mount --bind {resolver} /etc/resolv.conf && exec "$@"', "sh"]))
             proc.stop()
-    finally:
-        world.close()
 
     med = {k: statistics.median(v) for k, v in starts.items()}
     dl = {k: statistics.median(v) for k, v in downloads.items()}

@@ -35,9 +35,9 @@ import sys
 from pathlib import Path
 
 import world as w  # tests/integration/world.py, on PYTHONPATH (bench/lib.sh)
-from benchlib import (arguments, closing, cpu_delta, dpkg_version, enter, first_line, loadavg, log,
-                      machine, median, mib_s, publish, rotate, star, star_dnsmasq, world_cpu,
-                      write_random)
+from benchlib import (arguments, bench_world, closing, cpu_delta, dpkg_version, enter, first_line,
+                      loadavg, log, machine, median, mib_s, publish, rotate, star, star_dnsmasq,
+                      world_cpu, write_random)
 from peers import Nginx, Sshd, wait_for_port
 
 BEGIN = "<!-- ssh-bench:begin -->"
@@ -324,11 +324,10 @@ def main() -> int:
     if tmp is None:
         return 2
     load_before = loadavg()
-    world = w.World(tmp)
     tp: dict[str, list[float]] = {who: [] for who in THROUGHPUT}
     cpu: dict[str, list[tuple[float, float]]] = {who: [] for who in THROUGHPUT}
     conns: dict[str, list[tuple[float, int]]] = {who: [] for who in CONNS}
-    try:
+    with bench_world(tmp) as world:
         bench = Bench(world, args.tunnels, tmp, args.big_mib << 20)
         if args.only:
             for run in range(args.runs):
@@ -356,11 +355,6 @@ def main() -> int:
                     f"{conns[who][-1][1]} errors")
             bench.check_alive()
         ciphers = bench.ciphers
-    except BaseException:
-        log(world.logs())
-        raise
-    finally:
-        world.close()
     args.loadavg = f"{load_before} at the start, {loadavg()} at the end"
     publish("ssh_bench.py", report(tp, cpu, conns, args, machine(), ciphers), args, BEGIN, END)
     return 0
