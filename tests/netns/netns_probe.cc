@@ -28,36 +28,20 @@
 
 #include "netns/interception.h"
 #include "netns/unique_fd.h"
+#include "tests/netns/probe_args.h"
 
 namespace {
 
 using tunnels::netns::Interception;
 using tunnels::netns::InterceptionSpec;
 using tunnels::netns::UniqueFd;
-
-int Fail(const std::string& message) {
-  std::fprintf(stderr, "error: %s\n", message.c_str());
-  return 1;
-}
+using tunnels::netns::testing::Fail;
+using tunnels::netns::testing::ParseRange;
 
 std::string Text(const sockaddr_in& a) {
   char ip[INET_ADDRSTRLEN] = {};
   inet_ntop(AF_INET, &a.sin_addr, ip, sizeof ip);
   return std::string(ip) + ":" + std::to_string(ntohs(a.sin_port));
-}
-
-bool ParseRange(const std::string& text, InterceptionSpec* spec) {
-  const auto slash = text.find('/');
-  if (slash == std::string::npos) return false;
-  in_addr a{};
-  if (inet_pton(AF_INET, text.substr(0, slash).c_str(), &a) != 1) return false;
-  try {
-    spec->prefix_length = std::stoi(text.substr(slash + 1));
-  } catch (...) {
-    return false;
-  }
-  spec->network = ntohl(a.s_addr);
-  return true;
 }
 
 }  // namespace
@@ -72,7 +56,7 @@ int main(int argc, char** argv) {
     if (arg == "--table" && has_value) {
       spec.table_name = argv[++i];
     } else if (arg == "--range" && has_value) {
-      if (!ParseRange(argv[++i], &spec)) return Fail("bad --range");
+      if (!ParseRange(argv[++i], &spec.network, &spec.prefix_length)) return Fail("bad --range");
     } else if (arg == "--port" && has_value) {
       port = std::atoi(argv[++i]);
     } else if (arg == "--no-listen") {

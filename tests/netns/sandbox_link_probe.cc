@@ -39,6 +39,7 @@
 
 #include "netns/sandbox_link.h"
 #include "netns/unique_fd.h"
+#include "tests/netns/probe_args.h"
 
 namespace {
 
@@ -46,27 +47,10 @@ using tunnels::netns::Ipv4AddressString;
 using tunnels::netns::SandboxLink;
 using tunnels::netns::SandboxLinkSpec;
 using tunnels::netns::UniqueFd;
-
-int Fail(const std::string& message) {
-  std::fprintf(stderr, "error: %s\n", message.c_str());
-  return 1;
-}
+using tunnels::netns::testing::Fail;
+using tunnels::netns::testing::ParseRange;
 
 std::string Errno(const std::string& what) { return what + ": " + std::strerror(errno); }
-
-bool ParseRange(const std::string& text, SandboxLinkSpec* spec) {
-  const auto slash = text.find('/');
-  if (slash == std::string::npos) return false;
-  in_addr a{};
-  if (inet_pton(AF_INET, text.substr(0, slash).c_str(), &a) != 1) return false;
-  try {
-    spec->link_range_length = std::stoi(text.substr(slash + 1));
-  } catch (...) {
-    return false;
-  }
-  spec->link_range = ntohl(a.s_addr);
-  return true;
-}
 
 // The sandbox: a child in a new network namespace that waits to be killed.
 // Returns its pid, or -1 with the reason in `*error`.
@@ -130,7 +114,8 @@ int main(int argc, char** argv) {
     } else if (arg == "--table" && has_value) {
       spec.table_name = argv[++i];
     } else if (arg == "--range" && has_value) {
-      if (!ParseRange(argv[++i], &spec)) return Fail("bad --range");
+      if (!ParseRange(argv[++i], &spec.link_range, &spec.link_range_length))
+        return Fail("bad --range");
     } else {
       return Fail(
           "usage: sandbox_link_probe [--strict] [--keep-sandbox] [--state-dir DIR] [--prefix P] "
