@@ -225,12 +225,9 @@ class FakeKernel final : public Kernel {
     if (auto s = Call("list-routes", "")) return *s;
     *routes = state_->routes;
     // The connected routes of the interfaces' addresses, as the kernel adds them.
-    for (const auto& [name, link] : state_->links) {
-      for (const std::string& a : link.addresses) {
-        const Ipv4Network n = Parse(a);
-        const std::uint32_t mask = n.prefix_length == 0 ? 0 : ~0u << (32 - n.prefix_length);
-        routes->push_back({n.address & mask, n.prefix_length});
-      }
+    for (const Ipv4Network& n : LinkAddresses()) {
+      const std::uint32_t mask = n.prefix_length == 0 ? 0 : ~0u << (32 - n.prefix_length);
+      routes->push_back({n.address & mask, n.prefix_length});
     }
     return Status::Ok();
   }
@@ -240,9 +237,7 @@ class FakeKernel final : public Kernel {
     addresses->clear();
     if (auto s = Call("list-addresses", "")) return *s;
     *addresses = state_->addresses;
-    for (const auto& [name, link] : state_->links) {
-      for (const std::string& a : link.addresses) addresses->push_back(Parse(a));
-    }
+    for (const Ipv4Network& n : LinkAddresses()) addresses->push_back(n);
     return Status::Ok();
   }
 
@@ -264,6 +259,15 @@ class FakeKernel final : public Kernel {
   }
 
  private:
+  // Every address of every link; the caller holds the state's mutex.
+  std::vector<Ipv4Network> LinkAddresses() const {
+    std::vector<Ipv4Network> out;
+    for (const auto& [name, link] : state_->links) {
+      for (const std::string& a : link.addresses) out.push_back(Parse(a));
+    }
+    return out;
+  }
+
   // Records the call; the Status to return when the test made it fail.
   std::optional<Status> Call(const std::string& kind, const std::string& object) {
     const std::string line = object.empty() ? kind : kind + " " + object;
