@@ -4,10 +4,10 @@ and system mode start from.
 Host "client" (10.0.0.2), where tunnels runs, is linked to host "srv"
 (10.0.0.1), where dnsmasq answers every *.test name with 10.0.0.1 (logging
 every query) and nginx serves index.html ("hello from nginx") and, when
-asked for, big.bin: SIZE random bytes whose SHA-256 is `big_sha`. Each test
-module adds its proxies and its tunnels configuration; `start_system` runs
-`tunnels system` on client as its resolver. bench/sandbox_bench.py measures
-in the same world."""
+asked for, big.bin: big_size (SIZE unless told) random bytes whose SHA-256
+is `big_sha`. Each test module adds its proxies and its tunnels
+configuration; `start_system` runs `tunnels system` on client as its
+resolver. bench/sandbox_bench.py measures in the same world."""
 
 from __future__ import annotations
 
