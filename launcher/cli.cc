@@ -6,6 +6,7 @@
 #include <set>
 
 #include "launcher/commands.h"
+#include "launcher/privilege.h"
 #include "launcher/run.h"
 #include "launcher/system.h"
 
@@ -193,7 +194,7 @@ int Main(int argc, char** argv) {
     std::string backup = defaults.resolvconf_backup_path;
     int status = 0;
     if (!paths.empty()) {
-      const config::LoadResult loaded = config::Load(paths);
+      const config::LoadResult loaded = LoadAsInvoker(FindInvoker(), paths);
       if (loaded.ok()) {
         if (!line.cleanup_state_given) system_state = loaded.config->options.state_directory;
         resolv_conf = loaded.config->options.resolvconf_path;
