@@ -116,9 +116,9 @@ class SudoWorld(TwoHosts):
         out = self.client.run(["ip", "-o", "-4", "addr", "show", "to", "10.0.0.2"]).stdout
         return out.split()[1]
 
-    def as_nobody(self, *args) -> list[str]:
-        """`sudo -n tunnels ARGS` run by nobody, from /."""
-        return ["env", "-C", "/", "setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}",
+    def as_nobody(self, *args, cwd="/") -> list[str]:
+        """`sudo -n tunnels ARGS` run by nobody, from `cwd`."""
+        return ["env", "-C", str(cwd), "setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}",
                 "--clear-groups", self.sudo, "-n", self.bin, *args]
 
     def sudo_run(self, *args, env=None):
@@ -195,6 +195,30 @@ def test_sudo_run_program_is_the_invoker_with_a_reset_environment(sw):
     assert got["PATH"] == "/usr/local/bin:/usr/bin:/bin:/usr/local/games:/usr/games"
     r = sw.sudo_run("run", "-c", str(sw.config("run.yml")), "--", "id", "-u")
     assert (r.returncode, r.stdout) == (0, f"{NOBODY}\n"), r.stderr
+
+
+def test_a_rule_for_run_alone_does_not_start_system_mode(sw, stopped):
+    """sudo matches `run *` against the arguments joined by spaces, so one
+    argument 'run x' passes it; tunnels must not take it for the original's
+    `tunnels CONF...`, which is system mode."""
+    sudoers = SUDO_DIR / "sudoers"
+    saved = sudoers.read_text()
+    conf = SUDO_DIR / "run x"
+    conf.mkdir(mode=0o755)
+    (conf / "tunnels.yml").write_text(SYSTEM_CONFIG.format(options="", rules=""))
+    (conf / "tunnels.yml").chmod(0o644)
+    try:
+        # Written in place: the bind mount over /etc/sudoers shows this inode.
+        with open(sudoers, "w") as f:
+            f.write(saved.replace(f"NOPASSWD: {sw.bin}\n", f"NOPASSWD: {sw.bin} run *\n"))
+        assert sw.sudo_run("system", str(conf)).returncode == 1  # sudo refuses it
+        r = sw.client.run(sw.as_nobody("run x", cwd=SUDO_DIR), check=False, timeout=30)
+        assert r.returncode == 2, (r.stdout, r.stderr)
+        assert "under sudo, name the command" in r.stderr
+        assert "listening" not in r.stdout + r.stderr
+    finally:
+        with open(sudoers, "w") as f:
+            f.write(saved)
 
 
 @pytest.mark.parametrize("command", [["check"], ["explain", "--to", "a.test"], ["cleanup"],
