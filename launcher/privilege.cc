@@ -152,8 +152,7 @@ config::LoadResult LoadAsInvoker(const Identity& invoker, const std::vector<std:
   const InvokerRights rights(invoker);
   if (!rights.error().empty()) {
     config::LoadResult failed;
-    failed.diagnostics.push_back(
-        config::Diagnostic{config::Severity::kError, {}, rights.error()});
+    failed.diagnostics.push_back(config::Diagnostic{config::Severity::kError, {}, rights.error()});
     return failed;
   }
   return paths.empty() ? config::LoadDocuments({}, options) : config::Load(paths, options);

@@ -403,8 +403,7 @@ int RunSystem(const SystemOptions& options) {
     reader = std::jthread([&io, &apply, &reloading, &reload_again, &start_reload, &invoker,
                            paths = options.paths, running = stack->config().options,
                            load_options = LoadOptionsFor(stack->config().options)] {
-      auto next =
-          std::make_shared<config::LoadResult>(LoadAsInvoker(invoker, paths, load_options));
+      auto next = std::make_shared<config::LoadResult>(LoadAsInvoker(invoker, paths, load_options));
       auto prepared = std::make_shared<Stack::Prepared>();
       if (next->ok()) *prepared = Stack::Prepare(running, *next->config);
       asio::post(io, [next, prepared, &apply, &reloading, &reload_again, &start_reload] {
