@@ -84,10 +84,11 @@ def install_sudo(tunnels_bin: str) -> Path:
     sudoers = SUDO_DIR / "sudoers"
     # PAM's account and session modules would read /etc/shadow, which the
     # world's root cannot when it is an ordinary user outside. DISPLAY is
-    # kept as desktop sudoers files keep it.
+    # kept as desktop sudoers files keep it; the sanitizers' options as the
+    # CI run sets them.
     sudoers.write_text(
         "Defaults env_reset, !lecture, !syslog, !pam_acct_mgmt, !pam_session, !pam_setcred\n"
-        'Defaults env_keep += "DISPLAY"\n'
+        'Defaults env_keep += "DISPLAY ASAN_OPTIONS UBSAN_OPTIONS LSAN_OPTIONS"\n'
         f"nobody ALL=(root) NOPASSWD: {tunnels_bin}\n")
     sudoers.chmod(0o440)
     conf = SUDO_DIR / "sudo.conf"
