@@ -6,6 +6,7 @@
 #include <set>
 
 #include "launcher/commands.h"
+#include "launcher/privilege.h"
 #include "launcher/run.h"
 #include "launcher/system.h"
 
@@ -135,7 +136,17 @@ int ParseCommandLine(std::vector<std::string> args, CommandLine* line, std::ostr
       for (const std::string& name : option->get_lnames()) takes_value.insert("--" + name);
     }
   }
+  const std::size_t given = args.size();
   args = CanonicalArguments(std::move(args), takes_value);
+  // Under sudo the command must be named: sudo matches a rule's arguments
+  // as one string, so `tunnels run *` also allows `tunnels 'run x'`, which
+  // the original's form without a command would take for `tunnels system
+  // 'run x'`, as root.
+  if (args.size() > given && UnderSudo(FindInvoker())) {
+    err << "tunnels: under sudo, name the command (tunnels system CONF...): '" << args[1]
+        << "' is none of check, explain, system, run, cleanup\n";
+    return 2;
+  }
   // Everything after `--` is the program's, untouched: CLI11 would still
   // read some of it as options.
   bool dashes_given = false;
@@ -193,7 +204,7 @@ int Main(int argc, char** argv) {
     std::string backup = defaults.resolvconf_backup_path;
     int status = 0;
     if (!paths.empty()) {
-      const config::LoadResult loaded = config::Load(paths);
+      const config::LoadResult loaded = LoadAsInvoker(FindInvoker(), paths);
       if (loaded.ok()) {
         if (!line.cleanup_state_given) system_state = loaded.config->options.state_directory;
         resolv_conf = loaded.config->options.resolvconf_path;

@@ -100,21 +100,6 @@ std::string Origin(const config::Options& o, const std::string& key) {
   return "default";
 }
 
-// Loads `paths` with the rights of the user who ran sudo, if any: check and
-// explain print what they read, and must not print what that user cannot.
-// Without paths, an empty configuration (check's default when neither
-// default directory exists).
-LoadResult LoadAsInvoker(const std::vector<std::string>& paths,
-                         const config::LoadOptions& options) {
-  const InvokerRights rights(FindInvoker());
-  if (!rights.error().empty()) {
-    LoadResult failed;
-    failed.diagnostics.push_back(Diagnostic{Severity::kError, {}, rights.error()});
-    return failed;
-  }
-  return paths.empty() ? config::LoadDocuments({}, options) : config::Load(paths, options);
-}
-
 // Output collected and written by Emit() when the command returns.
 class Printed {
  public:
@@ -145,7 +130,8 @@ int Check(const std::vector<std::string>& paths, std::ostream& out_stream,
   }
   config::LoadOptions inspect;
   inspect.inspect_only = true;
-  const LoadResult result = LoadAsInvoker(read, inspect);
+  // With the rights of the user who ran sudo: check prints what it read.
+  const LoadResult result = LoadAsInvoker(FindInvoker(), read, inspect);
   if (Report(result, err)) return 1;
   const config::Config& c = *result.config;
   const config::RuleSet rules(c);
@@ -276,7 +262,7 @@ int Explain(const ExplainTarget& target, bool json, const std::vector<std::strin
   std::ostream& err = printed_err.stream();
   config::LoadOptions inspect;
   inspect.inspect_only = true;
-  const LoadResult result = LoadAsInvoker(paths, inspect);
+  const LoadResult result = LoadAsInvoker(FindInvoker(), paths, inspect);
   if (Report(result, err)) return 1;
   const config::Config& c = *result.config;
   const config::RuleSet rules(c);

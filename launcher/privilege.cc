@@ -3,6 +3,7 @@
 #include <grp.h>
 #include <pwd.h>
 #include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -47,6 +48,20 @@ Identity Bare(uid_t uid, gid_t gid) {
   id.gid = gid;
   id.groups = {gid};
   return id;
+}
+
+// The set*id() system calls themselves, for the calling thread only (see
+// InvokerRights).
+int ThreadSetGroups(const std::vector<gid_t>& groups) {
+  return static_cast<int>(::syscall(SYS_setgroups, groups.size(), groups.data()));
+}
+int ThreadSetEgid(gid_t gid) {
+  return static_cast<int>(
+      ::syscall(SYS_setresgid, static_cast<gid_t>(-1), gid, static_cast<gid_t>(-1)));
+}
+int ThreadSetEuid(uid_t uid) {
+  return static_cast<int>(
+      ::syscall(SYS_setresuid, static_cast<uid_t>(-1), uid, static_cast<uid_t>(-1)));
 }
 
 std::string Describe(const Identity& id) {
@@ -108,9 +123,8 @@ InvokerRights::InvokerRights(const Identity& invoker) {
     return;
   }
   // Groups and gid first: once the uid is not root's, they cannot change.
-  if (::setgroups(invoker.groups.size(), invoker.groups.data()) != 0 ||
-      ::setresgid(static_cast<gid_t>(-1), invoker.gid, static_cast<gid_t>(-1)) != 0 ||
-      ::setresuid(static_cast<uid_t>(-1), invoker.uid, static_cast<uid_t>(-1)) != 0) {
+  if (ThreadSetGroups(invoker.groups) != 0 || ThreadSetEgid(invoker.gid) != 0 ||
+      ThreadSetEuid(invoker.uid) != 0) {
     error_ = "cannot take the rights of " + Describe(invoker) +
              " to read its files (setgroups, setresgid, setresuid): " + std::strerror(errno);
   }
@@ -120,9 +134,7 @@ InvokerRights::InvokerRights(const Identity& invoker) {
 InvokerRights::~InvokerRights() {
   if (!dropped_) return;
   // The saved uid stayed 0: the effective uid and capabilities come back.
-  if (::setresuid(static_cast<uid_t>(-1), 0, static_cast<uid_t>(-1)) != 0 ||
-      ::setresgid(static_cast<gid_t>(-1), egid_, static_cast<gid_t>(-1)) != 0 ||
-      ::setgroups(groups_.size(), groups_.data()) != 0) {
+  if (ThreadSetEuid(0) != 0 || ThreadSetEgid(egid_) != 0 || ThreadSetGroups(groups_) != 0) {
     // Without root's rights nothing that follows can succeed; stopping here
     // says why rather than failing later at something unrelated.
     const std::string line =
@@ -133,6 +145,17 @@ InvokerRights::~InvokerRights() {
   // A change of effective uid made the process undumpable (its /proc
   // files root's); back as it was.
   if (dumpable_ >= 0) ::prctl(PR_SET_DUMPABLE, dumpable_, 0, 0, 0);
+}
+
+config::LoadResult LoadAsInvoker(const Identity& invoker, const std::vector<std::string>& paths,
+                                 const config::LoadOptions& options) {
+  const InvokerRights rights(invoker);
+  if (!rights.error().empty()) {
+    config::LoadResult failed;
+    failed.diagnostics.push_back(config::Diagnostic{config::Severity::kError, {}, rights.error()});
+    return failed;
+  }
+  return paths.empty() ? config::LoadDocuments({}, options) : config::Load(paths, options);
 }
 
 }  // namespace tunnels::launcher

@@ -12,6 +12,8 @@
 #include <string>
 #include <vector>
 
+#include "config/config.h"
+
 namespace tunnels::launcher {
 
 // A user as the kernel sees one: ids and supplementary groups, and what
@@ -41,12 +43,14 @@ bool UnderSudo(const Identity& invoker);
 std::optional<Identity> FindProgramIdentity(const Identity& invoker, const std::string& user,
                                             std::string* error);
 
-// While it lives, this thread's file accesses (and, as glibc applies
-// set*id() to every thread, the whole process's) are checked with the
-// invoker's rights: effective uid, gid and groups become the invoker's,
-// which also empties the effective capability set. The destructor restores
-// root's. Does nothing unless under sudo. Must be made while tunnels has
-// no other thread doing privileged work.
+// While it lives, the calling thread's file accesses are checked with the
+// invoker's rights: its effective uid, gid and groups become the invoker's,
+// which also empties its effective capability set. Other threads keep
+// root's (the kernel's credentials are per thread; glibc's set*id() would
+// change every thread's, so the system calls are made directly): `tunnels
+// system` reads a new configuration on a thread of its own while the I/O
+// thread keeps marking sockets and binding ports. The destructor restores
+// root's. Does nothing unless under sudo.
 class InvokerRights {
  public:
   explicit InvokerRights(const Identity& invoker);
@@ -64,5 +68,13 @@ class InvokerRights {
   std::vector<gid_t> groups_;
   std::string error_;
 };
+
+// Loads the configuration at `paths` (none: no rules) with the rights of
+// the user who ran sudo, when under sudo: every command that reads a
+// configuration reads it so, so that what the invoker cannot read neither
+// becomes rules nor is quoted in a diagnostic. When the rights cannot be
+// taken, a result with that error and nothing read.
+config::LoadResult LoadAsInvoker(const Identity& invoker, const std::vector<std::string>& paths,
+                                 const config::LoadOptions& options = {});
 
 }  // namespace tunnels::launcher

@@ -506,17 +506,8 @@ int Run(const RunOptions& options) {
   }
   // Read with the rights of the user who ran sudo: what that user cannot
   // read must not become rules, nor be quoted in a diagnostic.
-  config::LoadResult loaded;
-  {
-    const InvokerRights rights(invoker);
-    if (!rights.error().empty()) {
-      std::cerr << "tunnels run: " << rights.error() << "\n";
-      return kSetupFailed;
-    }
-    const std::vector<std::string> paths =
-        options.config_paths.empty() ? DefaultConfigPaths(*identity) : options.config_paths;
-    loaded = paths.empty() ? config::LoadDocuments({}) : config::Load(paths);
-  }
+  const config::LoadResult loaded = LoadAsInvoker(
+      invoker, options.config_paths.empty() ? DefaultConfigPaths(*identity) : options.config_paths);
   for (const auto& d : loaded.diagnostics) std::cerr << d.ToString() << "\n";
   if (!loaded.ok()) return kSetupFailed;
   config::Config cfg = *loaded.config;

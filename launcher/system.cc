@@ -20,6 +20,7 @@
 
 #include "config/config.h"
 #include "launcher/mappings_file.h"
+#include "launcher/privilege.h"
 #include "launcher/run.h"
 #include "launcher/stack.h"
 #include "netns/interception.h"
@@ -178,7 +179,10 @@ int CleanupSystem(const std::string& state_dir, const std::string& resolv_conf,
 }
 
 int RunSystem(const SystemOptions& options) {
-  config::LoadResult loaded = config::Load(options.paths);
+  // Under sudo, the configuration (at start and at every SIGHUP) is read
+  // with the rights of the user who ran sudo, as `tunnels run` reads it.
+  const Identity invoker = FindInvoker();
+  config::LoadResult loaded = LoadAsInvoker(invoker, options.paths);
   for (const auto& d : loaded.diagnostics) std::cerr << d.ToString() << "\n";
   if (!loaded.ok()) return 1;
   const config::Log log(options.level, loaded.config->options.silent_log, 2,
@@ -197,7 +201,7 @@ int RunSystem(const SystemOptions& options) {
   if (!loaded.config->options.upstream_dns_origin.empty() &&
       LoadOptionsFor(loaded.config->options).system_resolv_conf !=
           loaded.config->options.resolvconf_path) {
-    loaded = config::Load(options.paths, LoadOptionsFor(loaded.config->options));
+    loaded = LoadAsInvoker(invoker, options.paths, LoadOptionsFor(loaded.config->options));
     if (!loaded.ok()) {
       for (const auto& d : loaded.diagnostics) std::cerr << d.ToString() << "\n";
       return 1;
@@ -396,10 +400,10 @@ int RunSystem(const SystemOptions& options) {
   start_reload = [&] {
     reloading = true;
     if (reader.joinable()) reader.join();  // finished: it posted its result
-    reader = std::jthread([&io, &apply, &reloading, &reload_again, &start_reload,
+    reader = std::jthread([&io, &apply, &reloading, &reload_again, &start_reload, &invoker,
                            paths = options.paths, running = stack->config().options,
                            load_options = LoadOptionsFor(stack->config().options)] {
-      auto next = std::make_shared<config::LoadResult>(config::Load(paths, load_options));
+      auto next = std::make_shared<config::LoadResult>(LoadAsInvoker(invoker, paths, load_options));
       auto prepared = std::make_shared<Stack::Prepared>();
       if (next->ok()) *prepared = Stack::Prepare(running, *next->config);
       asio::post(io, [next, prepared, &apply, &reloading, &reload_again, &start_reload] {

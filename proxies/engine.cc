@@ -9,6 +9,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <cstdio>
+#include <set>
 #include <sstream>
 #include <utility>
 #include <vector>
@@ -113,6 +114,9 @@ struct Engine::Impl {
   std::size_t max_total = 0;
   std::map<asio::ip::address, std::size_t> per_source;  // connections by client address
   bool capping = false;  // the cap bit and it was logged: once until it lets go
+  // Sources whose own cap bit and was logged: once until all their
+  // connections have ended, whatever other sources' connections do.
+  std::set<asio::ip::address> capped_sources;
   IdleWatch idle;        // its timeout is the current generation's
 
   Impl(asio::io_context& io_context, Options o, resolver::FakePool& p, resolver::Upstream& upstream,
@@ -185,11 +189,13 @@ asio::awaitable<void> Engine::Impl::Accept() {
     const asio::ip::address source = client->remote_endpoint(peer_ec).address();
     const std::size_t per_source_cap = current->config->options.max_connections_per_source;
     std::size_t& from_source = per_source[source];
-    if (active >= max_total || (per_source_cap != 0 && from_source >= per_source_cap)) {
+    const bool total_full = active >= max_total;
+    if (total_full || (per_source_cap != 0 && from_source >= per_source_cap)) {
       if (from_source == 0) per_source.erase(source);
       // One line while the cap bites, not one per refused connection.
-      if (!capping) {
-        capping = true;
+      const bool first =
+          total_full ? !std::exchange(capping, true) : capped_sources.insert(source).second;
+      if (first) {
         log.Warning("ENGINE",
                     "refusing new connections: " + std::to_string(active) + " at once (cap " +
                         std::to_string(max_total) + ", from the limit of open files), " +
@@ -205,6 +211,7 @@ asio::awaitable<void> Engine::Impl::Accept() {
       --active;
       if (const auto it = per_source.find(source); it != per_source.end() && --it->second == 0) {
         per_source.erase(it);
+        capped_sources.erase(source);
       }
       if (capping && active < max_total * 9 / 10) capping = false;
       if (!e) return;
