@@ -18,15 +18,11 @@
 #include "launcher/run.h"
 
 #include <fcntl.h>
-#include <grp.h>
 #include <linux/capability.h>
 #include <net/if.h>
-#include <poll.h>
 #include <sched.h>
 #include <signal.h>
 #include <sys/ioctl.h>
-#include <sys/mount.h>
-#include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -45,13 +41,15 @@
 #include <thread>
 
 #include "config/config.h"
+#include "launcher/guardian.h"
 #include "launcher/privilege.h"
 #include "launcher/sandbox_files.h"
-#include "launcher/seccomp.h"
+#include "launcher/sandbox_init.h"
 #include "launcher/stack.h"
 #include "launcher/system.h"
 #include "netns/file_io.h"
 #include "netns/interception.h"
+#include "netns/run_state.h"
 #include "netns/sandbox_link.h"
 #include "netns/unique_fd.h"
 
@@ -60,13 +58,6 @@ namespace {
 
 namespace asio = boost::asio;
 namespace fs = std::filesystem;
-
-constexpr int kSetupFailed = 125;
-
-// The signals that tunnels and init pass on to the program.
-constexpr int kForwarded[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2};
-
-std::string Errno(const std::string& what) { return what + ": " + std::strerror(errno); }
 
 using Fd = netns::UniqueFd;
 
@@ -110,7 +101,7 @@ bool InNetns(int netns_fd, Fn&& fn, std::string* error) {
   bool joined = false;
   std::thread t([&] {
     if (::setns(netns_fd, CLONE_NEWNET) != 0) {
-      *error = Errno("cannot enter the sandbox's network namespace (setns)");
+      *error = ErrnoText("cannot enter the sandbox's network namespace (setns)");
       return;
     }
     joined = true;
@@ -125,201 +116,15 @@ bool BringUpLoopback(std::string* error) {
   ifreq request{};
   std::strncpy(request.ifr_name, "lo", IFNAMSIZ - 1);
   if (fd.get() < 0 || ::ioctl(fd.get(), SIOCGIFFLAGS, &request) != 0) {
-    *error = Errno("cannot read the flags of the sandbox's lo");
+    *error = ErrnoText("cannot read the flags of the sandbox's lo");
     return false;
   }
   request.ifr_flags = static_cast<short>(request.ifr_flags | IFF_UP);
   if (::ioctl(fd.get(), SIOCSIFFLAGS, &request) != 0) {
-    *error = Errno("cannot bring up the sandbox's lo");
+    *error = ErrnoText("cannot bring up the sandbox's lo");
     return false;
   }
   return true;
-}
-
-// --- the sandbox's init -----------------------------------------------------
-
-struct Plan {
-  std::vector<std::string> command;
-  Identity identity;
-  std::string cwd;
-  std::string resolv_conf;  // files to mount over the machine's
-  std::string nsswitch;
-  bool same_user = false;        // the caller's own identity: nothing to change
-  bool report_leftovers = true;  // at the default log level and above
-  // "NAME=value" entries; prepared before the fork, as the argument list is.
-  std::vector<std::string> environment;
-};
-
-// Writes a message for the user on stderr; async-signal-safe enough for a
-// forked child.
-void Say(const std::string& message) {
-  const std::string line = "tunnels run: " + message + "\n";
-  [[maybe_unused]] const ssize_t n = ::write(2, line.data(), line.size());
-}
-
-// Where a symbolic link finally points, without requiring that it exists.
-std::string FollowLinks(std::string path) {
-  for (int i = 0; i < 16; ++i) {
-    char target[4096];
-    const ssize_t n = ::readlink(path.c_str(), target, sizeof target - 1);
-    if (n <= 0) return path;
-    target[n] = '\0';
-    const fs::path t(target);
-    path = (t.is_absolute() ? t : fs::path(path).parent_path() / t).lexically_normal().string();
-  }
-  return path;
-}
-
-bool MountSandboxFiles(const Plan& plan) {
-  if (::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) {
-    Say(Errno("cannot make the sandbox's mounts private"));
-    return false;
-  }
-  if (::mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr) != 0) {
-    Say(Errno("cannot mount /proc for the sandbox"));
-    return false;
-  }
-  // systemd-resolved's varlink and D-Bus-facing sockets, and nscd's cache:
-  // programs that ask them would get answers from outside the sandbox.
-  std::vector<std::string> hidden;
-  for (const char* dir : {"/run/systemd/resolve", "/run/nscd", "/var/run/nscd"}) {
-    struct stat st {};
-    if (::lstat(dir, &st) == 0 && S_ISDIR(st.st_mode)) {
-      if (::mount("tunnels", dir, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,size=64k") != 0) {
-        Say(Errno(std::string("cannot hide ") + dir));
-        return false;
-      }
-      hidden.push_back(dir);
-    }
-  }
-  // /etc/resolv.conf is often a link into /run/systemd/resolve, hidden just
-  // now: bind over what it points to, made in our own empty tmpfs if needed.
-  const std::string resolv = FollowLinks("/etc/resolv.conf");
-  if (::access(resolv.c_str(), F_OK) != 0) {
-    const bool ours = std::any_of(hidden.begin(), hidden.end(), [&](const std::string& d) {
-      return resolv.starts_with(d + "/");
-    });
-    if (!ours) {
-      Say("/etc/resolv.conf points to " + resolv + ", which does not exist; cannot replace it");
-      return false;
-    }
-    Fd created(::open(resolv.c_str(), O_CREAT | O_WRONLY | O_CLOEXEC, 0644));
-  }
-  if (::mount(plan.resolv_conf.c_str(), resolv.c_str(), nullptr, MS_BIND, nullptr) != 0) {
-    Say(Errno("cannot mount the sandbox's resolv.conf over " + resolv));
-    return false;
-  }
-  if (::access("/etc/nsswitch.conf", F_OK) == 0 &&
-      ::mount(plan.nsswitch.c_str(), "/etc/nsswitch.conf", nullptr, MS_BIND, nullptr) != 0) {
-    Say(Errno("cannot mount the sandbox's nsswitch.conf"));
-    return false;
-  }
-  return true;
-}
-
-// The null-terminated list of pointers execve() takes, into `strings`
-// (which must outlive it).
-std::vector<char*> ExecList(const std::vector<std::string>& strings) {
-  std::vector<char*> list;
-  for (const std::string& s : strings) list.push_back(const_cast<char*>(s.c_str()));
-  list.push_back(nullptr);
-  return list;
-}
-
-[[noreturn]] void ExecProgram(const Plan& plan, const sigset_t& original_mask) {
-  for (int sig : kForwarded) ::signal(sig, SIG_DFL);
-  ::signal(SIGCHLD, SIG_DFL);
-  ::signal(SIGPIPE, SIG_DFL);  // tunnels ignores it; the program gets the default
-  ::sigprocmask(SIG_SETMASK, &original_mask, nullptr);
-  if (!plan.same_user) {
-    if (::setgroups(plan.identity.groups.size(), plan.identity.groups.data()) != 0 ||
-        ::setgid(plan.identity.gid) != 0 || ::setuid(plan.identity.uid) != 0) {
-      Say(Errno("cannot become user " + plan.identity.name));
-      ::_exit(kSetupFailed);
-    }
-  }
-  // Nothing in the sandbox regains privileges through a setuid binary, nor
-  // types into the caller's terminal (see seccomp.h).
-  if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) {
-    Say(Errno("cannot set no_new_privs for the program"));
-    ::_exit(kSetupFailed);
-  }
-  if (const std::string why = BlockTerminalInjection(); !why.empty()) {
-    Say(why);
-    ::_exit(kSetupFailed);
-  }
-  if (::chdir(plan.cwd.c_str()) != 0) {
-    Say(Errno("cannot enter " + plan.cwd + " in the sandbox"));
-  }
-  std::vector<char*> argv = ExecList(plan.command);
-  std::vector<char*> envp = ExecList(plan.environment);
-  ::execvpe(argv[0], argv.data(), envp.data());
-  const int e = errno;
-  Say(std::string("cannot run ") + plan.command[0] + ": " + std::strerror(e));
-  ::_exit(e == ENOENT ? 127 : 126);
-}
-
-void NoOp(int) {}
-
-// Counts the processes of the sandbox's PID namespace (its own /proc) other
-// than init, and says how many are about to be ended.
-void ReportLeftovers() {
-  std::error_code ec;
-  int left = 0;
-  for (const auto& entry : fs::directory_iterator("/proc", ec)) {
-    const std::string name = entry.path().filename().string();
-    if (name != "1" && name.find_first_not_of("0123456789") == std::string::npos) ++left;
-  }
-  if (left > 0) {
-    Say("the program exited; ending " + std::to_string(left) +
-        (left == 1 ? " process" : " processes") + " left in the sandbox");
-  }
-}
-
-[[noreturn]] void SandboxInit(const Plan& plan, int go, const sigset_t& original_mask) {
-  // init dies with tunnels; the kernel then ends the whole PID namespace.
-  ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-  char byte = 0;
-  if (::read(go, &byte, 1) != 1 || byte != 'g') ::_exit(kSetupFailed);
-  ::close(go);
-  if (!MountSandboxFiles(plan)) ::_exit(kSetupFailed);
-
-  // PID 1 gets only the signals it has handlers for; they stay blocked and
-  // are taken with sigwaitinfo.
-  for (int sig : kForwarded) ::signal(sig, NoOp);
-  ::signal(SIGCHLD, NoOp);
-  const pid_t program = ::fork();
-  if (program < 0) {
-    Say(Errno("cannot start the program (fork)"));
-    ::_exit(kSetupFailed);
-  }
-  if (program == 0) ExecProgram(plan, original_mask);
-
-  sigset_t wait_for;
-  ::sigemptyset(&wait_for);
-  for (int sig : kForwarded) ::sigaddset(&wait_for, sig);
-  ::sigaddset(&wait_for, SIGCHLD);
-  for (;;) {
-    siginfo_t info{};
-    const int sig = ::sigwaitinfo(&wait_for, &info);
-    if (sig < 0) continue;
-    if (sig != SIGCHLD) {
-      // From the terminal the program got it too: pass on only what a
-      // process sent (tunnels, or a kill from inside), or it arrives twice.
-      if (info.si_code != SI_KERNEL) ::kill(program, sig);
-      continue;
-    }
-    int status = 0;
-    pid_t done;
-    while ((done = ::waitpid(-1, &status, WNOHANG)) > 0) {
-      if (done != program) continue;  // an orphan: reaped, as init must
-      // The kernel ends the rest with init: say so, as a program that left
-      // a daemon behind would otherwise lose it without a word.
-      if (plan.report_leftovers) ReportLeftovers();
-      if (WIFEXITED(status)) ::_exit(WEXITSTATUS(status));
-      if (WIFSIGNALED(status)) ::_exit(128 + WTERMSIG(status));
-    }
-  }
 }
 
 // --- tunnels' side ------------------------------------------------------------
@@ -340,142 +145,12 @@ std::string ReadFile(const std::string& path) {
   return s.str();
 }
 
-// The sandbox's files, in `run-<pid>` under the state directory, removed
-// with everything in it; the pid in the name lets a later run or cleanup
-// remove the directories of instances that were killed.
-class TempDir {
- public:
-  explicit TempDir(const std::string& parent) {
-    std::error_code ec;
-    const fs::path path = fs::path(parent) / ("run-" + std::to_string(::getpid()));
-    fs::remove_all(path, ec);  // a dead instance's, with the same pid
-    if (::mkdir(path.c_str(), 0700) == 0) path_ = path.string();
-  }
-  ~TempDir() {
-    std::error_code ec;
-    if (!path_.empty()) fs::remove_all(path_, ec);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
-
-// Ends init (and with it the sandbox) unless told it is done.
-class InitGuard {
- public:
-  explicit InitGuard(pid_t pid) : pid_(pid) {}
-  ~InitGuard() {
-    if (pid_ <= 0) return;
-    ::kill(pid_, SIGKILL);
-    int status = 0;
-    ::waitpid(pid_, &status, 0);
-  }
-  void Release() { pid_ = -1; }
-
- private:
-  pid_t pid_;
-};
-
-// Whether `pid` is a running process: not a zombie, which is what a killed
-// tunnels is for a moment after its guardian has seen it end.
-bool Running(pid_t pid) {
-  if (::kill(pid, 0) != 0 && errno != EPERM) return false;
-  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
-  std::string text((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
-  const std::size_t end = text.rfind(')');  // the name may hold spaces and ')'
-  if (end == std::string::npos || end + 2 >= text.size()) return true;
-  const char state = text[end + 2];
-  return state != 'Z' && state != 'X';
-}
-
-// Removes the `run-<pid>` directories of instances no longer running.
-void RemoveStaleFiles(const std::string& state_dir) {
-  std::error_code ec;
-  for (const auto& entry : fs::directory_iterator(state_dir, ec)) {
-    const std::string name = entry.path().filename().string();
-    if (!name.starts_with("run-") || !entry.is_directory(ec)) continue;
-    const std::string pid = name.substr(4);
-    if (pid.empty() || pid.find_first_not_of("0123456789") != std::string::npos) continue;
-    if (Running(std::stoi(pid))) continue;
-    fs::remove_all(entry.path(), ec);
-  }
-}
-
-// A Ctrl-C (SIGINT), SIGTERM or SIGHUP that arrived, blocked, during setup:
-// the signal, taken off the pending set, or 0. Setup then stops and what it
-// did is undone, instead of starting the program anyway.
-int StopRequested() {
-  sigset_t stop;
-  ::sigemptyset(&stop);
-  for (int sig : {SIGINT, SIGTERM, SIGHUP}) ::sigaddset(&stop, sig);
-  const timespec now{};
-  const int sig = ::sigtimedwait(&stop, nullptr, &now);
-  return sig > 0 ? sig : 0;
-}
-
 }  // namespace
-
-// Forks the guardian: a process in a session of its own (the terminal's
-// Ctrl-C does not reach it) that holds nothing of tunnels' but a pidfd of
-// this process. When this process has ended, however it ended (SIGKILL, the
-// OOM killer), the pidfd turns readable and the guardian becomes `tunnels
-// cleanup --state-dir DIR --run-only`, which undoes what was left: IPv4
-// forwarding must not stay on after the table that limited it went with its
-// owner. After a normal exit that finds nothing to do. It waits before it
-// execs, so that loading a second tunnels does not slow this one's start.
-// False with `error` set when it cannot be started.
-//
-// `tunnels system` uses the same guardian with `--system-only` (see
-// system.cc): each guardian runs only the part of cleanup for its own
-// instance's state, since another instance may be live elsewhere.
-bool StartGuardian(const std::vector<std::string>& args, std::string* error) {
-  // The pidfd (close-on-exec) turns readable once this process is a zombie:
-  // by then it has closed every descriptor and left nothing running.
-  Fd self(static_cast<int>(::syscall(SYS_pidfd_open, ::getpid(), 0)));
-  if (self.get() < 0) {
-    *error = Errno("cannot start the cleanup guardian (pidfd_open)");
-    return false;
-  }
-  // Everything the child needs, made before fork(): other threads may hold
-  // the allocator's locks, so the child only makes system calls.
-  std::vector<char*> argv = ExecList(args);
-  sigset_t none;
-  ::sigemptyset(&none);
-  const pid_t pid = ::fork();
-  if (pid < 0) {
-    *error = Errno("cannot start the cleanup guardian (fork)");
-    return false;
-  }
-  if (pid == 0) {
-    ::setsid();
-    ::sigprocmask(SIG_SETMASK, &none, nullptr);
-    ::prctl(PR_SET_NAME, "tunnels-guard");  // in ps and top, until it execs
-    // Nothing of tunnels' but standard output and error: a socket or a
-    // namespace held here would outlive tunnels.
-    if (self.get() != 3 && ::dup2(self.get(), 3) != 3) ::_exit(127);
-    ::close_range(4, ~0U, 0);
-    if (const int null = ::open("/dev/null", O_RDONLY); null > 0) {
-      ::dup2(null, 0);  // not the terminal's input
-      ::close(null);
-    }
-    pollfd ended{3, POLLIN, 0};
-    while (::poll(&ended, 1, -1) < 0 && errno == EINTR) {
-    }
-    ::close(3);
-    ::execv("/proc/self/exe", argv.data());
-    ::_exit(127);
-  }
-  return true;
-}
 
 int Cleanup(const std::string& state_dir) {
   std::vector<std::string> notes;
-  const std::string errors = netns::SandboxLink::CleanupStale(state_dir, &notes);
+  const std::string errors = netns::CleanupStaleRuns(state_dir, &notes);
   for (const std::string& note : notes) std::cout << "tunnels cleanup: " << note << "\n";
-  RemoveStaleFiles(state_dir);
   if (errors.empty()) return 0;
   std::cerr << "tunnels cleanup: " << errors << "\n";
   return 1;
@@ -560,19 +235,17 @@ int Run(const RunOptions& options) {
     log.Error("RUN", why);
     return kSetupFailed;
   }
-  if (const std::string errors = netns::SandboxLink::CleanupStale(options.state_dir);
-      !errors.empty()) {
+  if (const std::string errors = netns::CleanupStaleRuns(options.state_dir); !errors.empty()) {
     log.Warning("RUN", "cannot undo everything a killed instance left: " + errors);
   }
-  RemoveStaleFiles(options.state_dir);
   log.Debug("RUN", "stale state checked after " + ms_since(started));
 
-  TempDir files(options.state_dir);
+  netns::RunDirectory files(options.state_dir);
   if (files.path().empty()) {
-    log.Error("RUN", Errno("cannot create a directory under " + options.state_dir));
+    log.Error("RUN", ErrnoText("cannot create a directory under " + options.state_dir));
     return kSetupFailed;
   }
-  Plan plan;
+  SandboxPlan plan;
   plan.command = options.command;
   plan.identity = *identity;
   plan.report_leftovers = options.level >= config::LogLevel::kInfo;
@@ -589,8 +262,8 @@ int Run(const RunOptions& options) {
   plan.nsswitch = WriteFile(fs::path(files.path()) / "nsswitch.conf",
                             SandboxNsswitch(ReadFile("/etc/nsswitch.conf")));
   if (plan.resolv_conf.empty() || plan.nsswitch.empty()) {
-    log.Error("RUN",
-              Errno("cannot write the sandbox's resolv.conf and nsswitch.conf in " + files.path()));
+    log.Error("RUN", ErrnoText("cannot write the sandbox's resolv.conf and nsswitch.conf in " +
+                               files.path()));
     return kSetupFailed;
   }
 
@@ -605,7 +278,7 @@ int Run(const RunOptions& options) {
 
   int go_pipe[2];
   if (::pipe2(go_pipe, O_CLOEXEC) != 0) {
-    log.Error("RUN", Errno("pipe"));
+    log.Error("RUN", ErrnoText("pipe"));
     return kSetupFailed;
   }
   Fd go_read(go_pipe[0]);
@@ -615,7 +288,7 @@ int Run(const RunOptions& options) {
   const long child = ::syscall(SYS_clone, CLONE_NEWNET | CLONE_NEWNS | CLONE_NEWPID | SIGCHLD,
                                nullptr, nullptr, nullptr, 0);
   if (child < 0) {
-    log.Error("RUN", Errno("cannot create the sandbox's namespaces (clone)"));
+    log.Error("RUN", ErrnoText("cannot create the sandbox's namespaces (clone)"));
     return kSetupFailed;
   }
   if (child == 0) {
@@ -623,7 +296,7 @@ int Run(const RunOptions& options) {
     SandboxInit(plan, go_read.get(), original_mask);
   }
   const pid_t init = static_cast<pid_t>(child);
-  InitGuard guard(init);
+  ChildGuard guard(init);
   go_read.Reset();
   auto interrupted = [&](int sig) {
     log.Error("RUN", std::string(::strsignal(sig)) +
@@ -635,7 +308,7 @@ int Run(const RunOptions& options) {
 
   Fd netns(::open(("/proc/" + std::to_string(init) + "/ns/net").c_str(), O_RDONLY | O_CLOEXEC));
   if (netns.get() < 0) {
-    log.Error("RUN", Errno("cannot open the sandbox's network namespace"));
+    log.Error("RUN", ErrnoText("cannot open the sandbox's network namespace"));
     return kSetupFailed;
   }
   // The two halves of the setup touch different namespaces and each waits
@@ -706,7 +379,7 @@ int Run(const RunOptions& options) {
 
   Fd signals(::signalfd(-1, &handled, SFD_CLOEXEC | SFD_NONBLOCK));
   if (signals.get() < 0) {
-    log.Error("RUN", Errno("signalfd"));
+    log.Error("RUN", ErrnoText("signalfd"));
     return kSetupFailed;
   }
   // The last moment before the program starts.
@@ -716,7 +389,7 @@ int Run(const RunOptions& options) {
   }
   stack->Start();
   if (::write(go_write.get(), "g", 1) != 1) {
-    log.Error("RUN", Errno("cannot start the sandbox"));
+    log.Error("RUN", ErrnoText("cannot start the sandbox"));
     return kSetupFailed;
   }
   go_write.Reset();

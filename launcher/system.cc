@@ -19,8 +19,8 @@
 #include <thread>
 
 #include "config/config.h"
+#include "launcher/guardian.h"
 #include "launcher/mappings_file.h"
-#include "launcher/run.h"
 #include "launcher/stack.h"
 #include "netns/interception.h"
 #include "netns/journal.h"
