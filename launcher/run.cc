@@ -19,10 +19,8 @@
 
 #include <fcntl.h>
 #include <linux/capability.h>
-#include <net/if.h>
 #include <sched.h>
 #include <signal.h>
-#include <sys/ioctl.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -49,8 +47,10 @@
 #include "launcher/system.h"
 #include "netns/file_io.h"
 #include "netns/interception.h"
+#include "netns/kernel.h"
 #include "netns/run_state.h"
 #include "netns/sandbox_link.h"
+#include "netns/sandbox_side.h"
 #include "netns/unique_fd.h"
 
 namespace tunnels::launcher {
@@ -60,21 +60,6 @@ namespace asio = boost::asio;
 namespace fs = std::filesystem;
 
 using Fd = netns::UniqueFd;
-
-bool HasCapabilities(std::string* missing) {
-  __user_cap_header_struct header{_LINUX_CAPABILITY_VERSION_3, 0};
-  __user_cap_data_struct data[2] = {};
-  if (syscall(SYS_capget, &header, data) != 0) {
-    *missing = "CAP_SYS_ADMIN and CAP_NET_ADMIN";
-    return false;
-  }
-  auto has = [&](int cap) { return (data[cap / 32].effective & (1u << (cap % 32))) != 0; };
-  std::string m;
-  if (!has(CAP_SYS_ADMIN)) m = "CAP_SYS_ADMIN";
-  if (!has(CAP_NET_ADMIN)) m += std::string(m.empty() ? "" : " and ") + "CAP_NET_ADMIN";
-  *missing = m;
-  return m.empty();
-}
 
 std::vector<std::string> DefaultConfigPaths(const Identity& id) {
   std::vector<std::string> paths;
@@ -92,42 +77,6 @@ std::vector<std::string> DefaultConfigPaths(const Identity& id) {
 std::vector<std::string> DefaultConfigPaths() { return DefaultConfigPaths(FindInvoker()); }
 
 namespace {
-
-// Runs `fn` on a thread that has joined the network namespace `netns_fd`;
-// sockets made there stay in that namespace. Returns false (with `error`)
-// when the thread cannot join it.
-template <typename Fn>
-bool InNetns(int netns_fd, Fn&& fn, std::string* error) {
-  bool joined = false;
-  std::thread t([&] {
-    if (::setns(netns_fd, CLONE_NEWNET) != 0) {
-      *error = ErrnoText("cannot enter the sandbox's network namespace (setns)");
-      return;
-    }
-    joined = true;
-    fn();
-  });
-  t.join();
-  return joined;
-}
-
-bool BringUpLoopback(std::string* error) {
-  Fd fd(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
-  ifreq request{};
-  std::strncpy(request.ifr_name, "lo", IFNAMSIZ - 1);
-  if (fd.get() < 0 || ::ioctl(fd.get(), SIOCGIFFLAGS, &request) != 0) {
-    *error = ErrnoText("cannot read the flags of the sandbox's lo");
-    return false;
-  }
-  request.ifr_flags = static_cast<short>(request.ifr_flags | IFF_UP);
-  if (::ioctl(fd.get(), SIOCSIFFLAGS, &request) != 0) {
-    *error = ErrnoText("cannot bring up the sandbox's lo");
-    return false;
-  }
-  return true;
-}
-
-// --- tunnels' side ------------------------------------------------------------
 
 // Writes a file the sandbox's program reads as whatever user it runs as:
 // mode 0644 whatever the umask (sudo keeps the caller's, 077 for some).
@@ -166,8 +115,10 @@ int Run(const RunOptions& options) {
     std::cerr << "tunnels run: no command given; usage: tunnels run [OPTIONS] -- CMD [ARGS...]\n";
     return 2;
   }
-  std::string missing;
-  if (!HasCapabilities(&missing)) {
+  if (const std::string missing = netns::MissingCapabilities(
+          netns::EffectiveCapabilities(),
+          {{CAP_SYS_ADMIN, "CAP_SYS_ADMIN"}, {CAP_NET_ADMIN, "CAP_NET_ADMIN"}});
+      !missing.empty()) {
     std::cerr << "tunnels run: needs " << missing
               << " to create the sandbox's namespaces; run it as root, e.g. with sudo.\n";
     return kSetupFailed;
@@ -317,28 +268,24 @@ int Run(const RunOptions& options) {
   // caller's side (veth, NAT) here.
   std::unique_ptr<netns::Interception> interception;
   std::string sandbox_error;
-  bool listening = false;
-  bool entered = false;
   std::thread sandbox_side([&] {
-    entered = InNetns(
-        netns.get(),
-        [&] {
-          // 127.0.0.1 exists only once lo is up, and the link may not have
-          // brought it up yet.
-          if (!BringUpLoopback(&sandbox_error)) return;
+    std::unique_ptr<netns::Kernel> kernel = netns::LinuxKernelIn(netns.get(), &sandbox_error);
+    if (!kernel) return;
+    netns::InterceptionSpec spec;
+    spec.network = cfg.options.private_addresses.address;
+    spec.prefix_length = cfg.options.private_addresses.length;
+    spec.table_name = cfg.options.iptables_chain;
+    spec.owned = false;  // the sandbox's namespace dies with us; see InterceptionSpec
+    interception = netns::SetUpSandboxSide(
+        std::move(kernel), spec,
+        [&](std::uint16_t* listener_port, std::string* listen_error) {
           resolver::DnsServer::Options dns;
           dns.address = asio::ip::make_address("127.0.0.1");
           dns.port = 53;
           dns.packet_size = cfg.options.dns_packet_size;
-          if (!stack->Listen(io, dns, &sandbox_error)) return;
-          netns::InterceptionSpec spec;
-          spec.network = cfg.options.private_addresses.address;
-          spec.prefix_length = cfg.options.private_addresses.length;
-          spec.listener_port = stack->engine().port();
-          spec.table_name = cfg.options.iptables_chain;
-          spec.owned = false;  // the sandbox's namespace dies with us; see InterceptionSpec
-          interception = netns::Interception::Create(spec, &sandbox_error);
-          listening = interception != nullptr;
+          if (!stack->Listen(io, dns, listen_error)) return false;
+          *listener_port = stack->engine().port();
+          return true;
         },
         &sandbox_error);
   });
@@ -365,7 +312,7 @@ int Run(const RunOptions& options) {
   }
   for (const std::string& note : link->notes()) log.Info("RUN", note);
   for (const std::string& warning : link->warnings()) log.Warning("RUN", warning);
-  if (!entered || !listening) {
+  if (!interception) {
     log.Error("RUN", sandbox_error);
     return kSetupFailed;
   }

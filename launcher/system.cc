@@ -4,7 +4,6 @@
 #include <malloc.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <boost/asio/io_context.hpp>
@@ -24,6 +23,7 @@
 #include "launcher/stack.h"
 #include "netns/interception.h"
 #include "netns/journal.h"
+#include "netns/kernel.h"
 #include "netns/resolv_conf.h"
 
 namespace tunnels::launcher {
@@ -50,12 +50,9 @@ bool Exists(const std::string& path) {
 
 // Whether this process has CAP_NET_ADMIN in its effective set.
 bool HasNetAdmin() {
-  __user_cap_header_struct header{};
-  header.version = _LINUX_CAPABILITY_VERSION_3;
-  header.pid = 0;
-  __user_cap_data_struct data[2] = {};
-  if (::syscall(SYS_capget, &header, data) != 0) return true;  // let the kernel decide later
-  return (data[CAP_NET_ADMIN / 32].effective & (1u << (CAP_NET_ADMIN % 32))) != 0;
+  const std::optional<std::uint64_t> effective = netns::EffectiveCapabilities();
+  // Unknown: let the kernel decide later.
+  return !effective || netns::MissingCapabilities(effective, {{CAP_NET_ADMIN, "CAP_NET_ADMIN"}}).empty();
 }
 
 // Where the upstream DNS servers come from when no file sets upstreamDns:
