@@ -27,9 +27,13 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/posix/stream_descriptor.hpp>
+#include <boost/asio/redirect_error.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -77,6 +81,36 @@ std::vector<std::string> DefaultConfigPaths(const Identity& id) {
 std::vector<std::string> DefaultConfigPaths() { return DefaultConfigPaths(FindInvoker()); }
 
 namespace {
+
+// Reads the signals tunnels blocks from `signals` until init has ended:
+// passes on those a process sent (kill, systemd, a supervisor; from the
+// terminal, the program got them already), and on SIGCHLD reaps init,
+// releases `guard` and sets `*exit_status` to init's, which is the
+// program's. Also returns if the signalfd fails, leaving the guard to end
+// the sandbox.
+asio::awaitable<void> WatchSandbox(asio::posix::stream_descriptor& signals, pid_t init,
+                                   ChildGuard* guard, int* exit_status) {
+  for (;;) {
+    signalfd_siginfo info{};
+    boost::system::error_code ec;
+    const std::size_t n = co_await signals.async_read_some(
+        asio::buffer(&info, sizeof info), asio::redirect_error(asio::use_awaitable, ec));
+    if (ec) co_return;
+    if (n != sizeof info) continue;
+    const int sig = static_cast<int>(info.ssi_signo);
+    if (sig == SIGCHLD) {
+      int status = 0;
+      if (::waitpid(init, &status, WNOHANG) == init) {
+        guard->Release();
+        *exit_status = WIFEXITED(status) ? WEXITSTATUS(status)
+                                         : 128 + (WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+        co_return;
+      }
+    } else if (info.ssi_code != SI_KERNEL) {
+      ::kill(init, sig);
+    }
+  }
+}
 
 // Writes a file the sandbox's program reads as whatever user it runs as:
 // mode 0644 whatever the umask (sudo keeps the caller's, 077 for some).
@@ -345,38 +379,17 @@ int Run(const RunOptions& options) {
 
   int exit_status = kSetupFailed;
   asio::posix::stream_descriptor signal_stream(io, ::fcntl(signals.get(), F_DUPFD_CLOEXEC, 0));
-  signalfd_siginfo info{};
-  std::function<void()> read_signal = [&] {
-    signal_stream.async_read_some(
-        asio::buffer(&info, sizeof info), [&](const boost::system::error_code& ec, std::size_t n) {
-          if (ec) return;
-          if (n == sizeof info) {
-            const int sig = static_cast<int>(info.ssi_signo);
-            if (sig == SIGCHLD) {
-              int status = 0;
-              if (::waitpid(init, &status, WNOHANG) == init) {
-                guard.Release();
-                exit_status = WIFEXITED(status)
-                                  ? WEXITSTATUS(status)
-                                  : 128 + (WIFSIGNALED(status) ? WTERMSIG(status) : 0);
-                stack->Stop();
-                io.stop();
-                return;
-              }
-            } else if (info.ssi_code != SI_KERNEL) {
-              // Sent by a process (kill, systemd, a supervisor): pass it on.
-              // From the terminal, the program got it already.
-              ::kill(init, sig);
-            }
-          }
-          read_signal();
-        });
-  };
-  read_signal();
+  asio::co_spawn(io, WatchSandbox(signal_stream, init, &guard, &exit_status),
+                 [&](std::exception_ptr e) {
+                   if (e) log.Error("RUN", "stopped watching the sandbox on an internal error");
+                   stack->Stop();
+                   io.stop();
+                 });
   asio::steady_timer expiry(io);
-  ScheduleExpiry(expiry, stack->pool(),
-                 std::max<std::chrono::seconds>(std::chrono::seconds(1),
-                                                cfg.options.address_cleanup_time / 8));
+  ScheduleExpiry(
+      expiry, stack->pool(),
+      std::max<std::chrono::seconds>(std::chrono::seconds(1), cfg.options.address_cleanup_time / 8),
+      log);
   io.run();
   io.EndPendingWork();
   log.Debug("RUN", "program ended after " + ms_since(started));
