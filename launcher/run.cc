@@ -128,6 +128,205 @@ std::string ReadFile(const std::string& path) {
   return s.str();
 }
 
+std::string MsSince(std::chrono::steady_clock::time_point t) {
+  const std::chrono::duration<double, std::milli> d = std::chrono::steady_clock::now() - t;
+  return std::to_string(d.count()) + " ms";
+}
+
+// The configuration as `tunnels run` uses it; nullopt once the loader's
+// diagnostics (or why the files could not be read) went to stderr.
+std::optional<config::Config> LoadRunConfig(const RunOptions& options, const Identity& invoker,
+                                            const Identity& identity) {
+  // Read with the rights of the user who ran sudo: what that user cannot
+  // read must not become rules, nor be quoted in a diagnostic.
+  config::LoadResult loaded;
+  {
+    const InvokerRights rights(invoker);
+    if (!rights.error().empty()) {
+      std::cerr << "tunnels run: " << rights.error() << "\n";
+      return std::nullopt;
+    }
+    const std::vector<std::string> paths =
+        options.config_paths.empty() ? DefaultConfigPaths(identity) : options.config_paths;
+    loaded = paths.empty() ? config::LoadDocuments({}) : config::Load(paths);
+  }
+  for (const auto& d : loaded.diagnostics) std::cerr << d.ToString() << "\n";
+  if (!loaded.ok()) return std::nullopt;
+  config::Config cfg = *loaded.config;
+  // Inside the sandbox tunnels' DNS server is 127.0.0.1:53, whatever the
+  // configuration says for system mode; --strict refuses names without rules.
+  cfg.options.dns_bind_address = "127.0.0.1";
+  cfg.options.dns_port = 53;
+  if (options.strict) cfg.options.block_undefined_domains = true;
+  return cfg;
+}
+
+// -v: which files the rules came from, as `tunnels check` lists them.
+void LogConfigFiles(const config::Config& cfg, const config::Log& log) {
+  if (cfg.files.empty()) {
+    log.Debug("CONFIG", "no configuration file loaded; no rules apply");
+  } else {
+    std::string names;
+    for (const std::string& f : cfg.files) names += (names.empty() ? "" : ", ") + f;
+    log.Debug("CONFIG", "loaded " + names);
+  }
+}
+
+// What init needs, with the sandbox's files written in `dir`; nullopt with
+// `*error` set when they cannot be written.
+std::optional<SandboxPlan> MakePlan(const RunOptions& options, const Identity& invoker,
+                                    const Identity& identity, const std::string& dir,
+                                    std::string* error) {
+  SandboxPlan plan;
+  plan.command = options.command;
+  plan.identity = identity;
+  plan.report_leftovers = options.level >= config::LogLevel::kInfo;
+  plan.same_user = options.user.empty() && !UnderSudo(invoker);
+  plan.cwd = fs::current_path().string();
+  {
+    std::vector<std::string> caller;
+    for (char** e = environ; *e; ++e) caller.emplace_back(*e);
+    plan.environment =
+        plan.same_user ? caller
+                       : ProgramEnvironment(caller, identity.name, identity.home, identity.shell);
+  }
+  plan.resolv_conf = WriteFile(fs::path(dir) / "resolv.conf", SandboxResolvConf());
+  plan.nsswitch =
+      WriteFile(fs::path(dir) / "nsswitch.conf", SandboxNsswitch(ReadFile("/etc/nsswitch.conf")));
+  if (plan.resolv_conf.empty() || plan.nsswitch.empty()) {
+    *error = ErrnoText("cannot write the sandbox's resolv.conf and nsswitch.conf in " + dir);
+    return std::nullopt;
+  }
+  return plan;
+}
+
+// Both sides of the sandbox's network. Destroyed in reverse: the link goes
+// first, as it did when both were locals of Run.
+struct Network {
+  std::unique_ptr<netns::Interception> interception;
+  std::unique_ptr<netns::SandboxLink> link;
+};
+
+// Sets up the network of the sandbox whose network namespace `netns_fd`
+// refers to, starting the guardian before the first change on this side.
+// False once it has logged why not.
+bool SetUpNetwork(const RunOptions& options, const config::Config& cfg, Stack& stack, StackIo& io,
+                  int netns_fd, const config::Log& log,
+                  std::chrono::steady_clock::time_point started, Network* network) {
+  // The two halves of the setup touch different namespaces and each waits
+  // on the kernel (an nftables commit takes milliseconds), so they run at
+  // once: the sandbox's side on a thread inside its network namespace, the
+  // caller's side (veth, NAT) here.
+  std::string sandbox_error;
+  std::thread sandbox_side([&] {
+    std::unique_ptr<netns::Kernel> kernel = netns::LinuxKernelIn(netns_fd, &sandbox_error);
+    if (!kernel) return;
+    netns::InterceptionSpec spec;
+    spec.network = cfg.options.private_addresses.address;
+    spec.prefix_length = cfg.options.private_addresses.length;
+    spec.table_name = cfg.options.iptables_chain;
+    spec.owned = false;  // the sandbox's namespace dies with us; see InterceptionSpec
+    network->interception = netns::SetUpSandboxSide(
+        std::move(kernel), spec,
+        [&](std::uint16_t* listener_port, std::string* listen_error) {
+          resolver::DnsServer::Options dns;
+          dns.address = asio::ip::make_address("127.0.0.1");
+          dns.port = 53;
+          dns.packet_size = cfg.options.dns_packet_size;
+          if (!stack.Listen(io, dns, listen_error)) return false;
+          *listener_port = stack.engine().port();
+          return true;
+        },
+        &sandbox_error);
+  });
+  std::string error;
+  // Before the first change to this side: a process that undoes them if
+  // tunnels is killed (see StartGuardian).
+  if (!options.strict &&
+      !StartGuardian({"tunnels", "cleanup", "--state-dir", options.state_dir, "--run-only"},
+                     &error)) {
+    log.Warning("RUN", error);
+  }
+  netns::SandboxLinkSpec link_spec;
+  link_spec.sandbox_netns_fd = netns_fd;
+  link_spec.name_prefix = "tnl" + std::to_string(::getpid());
+  link_spec.outbound = !options.strict;
+  link_spec.table_name = "tunnels_run_" + std::to_string(::getpid());
+  link_spec.state_dir = options.state_dir;
+  network->link = netns::SandboxLink::Create(link_spec, &error);
+  log.Debug("RUN", "link ready after " + MsSince(started));
+  sandbox_side.join();
+  log.Debug("RUN", "sandbox side ready after " + MsSince(started));
+  if (!network->link) {
+    log.Error("RUN", error);
+    return false;
+  }
+  for (const std::string& note : network->link->notes()) log.Info("RUN", note);
+  for (const std::string& warning : network->link->warnings()) log.Warning("RUN", warning);
+  if (!network->interception) {
+    log.Error("RUN", sandbox_error);
+    return false;
+  }
+  return true;
+}
+
+// Blocks the signals that tunnels and init take, into `*handled`: from
+// here on tunnels reads them from a signalfd, init with sigwaitinfo, and
+// the program gets the original mask back. Then clones init, which waits
+// for a 'g' on the pipe whose write end goes to `*go`. Its pid, or -1 once
+// it has logged why not.
+pid_t CloneInit(const SandboxPlan& plan, const config::Log& log, sigset_t* handled, Fd* go) {
+  ::sigemptyset(handled);
+  for (int sig : kForwarded) ::sigaddset(handled, sig);
+  ::sigaddset(handled, SIGCHLD);
+  sigset_t original_mask;
+  ::sigprocmask(SIG_BLOCK, handled, &original_mask);
+
+  int go_pipe[2];
+  if (::pipe2(go_pipe, O_CLOEXEC) != 0) {
+    log.Error("RUN", ErrnoText("pipe"));
+    return -1;
+  }
+  Fd go_read(go_pipe[0]);
+  *go = Fd(go_pipe[1]);
+  // Like fork(), with the child in new namespaces. tunnels has no thread
+  // yet, so the child may carry on in this code.
+  const long child = ::syscall(SYS_clone, CLONE_NEWNET | CLONE_NEWNS | CLONE_NEWPID | SIGCHLD,
+                               nullptr, nullptr, nullptr, 0);
+  if (child < 0) {
+    log.Error("RUN", ErrnoText("cannot create the sandbox's namespaces (clone)"));
+    return -1;
+  }
+  if (child == 0) {
+    go->Reset();
+    SandboxInit(plan, go_read.get(), original_mask);
+  }
+  go_read.Reset();
+  return static_cast<pid_t>(child);
+}
+
+// Serves the sandbox, whose init is `init`, until init has ended, reading
+// the blocked signals from `signal_fd`; init's exit status, the program's.
+int Serve(const config::Config& cfg, Stack& stack, StackIo& io, int signal_fd, pid_t init,
+          ChildGuard* guard, const config::Log& log) {
+  int exit_status = kSetupFailed;
+  asio::posix::stream_descriptor signal_stream(io, ::fcntl(signal_fd, F_DUPFD_CLOEXEC, 0));
+  asio::co_spawn(io, WatchSandbox(signal_stream, init, guard, &exit_status),
+                 [&](std::exception_ptr e) {
+                   if (e) log.Error("RUN", "stopped watching the sandbox on an internal error");
+                   stack.Stop();
+                   io.stop();
+                 });
+  asio::steady_timer expiry(io);
+  ScheduleExpiry(
+      expiry, stack.pool(),
+      std::max<std::chrono::seconds>(std::chrono::seconds(1), cfg.options.address_cleanup_time / 8),
+      log);
+  io.run();
+  io.EndPendingWork();
+  return exit_status;
+}
+
 }  // namespace
 
 int Cleanup(const std::string& state_dir) {
@@ -141,10 +340,6 @@ int Cleanup(const std::string& state_dir) {
 
 int Run(const RunOptions& options) {
   const auto started = std::chrono::steady_clock::now();
-  auto ms_since = [](std::chrono::steady_clock::time_point t) {
-    const std::chrono::duration<double, std::milli> d = std::chrono::steady_clock::now() - t;
-    return std::to_string(d.count()) + " ms";
-  };
   if (options.command.empty()) {
     std::cerr << "tunnels run: no command given; usage: tunnels run [OPTIONS] -- CMD [ARGS...]\n";
     return 2;
@@ -164,36 +359,11 @@ int Run(const RunOptions& options) {
     std::cerr << "tunnels run: " << error << "\n";
     return kSetupFailed;
   }
-  // Read with the rights of the user who ran sudo: what that user cannot
-  // read must not become rules, nor be quoted in a diagnostic.
-  config::LoadResult loaded;
-  {
-    const InvokerRights rights(invoker);
-    if (!rights.error().empty()) {
-      std::cerr << "tunnels run: " << rights.error() << "\n";
-      return kSetupFailed;
-    }
-    const std::vector<std::string> paths =
-        options.config_paths.empty() ? DefaultConfigPaths(*identity) : options.config_paths;
-    loaded = paths.empty() ? config::LoadDocuments({}) : config::Load(paths);
-  }
-  for (const auto& d : loaded.diagnostics) std::cerr << d.ToString() << "\n";
-  if (!loaded.ok()) return kSetupFailed;
-  config::Config cfg = *loaded.config;
-  // Inside the sandbox tunnels' DNS server is 127.0.0.1:53, whatever the
-  // configuration says for system mode; --strict refuses names without rules.
-  cfg.options.dns_bind_address = "127.0.0.1";
-  cfg.options.dns_port = 53;
-  if (options.strict) cfg.options.block_undefined_domains = true;
+  const std::optional<config::Config> loaded = LoadRunConfig(options, invoker, *identity);
+  if (!loaded) return kSetupFailed;
+  const config::Config& cfg = *loaded;
   const config::Log log(options.level, cfg.options.silent_log);
-  // -v: which files the rules came from, as `tunnels check` lists them.
-  if (cfg.files.empty()) {
-    log.Debug("CONFIG", "no configuration file loaded; no rules apply");
-  } else {
-    std::string names;
-    for (const std::string& f : cfg.files) names += (names.empty() ? "" : ", ") + f;
-    log.Debug("CONFIG", "loaded " + names);
-  }
+  LogConfigFiles(cfg, log);
   // Reports, after every object below is gone, how long undoing took.
   std::optional<std::chrono::steady_clock::time_point> ended;
   struct TeardownReport {
@@ -215,7 +385,7 @@ int Run(const RunOptions& options) {
     log.Error("RUN", error);
     return kSetupFailed;
   }
-  log.Debug("RUN", "configuration loaded after " + ms_since(started));
+  log.Debug("RUN", "configuration loaded after " + MsSince(started));
   if (std::string why = netns::PrepareStateDirectory(options.state_dir); !why.empty()) {
     log.Error("RUN", why);
     return kSetupFailed;
@@ -223,66 +393,25 @@ int Run(const RunOptions& options) {
   if (const std::string errors = netns::CleanupStaleRuns(options.state_dir); !errors.empty()) {
     log.Warning("RUN", "cannot undo everything a killed instance left: " + errors);
   }
-  log.Debug("RUN", "stale state checked after " + ms_since(started));
+  log.Debug("RUN", "stale state checked after " + MsSince(started));
 
   netns::RunDirectory files(options.state_dir);
   if (files.path().empty()) {
     log.Error("RUN", ErrnoText("cannot create a directory under " + options.state_dir));
     return kSetupFailed;
   }
-  SandboxPlan plan;
-  plan.command = options.command;
-  plan.identity = *identity;
-  plan.report_leftovers = options.level >= config::LogLevel::kInfo;
-  plan.same_user = options.user.empty() && !UnderSudo(invoker);
-  plan.cwd = fs::current_path().string();
-  {
-    std::vector<std::string> caller;
-    for (char** e = environ; *e; ++e) caller.emplace_back(*e);
-    plan.environment = plan.same_user ? caller
-                                      : ProgramEnvironment(caller, identity->name, identity->home,
-                                                           identity->shell);
-  }
-  plan.resolv_conf = WriteFile(fs::path(files.path()) / "resolv.conf", SandboxResolvConf());
-  plan.nsswitch = WriteFile(fs::path(files.path()) / "nsswitch.conf",
-                            SandboxNsswitch(ReadFile("/etc/nsswitch.conf")));
-  if (plan.resolv_conf.empty() || plan.nsswitch.empty()) {
-    log.Error("RUN", ErrnoText("cannot write the sandbox's resolv.conf and nsswitch.conf in " +
-                               files.path()));
+  const std::optional<SandboxPlan> plan =
+      MakePlan(options, invoker, *identity, files.path(), &error);
+  if (!plan) {
+    log.Error("RUN", error);
     return kSetupFailed;
   }
 
-  // Signals stay blocked from here on: tunnels reads them from a signalfd,
-  // init with sigwaitinfo; the program gets the original mask back.
   sigset_t handled;
-  ::sigemptyset(&handled);
-  for (int sig : kForwarded) ::sigaddset(&handled, sig);
-  ::sigaddset(&handled, SIGCHLD);
-  sigset_t original_mask;
-  ::sigprocmask(SIG_BLOCK, &handled, &original_mask);
-
-  int go_pipe[2];
-  if (::pipe2(go_pipe, O_CLOEXEC) != 0) {
-    log.Error("RUN", ErrnoText("pipe"));
-    return kSetupFailed;
-  }
-  Fd go_read(go_pipe[0]);
-  Fd go_write(go_pipe[1]);
-  // Like fork(), with the child in new namespaces. tunnels has no thread
-  // yet, so the child may carry on in this code.
-  const long child = ::syscall(SYS_clone, CLONE_NEWNET | CLONE_NEWNS | CLONE_NEWPID | SIGCHLD,
-                               nullptr, nullptr, nullptr, 0);
-  if (child < 0) {
-    log.Error("RUN", ErrnoText("cannot create the sandbox's namespaces (clone)"));
-    return kSetupFailed;
-  }
-  if (child == 0) {
-    go_write.Reset();
-    SandboxInit(plan, go_read.get(), original_mask);
-  }
-  const pid_t init = static_cast<pid_t>(child);
+  Fd go_write;
+  const pid_t init = CloneInit(*plan, log, &handled, &go_write);
+  if (init < 0) return kSetupFailed;
   ChildGuard guard(init);
-  go_read.Reset();
   auto interrupted = [&](int sig) {
     log.Error("RUN", std::string(::strsignal(sig)) +
                          " during setup: the program was not started, and what was set up "
@@ -296,64 +425,14 @@ int Run(const RunOptions& options) {
     log.Error("RUN", ErrnoText("cannot open the sandbox's network namespace"));
     return kSetupFailed;
   }
-  // The two halves of the setup touch different namespaces and each waits
-  // on the kernel (an nftables commit takes milliseconds), so they run at
-  // once: the sandbox's side on a thread inside its network namespace, the
-  // caller's side (veth, NAT) here.
-  std::unique_ptr<netns::Interception> interception;
-  std::string sandbox_error;
-  std::thread sandbox_side([&] {
-    std::unique_ptr<netns::Kernel> kernel = netns::LinuxKernelIn(netns.get(), &sandbox_error);
-    if (!kernel) return;
-    netns::InterceptionSpec spec;
-    spec.network = cfg.options.private_addresses.address;
-    spec.prefix_length = cfg.options.private_addresses.length;
-    spec.table_name = cfg.options.iptables_chain;
-    spec.owned = false;  // the sandbox's namespace dies with us; see InterceptionSpec
-    interception = netns::SetUpSandboxSide(
-        std::move(kernel), spec,
-        [&](std::uint16_t* listener_port, std::string* listen_error) {
-          resolver::DnsServer::Options dns;
-          dns.address = asio::ip::make_address("127.0.0.1");
-          dns.port = 53;
-          dns.packet_size = cfg.options.dns_packet_size;
-          if (!stack->Listen(io, dns, listen_error)) return false;
-          *listener_port = stack->engine().port();
-          return true;
-        },
-        &sandbox_error);
-  });
-  // Before the first change to this side: a process that undoes them if
-  // tunnels is killed (see StartGuardian).
-  if (!options.strict &&
-      !StartGuardian({"tunnels", "cleanup", "--state-dir", options.state_dir, "--run-only"},
-                     &error)) {
-    log.Warning("RUN", error);
-  }
-  netns::SandboxLinkSpec link_spec;
-  link_spec.sandbox_netns_fd = netns.get();
-  link_spec.name_prefix = "tnl" + std::to_string(::getpid());
-  link_spec.outbound = !options.strict;
-  link_spec.table_name = "tunnels_run_" + std::to_string(::getpid());
-  link_spec.state_dir = options.state_dir;
-  const auto link = netns::SandboxLink::Create(link_spec, &error);
-  log.Debug("RUN", "link ready after " + ms_since(started));
-  sandbox_side.join();
-  log.Debug("RUN", "sandbox side ready after " + ms_since(started));
-  if (!link) {
-    log.Error("RUN", error);
-    return kSetupFailed;
-  }
-  for (const std::string& note : link->notes()) log.Info("RUN", note);
-  for (const std::string& warning : link->warnings()) log.Warning("RUN", warning);
-  if (!interception) {
-    log.Error("RUN", sandbox_error);
+  Network network;
+  if (!SetUpNetwork(options, cfg, *stack, io, netns.get(), log, started, &network)) {
     return kSetupFailed;
   }
   // The sandbox's table goes with its namespace; Remove() would run here,
   // in the caller's.
   if (const int sig = StopRequested(); sig != 0) {
-    interception->Abandon();
+    network.interception->Abandon();
     return interrupted(sig);
   }
   RaiseFileLimit(log);
@@ -365,7 +444,7 @@ int Run(const RunOptions& options) {
   }
   // The last moment before the program starts.
   if (const int sig = StopRequested(); sig != 0) {
-    interception->Abandon();
+    network.interception->Abandon();
     return interrupted(sig);
   }
   stack->Start();
@@ -377,26 +456,12 @@ int Run(const RunOptions& options) {
   log.Info("RUN", "sandbox ready: " + std::to_string(cfg.rules.size()) + " rules" +
                       (options.strict ? ", strict" : ""));
 
-  int exit_status = kSetupFailed;
-  asio::posix::stream_descriptor signal_stream(io, ::fcntl(signals.get(), F_DUPFD_CLOEXEC, 0));
-  asio::co_spawn(io, WatchSandbox(signal_stream, init, &guard, &exit_status),
-                 [&](std::exception_ptr e) {
-                   if (e) log.Error("RUN", "stopped watching the sandbox on an internal error");
-                   stack->Stop();
-                   io.stop();
-                 });
-  asio::steady_timer expiry(io);
-  ScheduleExpiry(
-      expiry, stack->pool(),
-      std::max<std::chrono::seconds>(std::chrono::seconds(1), cfg.options.address_cleanup_time / 8),
-      log);
-  io.run();
-  io.EndPendingWork();
-  log.Debug("RUN", "program ended after " + ms_since(started));
+  const int exit_status = Serve(cfg, *stack, io, signals.get(), init, &guard, log);
+  log.Debug("RUN", "program ended after " + MsSince(started));
   ended = std::chrono::steady_clock::now();
   // The sandbox's namespace goes away with its last process and our last
   // reference to it, and takes the route and table with it.
-  interception->Abandon();
+  network.interception->Abandon();
   return exit_status;
 }
 
