@@ -361,16 +361,9 @@ class LinuxKernelImpl final : public Kernel {
 
   std::string NetnsId() override { return netns_id_; }
 
-  Status RunInNetns(const std::function<Status()>& f) override {
-    const Status s = In(f);
-    // InNetns's own failure names no object: this one is the namespace
-    // the Kernel was made for.
-    if (!s.ok() && s.message.starts_with("cannot enter the network namespace")) {
-      return {s.error, "cannot enter the network namespace " + netns_id_ +
-                           " (setns): " + std::strerror(s.error)};
-    }
-    return s;
-  }
+  // In()'s failure says "cannot enter the network namespace: <errno
+  // text>"; the caller names which one.
+  Status RunInNetns(const std::function<Status()>& f) override { return In(f); }
 
  private:
   template <typename F>

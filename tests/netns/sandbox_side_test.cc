@@ -93,10 +93,10 @@ TEST_CASE("lo that will not come up stops the setup with the operation, errno te
 TEST_CASE("a namespace that cannot be entered stops the setup before listening") {
   Fixture f;
   f.sandbox->fail["run-in-netns"] =
-      Status{EPERM, "cannot enter the network namespace 4:100 (setns): Operation not permitted"};
+      Status{EPERM, "cannot enter the network namespace: Operation not permitted"};
   CHECK(f.SetUp() == nullptr);
   CHECK(Contains(f.error, "cannot listen in the sandbox"));
-  CHECK(Contains(f.error, "(setns): Operation not permitted"));
+  CHECK(Contains(f.error, "cannot enter the network namespace: Operation not permitted"));
   CHECK(Contains(f.error, "CAP_SYS_ADMIN"));
   CHECK(*f.journal == Calls{"sandbox: link-up lo", "sandbox: run-in-netns", "sandbox: destroyed"});
 }
