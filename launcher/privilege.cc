@@ -2,8 +2,10 @@
 
 #include <grp.h>
 #include <pwd.h>
+#include <signal.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -156,6 +158,31 @@ config::LoadResult LoadAsInvoker(const Identity& invoker, const std::vector<std:
     return failed;
   }
   return paths.empty() ? config::LoadDocuments({}, options) : config::Load(paths, options);
+}
+
+std::string ErrnoText(const std::string& what) { return what + ": " + std::strerror(errno); }
+
+std::vector<char*> ExecList(const std::vector<std::string>& strings) {
+  std::vector<char*> list;
+  for (const std::string& s : strings) list.push_back(const_cast<char*>(s.c_str()));
+  list.push_back(nullptr);
+  return list;
+}
+
+ChildGuard::~ChildGuard() {
+  if (pid_ <= 0) return;
+  ::kill(pid_, SIGKILL);
+  int status = 0;
+  ::waitpid(pid_, &status, 0);
+}
+
+int StopRequested() {
+  sigset_t stop;
+  ::sigemptyset(&stop);
+  for (int sig : {SIGINT, SIGTERM, SIGHUP}) ::sigaddset(&stop, sig);
+  const timespec now{};
+  const int sig = ::sigtimedwait(&stop, nullptr, &now);
+  return sig > 0 ? sig : 0;
 }
 
 }  // namespace tunnels::launcher

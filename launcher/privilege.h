@@ -77,4 +77,32 @@ class InvokerRights {
 config::LoadResult LoadAsInvoker(const Identity& invoker, const std::vector<std::string>& paths,
                                  const config::LoadOptions& options = {});
 
+// --- process helpers, for the forks of `tunnels run` and the guardian ------
+
+// "`what`: " and the text of the current errno.
+std::string ErrnoText(const std::string& what);
+
+// The null-terminated list of pointers execve() takes, into `strings`
+// (which must outlive it).
+std::vector<char*> ExecList(const std::vector<std::string>& strings);
+
+// Ends a child (SIGKILL) and reaps it when destroyed, unless released
+// (once it was reaped elsewhere).
+class ChildGuard {
+ public:
+  explicit ChildGuard(pid_t pid) : pid_(pid) {}
+  ~ChildGuard();
+  ChildGuard(const ChildGuard&) = delete;
+  ChildGuard& operator=(const ChildGuard&) = delete;
+  void Release() { pid_ = -1; }
+
+ private:
+  pid_t pid_;
+};
+
+// A Ctrl-C (SIGINT), SIGTERM or SIGHUP that arrived, blocked, during setup:
+// the signal, taken off the pending set, or 0. Setup then stops and what it
+// did is undone, instead of starting the program anyway.
+[[nodiscard]] int StopRequested();
+
 }  // namespace tunnels::launcher

@@ -28,11 +28,6 @@ std::vector<std::string> DefaultConfigPaths();
 // runtimes do), 126/127 when the command cannot be run or found.
 int Run(const RunOptions& options);
 
-// Forks a guardian that, once this process has ended however it ended,
-// execs this binary with `args` (a `tunnels cleanup` for this instance's
-// state only). False with `error` set when it cannot be started.
-[[nodiscard]] bool StartGuardian(const std::vector<std::string>& args, std::string* error);
-
 // `tunnels cleanup`: removes what killed `tunnels run` instances left behind
 // on this side (state under `state_dir`), never touching running ones.
 int Cleanup(const std::string& state_dir);

@@ -4,13 +4,16 @@
 #include <malloc.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
+#include <boost/asio/redirect_error.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
 #include <csignal>
 #include <cstdlib>
 #include <functional>
@@ -19,12 +22,13 @@
 #include <thread>
 
 #include "config/config.h"
+#include "launcher/guardian.h"
 #include "launcher/mappings_file.h"
 #include "launcher/privilege.h"
-#include "launcher/run.h"
 #include "launcher/stack.h"
 #include "netns/interception.h"
 #include "netns/journal.h"
+#include "netns/kernel.h"
 #include "netns/resolv_conf.h"
 
 namespace tunnels::launcher {
@@ -51,12 +55,10 @@ bool Exists(const std::string& path) {
 
 // Whether this process has CAP_NET_ADMIN in its effective set.
 bool HasNetAdmin() {
-  __user_cap_header_struct header{};
-  header.version = _LINUX_CAPABILITY_VERSION_3;
-  header.pid = 0;
-  __user_cap_data_struct data[2] = {};
-  if (::syscall(SYS_capget, &header, data) != 0) return true;  // let the kernel decide later
-  return (data[CAP_NET_ADMIN / 32].effective & (1u << (CAP_NET_ADMIN % 32))) != 0;
+  const std::optional<std::uint64_t> effective = netns::EffectiveCapabilities();
+  // Unknown: let the kernel decide later.
+  return !effective ||
+         netns::MissingCapabilities(effective, {{CAP_NET_ADMIN, "CAP_NET_ADMIN"}}).empty();
 }
 
 // Where the upstream DNS servers come from when no file sets upstreamDns:
@@ -89,13 +91,29 @@ class LazySystemUndoer : public netns::Undoer {
   std::unique_ptr<netns::SystemUndoer> undoer_;
 };
 
-void ScheduleSave(asio::steady_timer& timer, MappingsStore& saver) {
-  timer.expires_after(kSaveEvery);
-  timer.async_wait([&timer, &saver](const boost::system::error_code& ec) {
-    if (ec) return;
+// Each of these loops ends when its timer or signal set is cancelled (or
+// the io_context goes); their errors are redirected, not thrown.
+
+// Saves the mappings every kSaveEvery (Save writes only what changed).
+asio::awaitable<void> SavePeriodically(asio::steady_timer& timer, MappingsStore& saver) {
+  for (;;) {
+    boost::system::error_code ec;
+    timer.expires_after(kSaveEvery);
+    co_await timer.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    if (ec) co_return;
     saver.Save();
-    ScheduleSave(timer, saver);
-  });
+  }
+}
+
+asio::awaitable<void> ExpirePeriodically(asio::steady_timer& timer, resolver::FakePool& pool,
+                                         std::chrono::seconds every) {
+  for (;;) {
+    boost::system::error_code ec;
+    timer.expires_after(every);
+    co_await timer.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    if (ec) co_return;
+    pool.Expire();
+  }
 }
 
 // Everything tunnels system changed, undone in reverse order; "" or the
@@ -127,14 +145,22 @@ struct Changes {
 
 }  // namespace
 
-void ScheduleExpiry(asio::steady_timer& timer, resolver::FakePool& pool,
-                    std::chrono::seconds every) {
-  timer.expires_after(every);
-  timer.async_wait([&timer, &pool, every](const boost::system::error_code& ec) {
-    if (ec) return;
-    pool.Expire();
-    ScheduleExpiry(timer, pool, every);
+void SpawnLogged(asio::io_context& io, asio::awaitable<void> task, const config::Log& log,
+                 const std::string& module) {
+  asio::co_spawn(io, std::move(task), [&log, module](std::exception_ptr e) {
+    if (!e) return;
+    try {
+      std::rethrow_exception(e);
+    } catch (const std::exception& ex) {
+      log.Error(module, std::string("a background task ended on an internal error: ") + ex.what());
+    }
   });
+}
+
+void ScheduleExpiry(asio::steady_timer& timer, resolver::FakePool& pool, std::chrono::seconds every,
+                    const config::Log& log) {
+  auto& io = static_cast<asio::io_context&>(timer.get_executor().context());
+  SpawnLogged(io, ExpirePeriodically(timer, pool, every), log, "DNS");
 }
 
 void RaiseFileLimit(const config::Log& log) {
@@ -359,9 +385,9 @@ int RunSystem(const SystemOptions& options) {
   asio::steady_timer expiry(io);
   ScheduleExpiry(
       expiry, stack->pool(),
-      std::max<std::chrono::seconds>(std::chrono::seconds(1), o.address_cleanup_time / 8));
+      std::max<std::chrono::seconds>(std::chrono::seconds(1), o.address_cleanup_time / 8), log);
   asio::steady_timer save(io);
-  ScheduleSave(save, saver);
+  SpawnLogged(io, SavePeriodically(save, saver), log, "SYSTEM");
 
   // SIGHUP: the same files again; only a valid configuration replaces the
   // running one. The files are read and compiled on a thread of their own
@@ -422,9 +448,11 @@ int RunSystem(const SystemOptions& options) {
       });
     });
   };
-  std::function<void()> wait_for_hangup = [&] {
-    hangup.async_wait([&](const boost::system::error_code& sec, int) {
-      if (sec) return;
+  auto wait_for_hangups = [&]() -> asio::awaitable<void> {
+    for (;;) {
+      boost::system::error_code sec;
+      co_await hangup.async_wait(asio::redirect_error(asio::use_awaitable, sec));
+      if (sec) co_return;
       if (reloading) {
         log.Info("CONFIG", "SIGHUP during a reload: reading once more when it ends");
         reload_again = true;
@@ -432,15 +460,13 @@ int RunSystem(const SystemOptions& options) {
         log.Info("CONFIG", "SIGHUP: reading the configuration again");
         start_reload();
       }
-      wait_for_hangup();
-    });
+    }
   };
-  wait_for_hangup();
+  SpawnLogged(io, wait_for_hangups(), log, "CONFIG");
 
   // SIGTERM, SIGINT: stop accepting, give live connections kDrainTime to
   // finish; a second signal stops at once.
   asio::steady_timer drain(io);
-  const auto drain_until = std::make_shared<std::chrono::steady_clock::time_point>();
   auto stop_now = [&] {
     stack->Stop();
     expiry.cancel();
@@ -450,23 +476,16 @@ int RunSystem(const SystemOptions& options) {
     signals.cancel();
     io.stop();
   };
-  std::function<void()> check_drained = [&] {
-    // Connections still connecting are not waited for: see
-    // Engine::relaying_connections.
-    if (stack->engine().relaying_connections() == 0 ||
-        std::chrono::steady_clock::now() >= *drain_until) {
-      const std::size_t left = stack->engine().relaying_connections();
-      if (left > 0) log.Info("ENGINE", "ending " + std::to_string(left) + " live connections");
-      stop_now();
-      return;
-    }
-    drain.expires_after(std::chrono::milliseconds(50));
-    drain.async_wait([&](const boost::system::error_code& dec) {
-      if (!dec) check_drained();
-    });
+  // A second signal while draining stops at once.
+  auto wait_for_second = [&]() -> asio::awaitable<void> {
+    boost::system::error_code again;
+    co_await signals.async_wait(asio::redirect_error(asio::use_awaitable, again));
+    if (!again) stop_now();
   };
-  signals.async_wait([&](const boost::system::error_code& sec, int signal) {
-    if (sec) return;
+  auto wait_for_stop = [&]() -> asio::awaitable<void> {
+    boost::system::error_code sec;
+    const int signal = co_await signals.async_wait(asio::redirect_error(asio::use_awaitable, sec));
+    if (sec) co_return;
     const std::size_t live = stack->engine().relaying_connections();
     log.Info("DNS", std::string("stopping on ") + (signal == SIGINT ? "SIGINT" : "SIGTERM") +
                         (live == 0 ? std::string()
@@ -475,12 +494,22 @@ int RunSystem(const SystemOptions& options) {
     stack->engine().Stop();
     // Programs get the real DNS servers back at once, not after the drain.
     if (std::string why = changes.RestoreResolvConf(); !why.empty()) log.Error("DNS", why);
-    *drain_until = std::chrono::steady_clock::now() + kDrainTime;
-    signals.async_wait([&](const boost::system::error_code& again, int) {
-      if (!again) stop_now();
-    });
-    check_drained();
-  });
+    const auto drain_until = std::chrono::steady_clock::now() + kDrainTime;
+    SpawnLogged(io, wait_for_second(), log, "SYSTEM");
+    // Connections still connecting are not waited for: see
+    // Engine::relaying_connections.
+    while (stack->engine().relaying_connections() != 0 &&
+           std::chrono::steady_clock::now() < drain_until) {
+      boost::system::error_code dec;
+      drain.expires_after(std::chrono::milliseconds(50));
+      co_await drain.async_wait(asio::redirect_error(asio::use_awaitable, dec));
+      if (dec) co_return;
+    }
+    const std::size_t left = stack->engine().relaying_connections();
+    if (left > 0) log.Info("ENGINE", "ending " + std::to_string(left) + " live connections");
+    stop_now();
+  };
+  SpawnLogged(io, wait_for_stop(), log, "SYSTEM");
   io.run();
   io.EndPendingWork();
 

@@ -2,6 +2,8 @@
 // the engine for the machine's own network namespace, in the foreground.
 #pragma once
 
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/io_context.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <chrono>
 #include <string>
@@ -31,8 +33,15 @@ int CleanupSystem(const std::string& state_dir, const std::string& resolv_conf,
                   const std::string& backup, bool forget = false, bool journal_only = false);
 
 // Shared with `tunnels run`.
+//
+// Spawns `task` on `io`; if it ends by an exception, says so under
+// `module` (`log` must outlive the io_context's run).
+void SpawnLogged(boost::asio::io_context& io, boost::asio::awaitable<void> task,
+                 const config::Log& log, const std::string& module);
+// Expires the pool's unused fake addresses every `every`, on a coroutine
+// that ends when `timer` is cancelled or its io_context goes.
 void ScheduleExpiry(boost::asio::steady_timer& timer, resolver::FakePool& pool,
-                    std::chrono::seconds every);
+                    std::chrono::seconds every, const config::Log& log);
 // Every relayed connection holds two sockets and two pipes; the usual soft
 // limit of 1024 descriptors would cap tunnels at about 250 connections.
 void RaiseFileLimit(const config::Log& log);

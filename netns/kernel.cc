@@ -15,6 +15,18 @@ std::string Ipv4AddressString(std::uint32_t address) {
   return text;
 }
 
+std::string MissingCapabilities(std::optional<std::uint64_t> effective,
+                                std::initializer_list<Capability> needed) {
+  std::string missing;
+  for (const Capability& c : needed) {
+    if (effective && c.number >= 0 && c.number < 64 && ((*effective >> c.number) & 1u) != 0) {
+      continue;
+    }
+    missing += std::string(missing.empty() ? "" : " and ") + c.name;
+  }
+  return missing;
+}
+
 std::string Ipv4Network::ToString() const {
   return Ipv4AddressString(address) + "/" + std::to_string(prefix_length);
 }

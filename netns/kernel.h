@@ -8,7 +8,10 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
+#include <initializer_list>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -123,7 +126,30 @@ class Kernel {
   // Identifies this Kernel's network namespace ("DEV:INODE" of its nsfs
   // file): state recorded in one namespace must not be acted on in another.
   virtual std::string NetnsId() = 0;
+
+  // Runs `f` in this Kernel's network namespace and returns what it
+  // returns, or why the namespace could not be entered (then `f` did not
+  // run). Sockets that `f` opens stay in that namespace: this is how a
+  // server listens inside a sandbox while its process stays outside. `f`
+  // runs on a thread joined before this returns, so it may use the
+  // caller's variables, but it must not rely on thread-local state.
+  virtual Status RunInNetns(const std::function<Status()>& f) = 0;
 };
+
+// One capability (CAP_NET_ADMIN, ...) and its name for messages.
+struct Capability {
+  int number = 0;
+  const char* name = "";
+};
+
+// This process's effective capability set, bit N for capability N; nullopt
+// when the kernel does not say (capget failed).
+std::optional<std::uint64_t> EffectiveCapabilities();
+
+// Those of `needed` that `effective` lacks, by name, joined with " and ";
+// all of them when `effective` is unknown. "" when none is missing.
+std::string MissingCapabilities(std::optional<std::uint64_t> effective,
+                                std::initializer_list<Capability> needed);
 
 // The real kernel: opens a NETLINK_ROUTE socket (libnl) and a libnftables
 // context, both close-on-exec, kept for the object's lifetime (the nftables

@@ -361,6 +361,10 @@ class LinuxKernelImpl final : public Kernel {
 
   std::string NetnsId() override { return netns_id_; }
 
+  // In()'s failure says "cannot enter the network namespace: <errno
+  // text>"; the caller names which one.
+  Status RunInNetns(const std::function<Status()>& f) override { return In(f); }
+
  private:
   template <typename F>
   Status In(F f) {
@@ -512,10 +516,9 @@ class LinuxKernelImpl final : public Kernel {
 };
 
 bool HasNetAdmin() {
-  __user_cap_header_struct header{_LINUX_CAPABILITY_VERSION_3, 0};
-  __user_cap_data_struct data[_LINUX_CAPABILITY_U32S_3] = {};
-  if (syscall(SYS_capget, &header, data) != 0) return true;  // let the kernel decide
-  return (data[CAP_NET_ADMIN / 32].effective & (1u << (CAP_NET_ADMIN % 32))) != 0;
+  const std::optional<std::uint64_t> effective = EffectiveCapabilities();
+  // Unknown: let the kernel decide.
+  return !effective || MissingCapabilities(effective, {{CAP_NET_ADMIN, "CAP_NET_ADMIN"}}).empty();
 }
 
 // Opens the netlink socket for routes and the libnftables context in the
@@ -576,6 +579,13 @@ std::unique_ptr<Kernel> LinuxKernel(std::string* error) {
   if (!OpenSockets(&route_socket, &nft, error)) return nullptr;
   return std::make_unique<LinuxKernelImpl>(std::move(route_socket), std::move(nft), UniqueFd(),
                                            std::move(id));
+}
+
+std::optional<std::uint64_t> EffectiveCapabilities() {
+  __user_cap_header_struct header{_LINUX_CAPABILITY_VERSION_3, 0};
+  __user_cap_data_struct data[_LINUX_CAPABILITY_U32S_3] = {};
+  if (syscall(SYS_capget, &header, data) != 0) return std::nullopt;
+  return (static_cast<std::uint64_t>(data[1].effective) << 32) | data[0].effective;
 }
 
 std::unique_ptr<Kernel> LinuxKernelIn(int netns_fd, std::string* error) {

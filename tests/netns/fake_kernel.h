@@ -6,6 +6,7 @@
 #include <cerrno>
 #include <cstdint>
 #include <cstdio>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -37,7 +38,7 @@ struct FakeState {
   // "add-veth NAME PEER fd=FD group=G", "delete-link NAME", "find-link
   // NAME", "link-up NAME", "add-address NAME A/LEN", "add-default-route
   // via A dev NAME", "list-routes", "list-addresses", "sysctl PATH=VALUE",
-  // and "destroyed" when the Kernel object goes away.
+  // "run-in-netns", and "destroyed" when the Kernel object goes away.
   std::vector<std::string> calls;
   std::vector<std::string> scripts;  // every nft script, in order
   std::string chains_listing;        // what ListNftChains returns (not a recorded call)
@@ -249,6 +250,15 @@ class FakeKernel final : public Kernel {
   }
 
   std::string NetnsId() override { return state_->netns_id; }
+
+  // Runs `f` here, on this thread: the fake has no namespace to enter.
+  Status RunInNetns(const std::function<Status()>& f) override {
+    {
+      const std::lock_guard lock(state_->mutex);
+      if (auto s = Call("run-in-netns", "")) return *s;
+    }
+    return f();
+  }
 
   // "100.64.0.1/30" -> {0x64400001, 30}
   static Ipv4Network Parse(const std::string& text) {
