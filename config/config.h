@@ -170,7 +170,9 @@ struct Options {
   std::chrono::seconds connection_idle_timeout{7200};
   std::uint16_t temporary_bind_port_first = 30000;
   std::uint16_t temporary_bind_port_last = 55000;
-  std::string iptables_chain = "tunnels_redirects";
+  // The nftables table that holds the redirections; its key keeps the
+  // original tunnels' name, iptablesChain.
+  std::string nft_table = "tunnels_redirects";
   std::uint32_t random_credentials_length = 16;
   // Whether `direct` and proxies given by name may connect to a private
   // address (RFC 1918, ULA) that the upstream DNS server answered; loopback,

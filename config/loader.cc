@@ -755,7 +755,7 @@ void Loader::ReadMainOption(const std::string& key, const YAML::Node& key_node,
           return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-';
         });
     if (ok) {
-      o.iptables_chain = text;
+      o.nft_table = text;
     } else {
       Error(vwhere,
             "iptablesChain: expected up to 64 letters, digits, '_' or '-', not '" + text + "'");

@@ -662,7 +662,7 @@ int Run(const RunOptions& options) {
           spec.network = cfg.options.private_addresses.address;
           spec.prefix_length = cfg.options.private_addresses.length;
           spec.listener_port = stack->engine().port();
-          spec.table_name = cfg.options.iptables_chain;
+          spec.table_name = cfg.options.nft_table;
           spec.owned = false;  // the sandbox's namespace dies with us; see InterceptionSpec
           interception = netns::Interception::Create(spec, &sandbox_error);
           listening = interception != nullptr;

@@ -99,7 +99,7 @@ Stack::Prepared Stack::Prepare(const config::Options& running, const config::Con
   differs("resolvconfBackupPath", was.resolvconf_backup_path != now.resolvconf_backup_path);
   differs("dnsPacketSize", was.dns_packet_size != now.dns_packet_size);
   differs("upstreamDnsTimeout", was.upstream_dns_timeout != now.upstream_dns_timeout);
-  differs("iptablesChain", was.iptables_chain != now.iptables_chain);
+  differs("iptablesChain", was.nft_table != now.nft_table);
   differs("stateDirectory", was.state_directory != now.state_directory);
 
   // The options that need a restart keep their running values, so that the

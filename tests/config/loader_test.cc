@@ -85,7 +85,7 @@ TEST_CASE("defaults follow the original, with the three documented changes", "[l
   CHECK(o.dns_packet_size == 65535);
   CHECK(o.temporary_bind_port_first == 30000);
   CHECK(o.temporary_bind_port_last == 55000);
-  CHECK(o.iptables_chain == "tunnels_redirects");
+  CHECK(o.nft_table == "tunnels_redirects");
   CHECK(o.silent_log.empty());
   CHECK(o.origin.empty());
 }
@@ -133,7 +133,7 @@ stateDirectory: /tmp/state
   CHECK(o.connection_idle_timeout == std::chrono::seconds(0));
   CHECK(o.temporary_bind_port_first == 40000);
   CHECK(o.temporary_bind_port_last == 41000);
-  CHECK(o.iptables_chain == "my_chain");
+  CHECK(o.nft_table == "my_chain");
   CHECK(o.random_credentials_length == 8);
   CHECK(o.state_directory == "/tmp/state");
   REQUIRE(o.origin.contains("dnsPort"));
