@@ -1,6 +1,7 @@
 // Reads configuration documents into a validated Config: each document
 // into raw sections, then the whole checked (see loader.h).
 #include "config/loader.h"
+#include "config/options.h"
 
 #include <algorithm>
 #include <cctype>
@@ -11,35 +12,9 @@
 namespace tunnels::config::internal {
 namespace {
 
-const std::vector<std::string>& MainOptionNames() {
-  static const std::vector<std::string> names = {"upstreamDns",
-                                                 "privateAddresses",
-                                                 "blockUndefinedDomains",
-                                                 "silentLog",
-                                                 "addressCleanupTime",
-                                                 "dnsBindAddress",
-                                                 "dnsPort",
-                                                 "overwriteResolvconf",
-                                                 "restoreResolvConf",
-                                                 "makeResolvconfImmutable",
-                                                 "resolvconfPath",
-                                                 "resolvconfBackupPath",
-                                                 "dnsPacketSize",
-                                                 "upstreamDnsTimeout",
-                                                 "connectionIdleTimeout",
-                                                 "temporaryBindPortRange",
-                                                 "iptablesChain",
-                                                 "randomCredentialsLength",
-                                                 "stateDirectory",
-                                                 "allowPrivateAnswers",
-                                                 "maxConnectionsPerSource"};
-  return names;
-}
-
 std::vector<std::string> TopLevelKeys() {
   std::vector<std::string> keys = {"proxies", "ports", "rules"};
-  const auto& main = MainOptionNames();
-  keys.insert(keys.end(), main.begin(), main.end());
+  for (const MainOption& o : MainOptions()) keys.emplace_back(o.key);
   return keys;
 }
 
@@ -198,10 +173,7 @@ void Loader::ReadRoot(const YAML::Node& root, bool builtin) {
                    ForEachEntry(value, "rules",
                                 [&](const std::string& n, const YAML::Node& k,
                                     const YAML::Node& v) { ReadRule(n, k, v); });
-                 } else if (std::find(MainOptionNames().begin(), MainOptionNames().end(), key) !=
-                            MainOptionNames().end()) {
-                   ReadMainOption(key, key_node, value);
-                 } else {
+                 } else if (!ReadMainOption(key, key_node, value)) {
                    std::string message = "unknown option '" + key + "'";
                    if (auto hint = Closest(key, TopLevelKeys()))
                      message += "; did you mean '" + *hint + "'?";

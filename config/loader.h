@@ -84,6 +84,8 @@ struct RawRule {
   std::vector<Pos> proxy_at;  // of each of rule.proxies, in rule.where.file
 };
 
+struct OptionValue;
+
 class Loader {
  public:
   explicit Loader(const LoadOptions& options)
@@ -99,6 +101,7 @@ class Loader {
   LoadResult Finish();
 
  private:
+  friend struct OptionValue;  // the checks of the main options
   struct NoBuiltins {};
   Loader(const LoadOptions& options, NoBuiltins) : load_options_(options) {}
   // The aliases of the built-in port files, read and resolved once: they
@@ -157,7 +160,8 @@ class Loader {
   // A scalar "a, b, c" or a YAML list; items with their locations.
   std::vector<ListItem> ReadList(const YAML::Node& node, const Subject& what);
 
-  void ReadMainOption(const std::string& key, const YAML::Node& key_node, const YAML::Node& value);
+  // False if `key` is no main option.
+  bool ReadMainOption(const std::string& key, const YAML::Node& key_node, const YAML::Node& value);
   void ReadPortAlias(const std::string& name, const YAML::Node& key_node, const YAML::Node& value,
                      bool builtin);
   void ReadProxy(const std::string& name, const YAML::Node& key_node, const YAML::Node& value);

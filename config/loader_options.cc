@@ -1,8 +1,10 @@
-// The main options.
+// The main options: the checks that main_options.def names, and reading an
+// option by its entry there.
 #include <algorithm>
 #include <cctype>
 #include <cmath>
 #include <cstdlib>
+#include <sstream>
 
 #include "config/loader.h"
 #include "config/text.h"
@@ -39,173 +41,235 @@ bool IsPrivatePrefix(const Ipv4Prefix& p) {
 
 }  // namespace
 
-void Loader::ReadMainOption(const std::string& key, const YAML::Node& key_node,
-                            const YAML::Node& value) {
-  const SourceLocation here = Where(key_node);
-  if (const auto it = options_.origin.find(key); it != options_.origin.end()) {
-    Error(here, "option '" + key + "' is already set at " + it->second.ToString() +
-                    "; only one file may set it");
-    return;
-  }
-  options_.origin.emplace(key, here);
-  Options& o = options_;
+// What a check sees of the option being read.
+struct OptionValue {
+  Loader& loader;
+  const std::string& key;
+  const YAML::Node& node;
+  SourceLocation here;  // of the key
 
-  if (key == "upstreamDns") {
-    o.upstream_dns.clear();
-    const auto items = ReadList(value, "upstreamDns");
+  // The value as trimmed text, if it is a single value; else reported.
+  std::optional<std::string> Text() const {
+    if (!loader.ExpectScalar(node, "option '" + key + "'")) return std::nullopt;
+    return std::string(Trim(node.Scalar()));
+  }
+  std::vector<ListItem> List() const { return loader.ReadList(node, key); }
+  void Error(const SourceLocation& where, std::string message) const {
+    loader.Error(where, key + ": " + message);
+  }
+  // An error at the value.
+  void Error(std::string message) const { Error(loader.Where(node), std::move(message)); }
+  void ErrorAtKey(std::string message) const { loader.Error(here, std::move(message)); }
+  SourceLocation At(Pos p) const { return loader.At(p); }
+  void Warning(std::string message) const {
+    loader.Warning(loader.Where(node), key + ": " + message);
+  }
+};
+
+namespace {
+
+struct Flag {
+  void operator()(const OptionValue& v, bool* out) const {
+    const auto text = v.Text();
+    if (!text) return;
+    if (auto b = ParseBool(*text)) {
+      *out = *b;
+    } else {
+      v.Error("expected true or false, not '" + *text + "'");
+    }
+  }
+};
+
+// A whole number from lo to hi, stored as a number or as seconds.
+struct Whole {
+  std::uint64_t lo;
+  std::uint64_t hi;
+  template <typename T>
+  void operator()(const OptionValue& v, T* out) const {
+    const auto text = v.Text();
+    if (!text) return;
+    const auto n = ParseUnsigned(*text);
+    if (!n || *n < lo || *n > hi) {
+      v.Error("expected a whole number from " + std::to_string(lo) + " to " + std::to_string(hi) +
+              ", not '" + *text + "'");
+    } else if constexpr (std::is_same_v<T, std::chrono::seconds>) {
+      *out = std::chrono::seconds(*n);
+    } else {
+      *out = static_cast<T>(*n);
+    }
+  }
+};
+
+// A number of seconds from lo to hi, fractions allowed, kept in milliseconds.
+struct Seconds {
+  double lo;
+  double hi;
+  void operator()(const OptionValue& v, std::chrono::milliseconds* out) const {
+    const auto text = v.Text();
+    if (!text) return;
+    char* end = nullptr;
+    const double seconds = std::strtod(text->c_str(), &end);
+    if (text->empty() || end != text->c_str() + text->size() || !(seconds >= lo) || seconds > hi) {
+      std::ostringstream range;
+      range << lo << " to " << hi;
+      v.Error("expected a number of seconds from " + range.str() + ", not '" + *text + "'");
+    } else {
+      *out = std::chrono::milliseconds(std::llround(seconds * 1000));
+    }
+  }
+};
+
+struct AbsolutePath {
+  void operator()(const OptionValue& v, std::string* out) const {
+    const auto text = v.Text();
+    if (!text) return;
+    if (text->empty() || text->front() != '/') {
+      v.Error("expected an absolute path, not '" + *text + "'");
+    } else {
+      *out = *text;
+    }
+  }
+};
+
+struct IpAddress {
+  void operator()(const OptionValue& v, std::string* out) const {
+    const auto text = v.Text();
+    if (!text) return;
+    if (IsIpv4Literal(*text) || IsIpv6Literal(*text)) {
+      *out = *text;
+    } else {
+      v.Error("'" + *text + "' is not an IP address");
+    }
+  }
+};
+
+// The range the fake addresses are taken from.
+struct FakeRange {
+  void operator()(const OptionValue& v, Ipv4Prefix* out) const {
+    const auto text = v.Text();
+    if (!text) return;
+    std::string error;
+    auto p = ParseIpv4Prefix(*text, &error);
+    if (!p) {
+      v.Error(error);
+      return;
+    }
+    const std::uint32_t mask = p->length == 0 ? 0 : ~0u << (32 - p->length);
+    if ((p->address & ~mask) != 0) {
+      v.Error(*text + " has host bits set; did you mean " +
+              Ipv4Prefix{p->address & mask, p->length}.ToString() + "?");
+    } else if (p->length < 8 || p->length > 29) {
+      v.Error("the prefix length must be from /8 to /29 (a /29 holds 5 names at once)");
+    } else if (IsReservedPrefix(*p)) {
+      v.Error(*text +
+              " overlaps loopback, 0.0.0.0/8 or multicast; use a private range such as "
+              "198.18.0.0/15");
+    } else {
+      if (!IsPrivatePrefix(*p)) {
+        v.Warning(*text + " is not a private range; real hosts there become unreachable");
+      }
+      *out = *p;
+    }
+  }
+};
+
+// "FIRST-LAST".
+struct PortPair {
+  void operator()(const OptionValue& v, PortSpan* out) const {
+    const auto text = v.Text();
+    if (!text) return;
+    const std::string_view t = *text;
+    const std::size_t dash = t.find('-');
+    const auto first = ParsePort(Trim(t.substr(0, dash)));
+    const auto last =
+        dash == std::string::npos ? std::nullopt : ParsePort(Trim(t.substr(dash + 1)));
+    if (!first || !last || *first > *last) {
+      v.Error("expected FIRST-LAST such as 30000-55000, not '" + *text + "'");
+    } else {
+      *out = PortSpan{*first, *last};
+    }
+  }
+};
+
+// The name of an nftables table.
+struct TableName {
+  void operator()(const OptionValue& v, std::string* out) const {
+    const auto text = v.Text();
+    if (!text) return;
+    const bool ok =
+        !text->empty() && text->size() <= 64 && std::all_of(text->begin(), text->end(), [](char c) {
+          return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-';
+        });
+    if (ok) {
+      *out = *text;
+    } else {
+      v.Error("expected up to 64 letters, digits, '_' or '-', not '" + *text + "'");
+    }
+  }
+};
+
+// A list of names, which may be empty.
+struct Names {
+  void operator()(const OptionValue& v, std::vector<std::string>* out) const {
+    out->clear();
+    if (v.node.IsScalar() && Trim(v.node.Scalar()).empty()) return;
+    for (ListItem& item : v.List()) out->push_back(std::move(item.text));
+  }
+};
+
+// The upstream DNS servers: IP addresses, port 53 unless given.
+struct DnsServers {
+  void operator()(const OptionValue& v, std::vector<Endpoint>* out) const {
+    out->clear();
+    const auto items = v.List();
     // An empty list too: without a server no name could be resolved.
-    if (items.empty() && (value.IsScalar() || (value.IsSequence() && value.size() == 0))) {
-      Error(here, "upstreamDns names no server");
+    if (items.empty() && (v.node.IsScalar() || (v.node.IsSequence() && v.node.size() == 0))) {
+      v.ErrorAtKey("upstreamDns names no server");
     }
     for (const ListItem& item : items) {
       std::string error;
       const auto hp = ParseHostPort(item.text, &error);
       if (!hp) {
-        Error(At(item.at), "upstreamDns: " + error);
+        v.Error(v.At(item.at), error);
       } else if (!IsIpv4Literal(hp->host) && !IsIpv6Literal(hp->host)) {
-        Error(At(item.at), "upstreamDns: '" + hp->host +
-                               "' is a name; an upstream DNS server must be an IP address (nothing "
-                               "could resolve its name)");
+        v.Error(v.At(item.at), "'" + hp->host +
+                                   "' is a name; an upstream DNS server must be an IP "
+                                   "address (nothing could resolve its name)");
       } else {
-        o.upstream_dns.push_back(Endpoint{hp->host, hp->port.value_or(53)});
+        out->push_back(Endpoint{hp->host, hp->port.value_or(53)});
       }
     }
-    return;
   }
-  if (key == "silentLog") {
-    o.silent_log.clear();
-    if (value.IsScalar() && Trim(value.Scalar()).empty()) return;
-    for (ListItem& item : ReadList(value, "silentLog")) {
-      o.silent_log.push_back(std::move(item.text));
-    }
-    return;
-  }
-  if (!ExpectScalar(value, "option '" + key + "'")) return;
-  const std::string text = std::string(Trim(value.Scalar()));
-  const SourceLocation vwhere = Where(value);
+};
 
-  auto as_bool = [&](bool* out) {
-    if (auto b = ParseBool(text)) {
-      *out = *b;
-    } else {
-      Error(vwhere, key + ": expected true or false, not '" + text + "'");
-    }
-  };
-  auto as_uint = [&](std::uint64_t lo, std::uint64_t hi) -> std::optional<std::uint64_t> {
-    const auto v = ParseUnsigned(text);
-    if (!v || *v < lo || *v > hi) {
-      Error(vwhere, key + ": expected a whole number from " + std::to_string(lo) + " to " +
-                        std::to_string(hi) + ", not '" + text + "'");
-      return std::nullopt;
-    }
-    return v;
-  };
-  auto as_path = [&](std::string* out) {
-    if (text.empty() || text.front() != '/') {
-      Error(vwhere, key + ": expected an absolute path, not '" + text + "'");
-    } else {
-      *out = text;
-    }
-  };
+// How each option is read: its check, applied to its member.
+struct OptionReader {
+  std::string_view key;
+  void (*read)(const OptionValue& v, Options& o);
+};
+constexpr OptionReader kReaders[] = {
+#define TUNNELS_OPTION(key, member, type, default_value, reload, example, ...) \
+  {#key, [](const OptionValue& v, Options& o) { (__VA_ARGS__)(v, &o.member); }},
+#include "config/main_options.def"
+#undef TUNNELS_OPTION
+};
 
-  if (key == "privateAddresses") {
-    std::string error;
-    auto p = ParseIpv4Prefix(text, &error);
-    if (!p) {
-      Error(vwhere, "privateAddresses: " + error);
-      return;
-    }
-    const std::uint32_t mask = p->length == 0 ? 0 : ~0u << (32 - p->length);
-    if ((p->address & ~mask) != 0) {
-      Error(vwhere, "privateAddresses: " + text + " has host bits set; did you mean " +
-                        Ipv4Prefix{p->address & mask, p->length}.ToString() + "?");
-    } else if (p->length < 8 || p->length > 29) {
-      Error(vwhere,
-            "privateAddresses: the prefix length must be from /8 to /29 (a /29 holds "
-            "5 names at once)");
-    } else if (IsReservedPrefix(*p)) {
-      Error(vwhere, "privateAddresses: " + text +
-                        " overlaps loopback, 0.0.0.0/8 or multicast; use a private range such "
-                        "as 198.18.0.0/15");
-    } else {
-      if (!IsPrivatePrefix(*p)) {
-        Warning(vwhere, "privateAddresses: " + text +
-                            " is not a private range; real hosts there become unreachable");
-      }
-      o.private_addresses = *p;
-    }
-  } else if (key == "blockUndefinedDomains") {
-    as_bool(&o.block_undefined_domains);
-  } else if (key == "overwriteResolvconf") {
-    as_bool(&o.overwrite_resolvconf);
-  } else if (key == "restoreResolvConf") {
-    as_bool(&o.restore_resolvconf);
-  } else if (key == "makeResolvconfImmutable") {
-    as_bool(&o.make_resolvconf_immutable);
-  } else if (key == "addressCleanupTime") {
-    if (auto v = as_uint(4, 7 * 24 * 3600)) o.address_cleanup_time = std::chrono::seconds(*v);
-  } else if (key == "dnsBindAddress") {
-    if (IsIpv4Literal(text) || IsIpv6Literal(text)) {
-      o.dns_bind_address = text;
-    } else {
-      Error(vwhere, "dnsBindAddress: '" + text + "' is not an IP address");
-    }
-  } else if (key == "dnsPort") {
-    // 0 lets the kernel choose; tunnels logs the port it got.
-    if (auto v = as_uint(0, 65535)) o.dns_port = static_cast<std::uint16_t>(*v);
-  } else if (key == "resolvconfPath") {
-    as_path(&o.resolvconf_path);
-  } else if (key == "resolvconfBackupPath") {
-    as_path(&o.resolvconf_backup_path);
-  } else if (key == "stateDirectory") {
-    as_path(&o.state_directory);
-  } else if (key == "dnsPacketSize") {
-    if (auto v = as_uint(512, 65535)) o.dns_packet_size = static_cast<std::uint32_t>(*v);
-  } else if (key == "upstreamDnsTimeout") {
-    char* end = nullptr;
-    const double seconds = std::strtod(text.c_str(), &end);
-    if (text.empty() || end != text.c_str() + text.size() || !(seconds >= 0.05) || seconds > 3600) {
-      Error(vwhere, "upstreamDnsTimeout: expected a number of seconds from 0.05 to 3600, not '" +
-                        text + "'");
-    } else {
-      o.upstream_dns_timeout = std::chrono::milliseconds(std::llround(seconds * 1000));
-    }
-  } else if (key == "connectionIdleTimeout") {
-    if (auto v = as_uint(0, 30 * 24 * 3600)) o.connection_idle_timeout = std::chrono::seconds(*v);
-  } else if (key == "temporaryBindPortRange") {
-    const std::size_t dash = text.find('-');
-    const auto first = ParsePort(Trim(std::string_view(text).substr(0, dash)));
-    const auto last = dash == std::string::npos
-                          ? std::nullopt
-                          : ParsePort(Trim(std::string_view(text).substr(dash + 1)));
-    if (!first || !last || *first > *last) {
-      Error(vwhere,
-            "temporaryBindPortRange: expected FIRST-LAST such as 30000-55000, not '" + text + "'");
-    } else {
-      o.temporary_bind_port_first = *first;
-      o.temporary_bind_port_last = *last;
-    }
-  } else if (key == "iptablesChain") {
-    const bool ok =
-        !text.empty() && text.size() <= 64 && std::all_of(text.begin(), text.end(), [](char c) {
-          return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-';
-        });
-    if (ok) {
-      o.nft_table = text;
-    } else {
-      Error(vwhere,
-            "iptablesChain: expected up to 64 letters, digits, '_' or '-', not '" + text + "'");
-    }
-  } else if (key == "randomCredentialsLength") {
-    // RFC 1929 limits a SOCKS5 username and password to 255 bytes each.
-    if (auto v = as_uint(1, 255)) o.random_credentials_length = static_cast<std::uint32_t>(*v);
-  } else if (key == "allowPrivateAnswers") {
-    as_bool(&o.allow_private_answers);
-  } else if (key == "maxConnectionsPerSource") {
-    if (auto v = as_uint(0, 1u << 24)) {
-      o.max_connections_per_source = static_cast<std::uint32_t>(*v);
-    }
+}  // namespace
+
+bool Loader::ReadMainOption(const std::string& key, const YAML::Node& key_node,
+                            const YAML::Node& value) {
+  const auto reader = std::find_if(std::begin(kReaders), std::end(kReaders),
+                                   [&](const OptionReader& r) { return r.key == key; });
+  if (reader == std::end(kReaders)) return false;
+  const SourceLocation here = Where(key_node);
+  if (const auto it = options_.origin.find(key); it != options_.origin.end()) {
+    Error(here, "option '" + key + "' is already set at " + it->second.ToString() +
+                    "; only one file may set it");
+    return true;
   }
+  options_.origin.emplace(key, here);
+  reader->read(OptionValue{*this, key, value, here}, options_);
+  return true;
 }
 
 }  // namespace tunnels::config::internal

@@ -15,8 +15,10 @@
 #include <vector>
 
 #include "config/config.h"
+#include "config/options.h"
 #include "config/pattern.h"
 #include "config/rules.h"
+#include "tests/config/temp_dir.h"
 
 namespace tunnels::testing {
 
@@ -33,6 +35,36 @@ using config::Rule;
 using config::RuleSet;
 using config::Severity;
 using config::SourceLocation;
+
+// A loader with a resolv.conf of its own, so that results never depend on
+// the machine's.
+struct LoadFixture {
+  TempDir dir;
+  config::LoadOptions options;
+  LoadFixture() { options.system_resolv_conf = dir.Write("resolv.conf", "nameserver 192.0.2.1\n"); }
+
+  LoadResult Docs(const std::vector<Document>& docs) const {
+    return config::LoadDocuments(docs, options);
+  }
+  LoadResult One(const std::string& text) const { return Docs({{"a.yml", text}}); }
+};
+
+// Every diagnostic of a result, one a line, as printed.
+inline std::string AllDiagnostics(const LoadResult& r) {
+  std::string s;
+  for (const Diagnostic& d : r.diagnostics) s += d.ToString() + "\n";
+  return s;
+}
+
+// Every main option set to the example value of its table entry, one a line
+// in table order.
+inline std::string EveryOptionExample() {
+  std::string s;
+  for (const config::MainOption& o : config::MainOptions()) {
+    s.append(o.key).append(": ").append(o.example).append("\n");
+  }
+  return s;
+}
 
 // Lengths of the lines of `text` split at '\n', as yaml-cpp counts lines.
 inline std::vector<std::size_t> LineLengths(std::string_view text) {

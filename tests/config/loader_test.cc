@@ -83,8 +83,8 @@ TEST_CASE("defaults follow the original, with the three documented changes", "[l
   CHECK(o.resolvconf_backup_path == "/etc/resolv.conf.tunnels-backup");
   CHECK(o.state_directory == "/run/tunnels");
   CHECK(o.dns_packet_size == 65535);
-  CHECK(o.temporary_bind_port_first == 30000);
-  CHECK(o.temporary_bind_port_last == 55000);
+  CHECK(o.temporary_bind_ports.first == 30000);
+  CHECK(o.temporary_bind_ports.last == 55000);
   CHECK(o.nft_table == "tunnels_redirects");
   CHECK(o.silent_log.empty());
   CHECK(o.origin.empty());
@@ -131,8 +131,8 @@ stateDirectory: /tmp/state
   CHECK(o.dns_packet_size == 4096);
   CHECK(o.upstream_dns_timeout == std::chrono::milliseconds(2500));
   CHECK(o.connection_idle_timeout == std::chrono::seconds(0));
-  CHECK(o.temporary_bind_port_first == 40000);
-  CHECK(o.temporary_bind_port_last == 41000);
+  CHECK(o.temporary_bind_ports.first == 40000);
+  CHECK(o.temporary_bind_ports.last == 41000);
   CHECK(o.nft_table == "my_chain");
   CHECK(o.random_credentials_length == 8);
   CHECK(o.state_directory == "/tmp/state");
