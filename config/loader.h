@@ -86,6 +86,9 @@ struct RawRule {
 
 struct OptionValue;
 
+// The fields of a proxy's entry by key, each a single value.
+using ProxyFields = std::map<std::string, YAML::Node>;
+
 class Loader {
  public:
   explicit Loader(const LoadOptions& options)
@@ -165,6 +168,10 @@ class Loader {
   void ReadPortAlias(const std::string& name, const YAML::Node& key_node, const YAML::Node& value,
                      bool builtin);
   void ReadProxy(const std::string& name, const YAML::Node& key_node, const YAML::Node& value);
+  // The fields of each proxy type, past its type, address and port.
+  void ReadSsh(Proxy& proxy, const ProxyFields& fields, const SourceLocation& here);
+  void ReadCredentials(Proxy& proxy, const ProxyFields& fields,
+                       std::optional<Credentials> credentials, const YAML::Node& address_node);
   void ReadRule(const std::string& key, const YAML::Node& key_node, const YAML::Node& value);
 
   std::optional<std::vector<PortRange>> ResolveAlias(const std::string& name);

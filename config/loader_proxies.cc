@@ -80,6 +80,12 @@ std::string ReadableError(const std::string& path) {
   return "";
 }
 
+// The value of a field of the proxy, if it has one.
+std::optional<std::string> Field(const ProxyFields& fields, const std::string& key) {
+  if (const auto it = fields.find(key); it != fields.end()) return it->second.Scalar();
+  return std::nullopt;
+}
+
 }  // namespace
 
 void Loader::ReadProxy(const std::string& name, const YAML::Node& key_node,
@@ -127,7 +133,7 @@ void Loader::ReadProxy(const std::string& name, const YAML::Node& key_node,
   }
   proxy.type = *type;
 
-  std::map<std::string, YAML::Node> fields;
+  ProxyFields fields;
   ForEachEntry(value, "proxy '" + name + "'",
                [&](const std::string& key, const YAML::Node& k, const YAML::Node& v) {
                  const auto& allowed = ProxyKeys(proxy.type);
@@ -142,10 +148,7 @@ void Loader::ReadProxy(const std::string& name, const YAML::Node& key_node,
                  }
                  if (key != "type" && ExpectScalar(v, "'" + key + "'")) fields[key] = v;
                });
-  auto field = [&](const std::string& key) -> std::optional<std::string> {
-    if (const auto it = fields.find(key); it != fields.end()) return it->second.Scalar();
-    return std::nullopt;
-  };
+  auto field = [&](const std::string& key) { return Field(fields, key); };
 
   if (!fields.contains("address")) {
     Error(here, "proxy '" + name + "' has no 'address'");
@@ -190,113 +193,127 @@ void Loader::ReadProxy(const std::string& name, const YAML::Node& key_node,
   }
 
   if (proxy.type == ProxyType::kSsh) {
-    auto read = [&](const char* key, std::string* out) {
-      if (auto v = field(key)) *out = *v;
-    };
-    read("username", &proxy.ssh.username);
-    read("privateKeyPassphrase", &proxy.ssh.private_key_passphrase);
-    if (proxy.ssh.username.empty()) Error(here, "ssh proxy '" + name + "' needs a 'username'");
-    if (auto key = field("privateKey")) {
-      const SourceLocation kw = Where(fields["privateKey"]);
-      if (key->starts_with("~")) {
-        Error(kw, "ssh proxy '" + name +
-                      "': privateKey: '~' is not expanded (tunnels runs as "
-                      "root); write the full path");
-      } else if (!key->starts_with("/")) {
-        Error(kw, "ssh proxy '" + name + "': privateKey: '" + *key + "' must be a full path");
-      } else if (const std::string e = ReadableError(*key); !e.empty()) {
-        const std::string message =
-            "ssh proxy '" + name + "': cannot read private key '" + *key + "': " + e;
-        if (load_options_.inspect_only && e == std::strerror(EACCES)) {
-          // Other proxies and rules are still worth checking.
-          Warning(kw, message + "; proxy '" + name + "' is not checked further");
-          proxy.unusable = message;
-          proxy.ssh.private_key = *key;
-        } else {
-          Error(kw, message);
-        }
-      } else {
-        proxy.ssh.private_key = *key;
-      }
-    } else {
-      Error(here, "ssh proxy '" + name + "' needs a 'privateKey' (full path to the key file)");
-    }
-    if (auto known = field("knownHostsFile")) {
-      const SourceLocation kw = Where(fields["knownHostsFile"]);
-      if (!known->starts_with("/")) {
-        Error(kw, "ssh proxy '" + name + "': knownHostsFile must be a full path");
-      } else if (const std::string e = ReadableError(*known); !e.empty()) {
-        Error(kw, "ssh proxy '" + name + "': cannot read knownHostsFile '" + *known + "': " + e);
-      } else {
-        proxy.ssh.known_hosts_file = *known;
-      }
-    }
-    const std::array<std::pair<const char*, HostKeyType>, 3> pins = {
-        {{"rsaFingerprint", HostKeyType::kRsa},
-         {"ecdsaFingerprint", HostKeyType::kEcdsa},
-         {"ed25519Fingerprint", HostKeyType::kEd25519}}};
-    for (const auto& [key, key_type] : pins) {
-      auto text = field(key);
-      if (!text) continue;
-      std::string ferror;
-      if (auto f = ParseFingerprint(std::string(Trim(*text)), &ferror)) {
-        f->key_type = key_type;
-        proxy.ssh.fingerprints.push_back(*f);
-      } else {
-        Error(Where(fields[key]), "ssh proxy '" + name + "': " + key + ": " + ferror);
-      }
-    }
-    const bool pinned = field("knownHostsFile") ||
-                        std::any_of(pins.begin(), pins.end(),
-                                    [&](const auto& pin) { return fields.contains(pin.first); });
-    if (!pinned) {
-      Error(here, "ssh proxy '" + name +
-                      "' pins no host key: set rsaFingerprint, ecdsaFingerprint, "
-                      "ed25519Fingerprint or knownHostsFile (tunnels never trusts an unknown "
-                      "host key; 'ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub' on the "
-                      "server prints it)");
-    }
-    if (auto parent = field("parentSocks5Proxy")) {
-      std::string perror;
-      const auto php = ParseHostPort(*parent, &perror);
-      if (!php) {
-        Error(Where(fields["parentSocks5Proxy"]),
-              "ssh proxy '" + name + "': parentSocks5Proxy: " + perror);
-      } else {
-        proxy.ssh.parent_socks5 = Endpoint{php->host, php->port.value_or(1080)};
-      }
-    }
-    if (auto interval = field("keepaliveInterval")) {
-      const auto seconds = ParseUnsigned(Trim(*interval));
-      if (!seconds || *seconds < 1 || *seconds > 3600) {
-        Error(Where(fields["keepaliveInterval"]),
-              "ssh proxy '" + name + "': keepaliveInterval: '" + *interval +
-                  "' is not a number of seconds from 1 to 3600");
-      } else {
-        proxy.ssh.keepalive_interval = std::chrono::seconds(*seconds);
-      }
-    }
+    ReadSsh(proxy, fields, here);
   } else {
-    // The older separate keys of the original are accepted too.
-    if (auto user = field("username")) {
-      if (credentials && credentials->username != *user) {
-        Error(Where(fields["username"]),
-              "proxy '" + name + "': username contradicts the one in address");
-      }
-      if (!credentials) credentials = Credentials{};
-      credentials->username = *user;
-    }
-    if (auto pass = field("password")) {
-      if (!credentials) credentials = Credentials{};
-      credentials->password = *pass;
-    }
-    if (credentials && (credentials->username.size() > 255 || credentials->password.size() > 255)) {
-      Error(Where(address_node),
-            "proxy '" + name + "': username and password are limited to 255 bytes each");
-    }
-    proxy.credentials = credentials;
+    ReadCredentials(proxy, fields, std::move(credentials), address_node);
   }
   keep();
+}
+
+void Loader::ReadSsh(Proxy& proxy, const ProxyFields& fields, const SourceLocation& here) {
+  const std::string& name = proxy.name;
+  auto field = [&](const std::string& key) { return Field(fields, key); };
+  auto read = [&](const char* key, std::string* out) {
+    if (auto v = field(key)) *out = *v;
+  };
+  read("username", &proxy.ssh.username);
+  read("privateKeyPassphrase", &proxy.ssh.private_key_passphrase);
+  if (proxy.ssh.username.empty()) Error(here, "ssh proxy '" + name + "' needs a 'username'");
+  if (auto key = field("privateKey")) {
+    const SourceLocation kw = Where(fields.at("privateKey"));
+    if (key->starts_with("~")) {
+      Error(kw, "ssh proxy '" + name +
+                    "': privateKey: '~' is not expanded (tunnels runs as "
+                    "root); write the full path");
+    } else if (!key->starts_with("/")) {
+      Error(kw, "ssh proxy '" + name + "': privateKey: '" + *key + "' must be a full path");
+    } else if (const std::string e = ReadableError(*key); !e.empty()) {
+      const std::string message =
+          "ssh proxy '" + name + "': cannot read private key '" + *key + "': " + e;
+      if (load_options_.inspect_only && e == std::strerror(EACCES)) {
+        // Other proxies and rules are still worth checking.
+        Warning(kw, message + "; proxy '" + name + "' is not checked further");
+        proxy.unusable = message;
+        proxy.ssh.private_key = *key;
+      } else {
+        Error(kw, message);
+      }
+    } else {
+      proxy.ssh.private_key = *key;
+    }
+  } else {
+    Error(here, "ssh proxy '" + name + "' needs a 'privateKey' (full path to the key file)");
+  }
+  if (auto known = field("knownHostsFile")) {
+    const SourceLocation kw = Where(fields.at("knownHostsFile"));
+    if (!known->starts_with("/")) {
+      Error(kw, "ssh proxy '" + name + "': knownHostsFile must be a full path");
+    } else if (const std::string e = ReadableError(*known); !e.empty()) {
+      Error(kw, "ssh proxy '" + name + "': cannot read knownHostsFile '" + *known + "': " + e);
+    } else {
+      proxy.ssh.known_hosts_file = *known;
+    }
+  }
+  const std::array<std::pair<const char*, HostKeyType>, 3> pins = {
+      {{"rsaFingerprint", HostKeyType::kRsa},
+       {"ecdsaFingerprint", HostKeyType::kEcdsa},
+       {"ed25519Fingerprint", HostKeyType::kEd25519}}};
+  for (const auto& [key, key_type] : pins) {
+    auto text = field(key);
+    if (!text) continue;
+    std::string ferror;
+    if (auto f = ParseFingerprint(std::string(Trim(*text)), &ferror)) {
+      f->key_type = key_type;
+      proxy.ssh.fingerprints.push_back(*f);
+    } else {
+      Error(Where(fields.at(key)), "ssh proxy '" + name + "': " + key + ": " + ferror);
+    }
+  }
+  const bool pinned = field("knownHostsFile") ||
+                      std::any_of(pins.begin(), pins.end(),
+                                  [&](const auto& pin) { return fields.contains(pin.first); });
+  if (!pinned) {
+    Error(here, "ssh proxy '" + name +
+                    "' pins no host key: set rsaFingerprint, ecdsaFingerprint, "
+                    "ed25519Fingerprint or knownHostsFile (tunnels never trusts an unknown "
+                    "host key; 'ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub' on the "
+                    "server prints it)");
+  }
+  if (auto parent = field("parentSocks5Proxy")) {
+    std::string perror;
+    const auto php = ParseHostPort(*parent, &perror);
+    if (!php) {
+      Error(Where(fields.at("parentSocks5Proxy")),
+            "ssh proxy '" + name + "': parentSocks5Proxy: " + perror);
+    } else {
+      proxy.ssh.parent_socks5 = Endpoint{php->host, php->port.value_or(1080)};
+    }
+  }
+  if (auto interval = field("keepaliveInterval")) {
+    const auto seconds = ParseUnsigned(Trim(*interval));
+    if (!seconds || *seconds < 1 || *seconds > 3600) {
+      Error(Where(fields.at("keepaliveInterval")),
+            "ssh proxy '" + name + "': keepaliveInterval: '" + *interval +
+                "' is not a number of seconds from 1 to 3600");
+    } else {
+      proxy.ssh.keepalive_interval = std::chrono::seconds(*seconds);
+    }
+  }
+}
+
+void Loader::ReadCredentials(Proxy& proxy, const ProxyFields& fields,
+                             std::optional<Credentials> credentials,
+                             const YAML::Node& address_node) {
+  const std::string& name = proxy.name;
+  auto field = [&](const std::string& key) { return Field(fields, key); };
+  // The older separate keys of the original are accepted too.
+  if (auto user = field("username")) {
+    if (credentials && credentials->username != *user) {
+      Error(Where(fields.at("username")),
+            "proxy '" + name + "': username contradicts the one in address");
+    }
+    if (!credentials) credentials = Credentials{};
+    credentials->username = *user;
+  }
+  if (auto pass = field("password")) {
+    if (!credentials) credentials = Credentials{};
+    credentials->password = *pass;
+  }
+  if (credentials && (credentials->username.size() > 255 || credentials->password.size() > 255)) {
+    Error(Where(address_node),
+          "proxy '" + name + "': username and password are limited to 255 bytes each");
+  }
+  proxy.credentials = credentials;
 }
 
 }  // namespace tunnels::config::internal
