@@ -7,29 +7,15 @@
 #include <sstream>
 
 #include "config/config.h"
-#include "tests/config/temp_dir.h"
+#include "tests/config/load_checks.h"
 
 using namespace tunnels::config;
-using tunnels::testing::TempDir;
 
 namespace {
 
-// Every test gets a resolv.conf of its own so results never depend on the
-// machine's.
-struct Fixture {
-  TempDir dir;
-  LoadOptions options;
-  Fixture() { options.system_resolv_conf = dir.Write("resolv.conf", "nameserver 192.0.2.1\n"); }
+using Fixture = tunnels::testing::LoadFixture;
 
-  LoadResult Docs(std::vector<Document> docs) const { return LoadDocuments(docs, options); }
-  LoadResult One(const std::string& text) const { return Docs({{"a.yml", text}}); }
-};
-
-std::string All(const LoadResult& r) {
-  std::string s;
-  for (const auto& d : r.diagnostics) s += d.ToString() + "\n";
-  return s;
-}
+std::string All(const LoadResult& r) { return tunnels::testing::AllDiagnostics(r); }
 
 // The single error of a result, as printed.
 std::string OnlyError(const LoadResult& r) {
@@ -92,31 +78,11 @@ TEST_CASE("defaults follow the original, with the three documented changes", "[l
 
 TEST_CASE("every main option is read, and where it came from is kept", "[loader]") {
   Fixture f;
-  const LoadResult r = f.One(R"(upstreamDns: ["127.0.0.1:5353", 192.0.2.53, "[2001:db8::1]:54"]
-privateAddresses: 10.99.0.0/16
-blockUndefinedDomains: true
-silentLog: DNS, SRV
-addressCleanupTime: 600
-dnsBindAddress: 127.0.0.2
-dnsPort: 5300
-overwriteResolvconf: false
-restoreResolvConf: no
-makeResolvconfImmutable: off
-resolvconfPath: /tmp/r
-resolvconfBackupPath: /tmp/r.bak
-dnsPacketSize: 4096
-upstreamDnsTimeout: 2.5
-connectionIdleTimeout: 0
-temporaryBindPortRange: 40000-41000
-iptablesChain: my_chain
-randomCredentialsLength: 8
-stateDirectory: /tmp/state
-)");
+  const LoadResult r = f.One(tunnels::testing::EveryOptionExample());
   INFO(All(r));
   REQUIRE(r.ok());
   const Options& o = r.config->options;
-  CHECK(o.upstream_dns ==
-        std::vector<Endpoint>{{"127.0.0.1", 5353}, {"192.0.2.53", 53}, {"2001:db8::1", 54}});
+  CHECK(o.upstream_dns == std::vector<Endpoint>{{"192.0.2.53", 53}, {"2001:db8::1", 54}});
   CHECK(o.private_addresses.ToString() == "10.99.0.0/16");
   CHECK(o.block_undefined_domains);
   CHECK(o.silent_log == std::vector<std::string>{"DNS", "SRV"});
@@ -136,9 +102,18 @@ stateDirectory: /tmp/state
   CHECK(o.nft_table == "my_chain");
   CHECK(o.random_credentials_length == 8);
   CHECK(o.state_directory == "/tmp/state");
+  CHECK_FALSE(o.allow_private_answers);
+  CHECK(o.max_connections_per_source == 100);
   REQUIRE(o.origin.contains("dnsPort"));
   CHECK(o.origin.at("dnsPort").ToString() == "a.yml:7:1");
-  CHECK(o.origin.size() == 19);
+  CHECK(o.origin.size() == 21);
+  // A YAML list of servers too, with and without ports.
+  const LoadResult list =
+      f.One(R"(upstreamDns: ["127.0.0.1:5353", 192.0.2.53, "[2001:db8::1]:54"])");
+  INFO(All(list));
+  REQUIRE(list.ok());
+  CHECK(list.config->options.upstream_dns ==
+        std::vector<Endpoint>{{"127.0.0.1", 5353}, {"192.0.2.53", 53}, {"2001:db8::1", 54}});
 }
 
 TEST_CASE("bad option values are errors at the value", "[loader]") {
