@@ -66,6 +66,16 @@ inline std::string EveryOptionExample() {
   return s;
 }
 
+// Entries of a proxies section, a to e: every address form and the older
+// separate keys of socks5 and http proxies.
+inline constexpr const char* kSocksAndHttpProxies =
+    R"(  a: {type: socks5, address: "alice:se:cr@t@socks.example.net:8072"}
+  b: {type: socks5, address: 127.0.0.1}
+  c: {type: http, address: proxy.example.net}
+  d: {type: socks5, address: "[::1]:9050", username: $RANDOM, password: $RANDOM}
+  e: {type: http, address: 10.0.0.1, port: 3128, username: u, password: p}
+)";
+
 // Lengths of the lines of `text` split at '\n', as yaml-cpp counts lines.
 inline std::vector<std::size_t> LineLengths(std::string_view text) {
   std::vector<std::size_t> out;

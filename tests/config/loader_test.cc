@@ -196,15 +196,8 @@ TEST_CASE("upstreamDns falls back to resolv.conf, and is an error when that has 
 
 TEST_CASE("socks5 and http proxies: address forms, defaults, older keys", "[loader]") {
   Fixture f;
-  const LoadResult r = f.One(R"(proxies:
-  a: {type: socks5, address: "alice:se:cr@t@socks.example.net:8072"}
-  b: {type: socks5, address: 127.0.0.1}
-  c: {type: http, address: proxy.example.net}
-  d: {type: socks5, address: "[::1]:9050", username: $RANDOM, password: $RANDOM}
-  e: {type: http, address: 10.0.0.1, port: 3128, username: u, password: p}
-rules:
-  x.com: a, b, c, d, e
-)");
+  const LoadResult r = f.One(std::string("proxies:\n") + tunnels::testing::kSocksAndHttpProxies +
+                             "rules:\n  x.com: a, b, c, d, e\n");
   INFO(All(r));
   REQUIRE(r.ok());
   const auto& p = r.config->proxies;

@@ -72,13 +72,7 @@ rules:
 )");
 
   // Every proxy type and field, in block and flow style.
-  std::string proxies = R"(proxies:
-  a: {type: socks5, address: "alice:se:cr@t@socks.example.net:8072"}
-  b: {type: socks5, address: 127.0.0.1}
-  c: {type: http, address: proxy.example.net}
-  d: {type: socks5, address: "[::1]:9050", username: $RANDOM, password: $RANDOM}
-  e: {type: http, address: 10.0.0.1, port: 3128, username: u, password: p}
-  vps:
+  std::string proxies = std::string("proxies:\n") + kSocksAndHttpProxies + R"(  vps:
     type: ssh
     address: vps.example.net:2222
     username: bob
