@@ -4,8 +4,6 @@
 
 #include <cstdio>
 
-#include "config/rules.h"
-
 namespace tunnels::config {
 
 std::string Printable(std::string_view s) {
@@ -121,32 +119,6 @@ std::string Ipv4Prefix::ToString() const {
   char buf[INET_ADDRSTRLEN] = {};
   inet_ntop(AF_INET, &a, buf, sizeof buf);
   return std::string(buf) + "/" + std::to_string(length);
-}
-
-const char* ToString(DnsAction a) {
-  switch (a) {
-    case DnsAction::kFake:
-      return "fake";
-    case DnsAction::kForward:
-      return "forward";
-    case DnsAction::kBlock:
-      return "block";
-  }
-  return "?";
-}
-
-const char* ToString(Action a) {
-  switch (a) {
-    case Action::kProxy:
-      return "proxy";
-    case Action::kDirect:
-      return "direct";
-    case Action::kBlock:
-      return "block";
-    case Action::kRefuse:
-      return "refuse";
-  }
-  return "?";
 }
 
 }  // namespace tunnels::config

@@ -145,45 +145,23 @@ struct Ipv4Prefix {
 
   std::uint32_t Size() const { return length == 0 ? 0 : (1u << (32 - length)); }
   std::string ToString() const;
+  friend bool operator==(const Ipv4Prefix&, const Ipv4Prefix&) = default;
+};
+
+// The first and last port of temporaryBindPortRange.
+struct PortSpan {
+  std::uint16_t first = 0;
+  std::uint16_t last = 0;
+  friend bool operator==(const PortSpan&, const PortSpan&) = default;
 };
 
 // The main options, with the defaults of the original tunnels and the three
-// deliberate changes documented in the README.
+// deliberate changes documented in the README: one member per entry of
+// main_options.def, which says what each is.
 struct Options {
-  std::vector<Endpoint> upstream_dns;             // from resolv.conf when not set
-  Ipv4Prefix private_addresses{0xC6120000u, 15};  // 198.18.0.0/15
-  bool block_undefined_domains = false;
-  std::vector<std::string> silent_log;
-  std::chrono::seconds address_cleanup_time{3600};
-  std::string dns_bind_address = "127.0.0.1";
-  std::uint16_t dns_port = 53;
-  bool overwrite_resolvconf = true;
-  bool restore_resolvconf = true;
-  bool make_resolvconf_immutable = true;
-  std::string resolvconf_path = "/etc/resolv.conf";
-  std::string resolvconf_backup_path = "/etc/resolv.conf.tunnels-backup";
-  std::uint32_t dns_packet_size = 65535;
-  std::chrono::milliseconds upstream_dns_timeout{5000};
-  // A relayed connection that moves no byte either way for this long is
-  // closed with a reset on both sides; 0 never (not an option of the
-  // original tunnels).
-  std::chrono::seconds connection_idle_timeout{7200};
-  std::uint16_t temporary_bind_port_first = 30000;
-  std::uint16_t temporary_bind_port_last = 55000;
-  std::string iptables_chain = "tunnels_redirects";
-  std::uint32_t random_credentials_length = 16;
-  // Whether `direct` and proxies given by name may connect to a private
-  // address (RFC 1918, ULA) that the upstream DNS server answered; loopback,
-  // link-local and the like are refused always (not an option of the
-  // original tunnels).
-  bool allow_private_answers = true;
-  // The most relayed connections one client address may have at once; 0:
-  // only the total cap, which follows from the limit of open files (not an
-  // option of the original tunnels).
-  std::uint32_t max_connections_per_source = 0;
-  // Where `tunnels system` keeps its journal of changes and the saved
-  // name-to-address mappings (not an option of the original tunnels).
-  std::string state_directory = "/run/tunnels";
+#define TUNNELS_OPTION(key, member, type, default_value, ...) type member = type default_value;
+#include "config/main_options.def"
+#undef TUNNELS_OPTION
 
   // Where each option that a file set came from, by its YAML key. Options
   // missing here have their default (or, for upstreamDns, came from

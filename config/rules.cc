@@ -447,4 +447,30 @@ std::vector<RuleSet::Tie> RuleSet::FindTies() const {
   return out;
 }
 
+const char* ToString(DnsAction a) {
+  switch (a) {
+    case DnsAction::kFake:
+      return "fake";
+    case DnsAction::kForward:
+      return "forward";
+    case DnsAction::kBlock:
+      return "block";
+  }
+  return "?";
+}
+
+const char* ToString(Action a) {
+  switch (a) {
+    case Action::kProxy:
+      return "proxy";
+    case Action::kDirect:
+      return "direct";
+    case Action::kBlock:
+      return "block";
+    case Action::kRefuse:
+      return "refuse";
+  }
+  return "?";
+}
+
 }  // namespace tunnels::config

@@ -247,4 +247,12 @@ std::vector<Endpoint> ReadResolvConfNameservers(const std::string& path) {
   return out;
 }
 
+std::optional<std::uint64_t> ParseUnsigned(std::string_view s) {
+  s = Trim(s);
+  std::uint64_t v = 0;
+  const auto [ptr, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+  if (s.empty() || ec != std::errc() || ptr != s.data() + s.size()) return std::nullopt;
+  return v;
+}
+
 }  // namespace tunnels::config

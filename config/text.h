@@ -31,6 +31,8 @@ bool IsIpv6Literal(std::string_view s);
 bool IsHostName(std::string_view s);  // letters, digits, '-', '_', dots; no empty label
 
 std::optional<std::uint16_t> ParsePort(std::string_view s);  // 1..65535
+// A whole number without sign, surrounding spaces allowed.
+std::optional<std::uint64_t> ParseUnsigned(std::string_view s);
 
 // "host", "host:port", "1.2.3.4:port", "[v6]:port", or a bare IPv6 literal.
 // On failure returns nullopt and sets `error`.

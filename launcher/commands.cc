@@ -199,9 +199,9 @@ int Check(const std::vector<std::string>& paths, std::ostream& out_stream,
       {"connectionIdleTimeout", o.connection_idle_timeout.count() == 0
                                     ? std::string("never")
                                     : std::to_string(o.connection_idle_timeout.count()) + " s"},
-      {"temporaryBindPortRange", std::to_string(o.temporary_bind_port_first) + "-" +
-                                     std::to_string(o.temporary_bind_port_last)},
-      {"iptablesChain", o.iptables_chain},
+      {"temporaryBindPortRange", std::to_string(o.temporary_bind_ports.first) + "-" +
+                                     std::to_string(o.temporary_bind_ports.last)},
+      {"iptablesChain", o.nft_table},
       {"randomCredentialsLength", std::to_string(o.random_credentials_length)},
       {"allowPrivateAnswers", o.allow_private_answers ? "true" : "false"},
       {"maxConnectionsPerSource", o.max_connections_per_source == 0

@@ -215,7 +215,7 @@ bool SetUpNetwork(const RunOptions& options, const config::Config& cfg, Stack& s
     netns::InterceptionSpec spec;
     spec.network = cfg.options.private_addresses.address;
     spec.prefix_length = cfg.options.private_addresses.length;
-    spec.table_name = cfg.options.iptables_chain;
+    spec.table_name = cfg.options.nft_table;
     spec.owned = false;  // the sandbox's namespace dies with us; see InterceptionSpec
     network->interception = netns::SetUpSandboxSide(
         std::move(kernel), spec,

@@ -2,6 +2,8 @@
 
 #include <sstream>
 
+#include "config/options.h"
+
 namespace tunnels::launcher {
 
 namespace asio = boost::asio;
@@ -81,38 +83,19 @@ std::vector<std::string> Stack::Reload(const config::Config& config) {
 Stack::Prepared Stack::Prepare(const config::Options& running, const config::Config& config) {
   const config::Options& was = running;
   const config::Options& now = config.options;
-  std::vector<std::string> restart;
-  auto differs = [&](const char* name, bool changed) {
-    if (changed) restart.push_back(name);
-  };
-  differs("upstreamDns", was.upstream_dns != now.upstream_dns);
-  differs("privateAddresses", was.private_addresses.ToString() != now.private_addresses.ToString());
-  differs("silentLog", was.silent_log != now.silent_log);
-  differs("addressCleanupTime", was.address_cleanup_time != now.address_cleanup_time);
-  differs("dnsBindAddress", was.dns_bind_address != now.dns_bind_address);
-  differs("dnsPort", was.dns_port != now.dns_port);
-  differs("overwriteResolvconf", was.overwrite_resolvconf != now.overwrite_resolvconf);
-  differs("restoreResolvConf", was.restore_resolvconf != now.restore_resolvconf);
-  differs("makeResolvconfImmutable",
-          was.make_resolvconf_immutable != now.make_resolvconf_immutable);
-  differs("resolvconfPath", was.resolvconf_path != now.resolvconf_path);
-  differs("resolvconfBackupPath", was.resolvconf_backup_path != now.resolvconf_backup_path);
-  differs("dnsPacketSize", was.dns_packet_size != now.dns_packet_size);
-  differs("upstreamDnsTimeout", was.upstream_dns_timeout != now.upstream_dns_timeout);
-  differs("iptablesChain", was.iptables_chain != now.iptables_chain);
-  differs("stateDirectory", was.state_directory != now.state_directory);
-
   // The options that need a restart keep their running values, so that the
-  // rest of tunnels (pool, sockets) and the new rules agree.
+  // rest of tunnels (pool, sockets) and the new rules agree; the others
+  // take their new ones.
+  std::vector<std::string> restart;
   config::Config next = config;
   next.options = was;
-  next.options.block_undefined_domains = now.block_undefined_domains;
-  next.options.random_credentials_length = now.random_credentials_length;
-  next.options.connection_idle_timeout = now.connection_idle_timeout;
-  next.options.allow_private_answers = now.allow_private_answers;
-  next.options.max_connections_per_source = now.max_connections_per_source;
-  next.options.temporary_bind_port_first = now.temporary_bind_port_first;
-  next.options.temporary_bind_port_last = now.temporary_bind_port_last;
+  for (const config::MainOption& option : config::MainOptions()) {
+    if (option.reload == config::Reload::kApplied) {
+      option.copy(next.options, now);
+    } else if (!option.same(was, now)) {
+      restart.emplace_back(option.key);
+    }
+  }
   auto next_config = std::make_shared<const config::Config>(std::move(next));
   auto next_rules = std::make_shared<const config::RuleSet>(*next_config);
   return Prepared{std::move(restart), std::move(next_config), std::move(next_rules)};

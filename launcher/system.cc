@@ -270,7 +270,7 @@ int RunSystem(const SystemOptions& options) {
     return 1;
   }
   // What this start will change, each journaled before it is made.
-  const netns::JournalEntry table_entry{"nft-table", {{"name", o.iptables_chain}}};
+  const netns::JournalEntry table_entry{"nft-table", {{"name", o.nft_table}}};
   const netns::JournalEntry route_entry{"route", {{"network", o.private_addresses.ToString()}}};
   const netns::JournalEntry resolv_conf_entry{
       "resolvconf", {{"path", o.resolvconf_path}, {"backup", o.resolvconf_backup_path}}};
@@ -335,7 +335,7 @@ int RunSystem(const SystemOptions& options) {
   spec.network = o.private_addresses.address;
   spec.prefix_length = o.private_addresses.length;
   spec.listener_port = stack->engine().port();
-  spec.table_name = o.iptables_chain;
+  spec.table_name = o.nft_table;
   if (!journal->Record(table_entry, &error) || !journal->Record(route_entry, &error)) {
     return fail("SYSTEM", error);
   }
@@ -373,7 +373,7 @@ int RunSystem(const SystemOptions& options) {
   stack->Start();
   log.Info("ENGINE", "intercepting tcp to " + o.private_addresses.ToString() + " (listener port " +
                          std::to_string(stack->engine().port()) + ", nftables table " +
-                         o.iptables_chain + ")");
+                         o.nft_table + ")");
   log.Info("DNS", "listening on udp " + Text(stack->dns().udp_endpoint()));
   log.Info("DNS", "listening on tcp " + Text(stack->dns().tcp_endpoint()));
   std::string joined;

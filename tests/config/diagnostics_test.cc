@@ -3,23 +3,15 @@
 #include <catch2/catch.hpp>
 
 #include "config/config.h"
-#include "tests/config/temp_dir.h"
+#include "tests/config/load_checks.h"
 
 using namespace tunnels::config;
-using tunnels::testing::TempDir;
 
 namespace {
 
-struct Fixture {
-  TempDir dir;
-  LoadOptions options;
-  Fixture() { options.system_resolv_conf = dir.Write("resolv.conf", "nameserver 192.0.2.1\n"); }
+struct Fixture : tunnels::testing::LoadFixture {
   std::string All(const std::string& name, const std::string& text) const {
-    std::string s;
-    for (const auto& d : LoadDocuments({{name, text}}, options).diagnostics) {
-      s += d.ToString() + "\n";
-    }
-    return s;
+    return tunnels::testing::AllDiagnostics(Docs({{name, text}}));
   }
 };
 

@@ -15,8 +15,10 @@
 #include <vector>
 
 #include "config/config.h"
+#include "config/options.h"
 #include "config/pattern.h"
 #include "config/rules.h"
+#include "tests/config/temp_dir.h"
 
 namespace tunnels::testing {
 
@@ -33,6 +35,46 @@ using config::Rule;
 using config::RuleSet;
 using config::Severity;
 using config::SourceLocation;
+
+// A loader with a resolv.conf of its own, so that results never depend on
+// the machine's.
+struct LoadFixture {
+  TempDir dir;
+  config::LoadOptions options;
+  LoadFixture() { options.system_resolv_conf = dir.Write("resolv.conf", "nameserver 192.0.2.1\n"); }
+
+  LoadResult Docs(const std::vector<Document>& docs) const {
+    return config::LoadDocuments(docs, options);
+  }
+  LoadResult One(const std::string& text) const { return Docs({{"a.yml", text}}); }
+};
+
+// Every diagnostic of a result, one a line, as printed.
+inline std::string AllDiagnostics(const LoadResult& r) {
+  std::string s;
+  for (const Diagnostic& d : r.diagnostics) s += d.ToString() + "\n";
+  return s;
+}
+
+// Every main option set to the example value of its table entry, one a line
+// in table order.
+inline std::string EveryOptionExample() {
+  std::string s;
+  for (const config::MainOption& o : config::MainOptions()) {
+    s.append(o.key).append(": ").append(o.example).append("\n");
+  }
+  return s;
+}
+
+// Entries of a proxies section, a to e: every address form and the older
+// separate keys of socks5 and http proxies.
+inline constexpr const char* kSocksAndHttpProxies =
+    R"(  a: {type: socks5, address: "alice:se:cr@t@socks.example.net:8072"}
+  b: {type: socks5, address: 127.0.0.1}
+  c: {type: http, address: proxy.example.net}
+  d: {type: socks5, address: "[::1]:9050", username: $RANDOM, password: $RANDOM}
+  e: {type: http, address: 10.0.0.1, port: 3128, username: u, password: p}
+)";
 
 // Lengths of the lines of `text` split at '\n', as yaml-cpp counts lines.
 inline std::vector<std::size_t> LineLengths(std::string_view text) {

@@ -7,29 +7,15 @@
 #include <sstream>
 
 #include "config/config.h"
-#include "tests/config/temp_dir.h"
+#include "tests/config/load_checks.h"
 
 using namespace tunnels::config;
-using tunnels::testing::TempDir;
 
 namespace {
 
-// Every test gets a resolv.conf of its own so results never depend on the
-// machine's.
-struct Fixture {
-  TempDir dir;
-  LoadOptions options;
-  Fixture() { options.system_resolv_conf = dir.Write("resolv.conf", "nameserver 192.0.2.1\n"); }
+using Fixture = tunnels::testing::LoadFixture;
 
-  LoadResult Docs(std::vector<Document> docs) const { return LoadDocuments(docs, options); }
-  LoadResult One(const std::string& text) const { return Docs({{"a.yml", text}}); }
-};
-
-std::string All(const LoadResult& r) {
-  std::string s;
-  for (const auto& d : r.diagnostics) s += d.ToString() + "\n";
-  return s;
-}
+std::string All(const LoadResult& r) { return tunnels::testing::AllDiagnostics(r); }
 
 // The single error of a result, as printed.
 std::string OnlyError(const LoadResult& r) {
@@ -83,40 +69,20 @@ TEST_CASE("defaults follow the original, with the three documented changes", "[l
   CHECK(o.resolvconf_backup_path == "/etc/resolv.conf.tunnels-backup");
   CHECK(o.state_directory == "/run/tunnels");
   CHECK(o.dns_packet_size == 65535);
-  CHECK(o.temporary_bind_port_first == 30000);
-  CHECK(o.temporary_bind_port_last == 55000);
-  CHECK(o.iptables_chain == "tunnels_redirects");
+  CHECK(o.temporary_bind_ports.first == 30000);
+  CHECK(o.temporary_bind_ports.last == 55000);
+  CHECK(o.nft_table == "tunnels_redirects");
   CHECK(o.silent_log.empty());
   CHECK(o.origin.empty());
 }
 
 TEST_CASE("every main option is read, and where it came from is kept", "[loader]") {
   Fixture f;
-  const LoadResult r = f.One(R"(upstreamDns: ["127.0.0.1:5353", 192.0.2.53, "[2001:db8::1]:54"]
-privateAddresses: 10.99.0.0/16
-blockUndefinedDomains: true
-silentLog: DNS, SRV
-addressCleanupTime: 600
-dnsBindAddress: 127.0.0.2
-dnsPort: 5300
-overwriteResolvconf: false
-restoreResolvConf: no
-makeResolvconfImmutable: off
-resolvconfPath: /tmp/r
-resolvconfBackupPath: /tmp/r.bak
-dnsPacketSize: 4096
-upstreamDnsTimeout: 2.5
-connectionIdleTimeout: 0
-temporaryBindPortRange: 40000-41000
-iptablesChain: my_chain
-randomCredentialsLength: 8
-stateDirectory: /tmp/state
-)");
+  const LoadResult r = f.One(tunnels::testing::EveryOptionExample());
   INFO(All(r));
   REQUIRE(r.ok());
   const Options& o = r.config->options;
-  CHECK(o.upstream_dns ==
-        std::vector<Endpoint>{{"127.0.0.1", 5353}, {"192.0.2.53", 53}, {"2001:db8::1", 54}});
+  CHECK(o.upstream_dns == std::vector<Endpoint>{{"192.0.2.53", 53}, {"2001:db8::1", 54}});
   CHECK(o.private_addresses.ToString() == "10.99.0.0/16");
   CHECK(o.block_undefined_domains);
   CHECK(o.silent_log == std::vector<std::string>{"DNS", "SRV"});
@@ -131,14 +97,23 @@ stateDirectory: /tmp/state
   CHECK(o.dns_packet_size == 4096);
   CHECK(o.upstream_dns_timeout == std::chrono::milliseconds(2500));
   CHECK(o.connection_idle_timeout == std::chrono::seconds(0));
-  CHECK(o.temporary_bind_port_first == 40000);
-  CHECK(o.temporary_bind_port_last == 41000);
-  CHECK(o.iptables_chain == "my_chain");
+  CHECK(o.temporary_bind_ports.first == 40000);
+  CHECK(o.temporary_bind_ports.last == 41000);
+  CHECK(o.nft_table == "my_chain");
   CHECK(o.random_credentials_length == 8);
   CHECK(o.state_directory == "/tmp/state");
+  CHECK_FALSE(o.allow_private_answers);
+  CHECK(o.max_connections_per_source == 100);
   REQUIRE(o.origin.contains("dnsPort"));
   CHECK(o.origin.at("dnsPort").ToString() == "a.yml:7:1");
-  CHECK(o.origin.size() == 19);
+  CHECK(o.origin.size() == 21);
+  // A YAML list of servers too, with and without ports.
+  const LoadResult list =
+      f.One(R"(upstreamDns: ["127.0.0.1:5353", 192.0.2.53, "[2001:db8::1]:54"])");
+  INFO(All(list));
+  REQUIRE(list.ok());
+  CHECK(list.config->options.upstream_dns ==
+        std::vector<Endpoint>{{"127.0.0.1", 5353}, {"192.0.2.53", 53}, {"2001:db8::1", 54}});
 }
 
 TEST_CASE("bad option values are errors at the value", "[loader]") {
@@ -221,15 +196,8 @@ TEST_CASE("upstreamDns falls back to resolv.conf, and is an error when that has 
 
 TEST_CASE("socks5 and http proxies: address forms, defaults, older keys", "[loader]") {
   Fixture f;
-  const LoadResult r = f.One(R"(proxies:
-  a: {type: socks5, address: "alice:se:cr@t@socks.example.net:8072"}
-  b: {type: socks5, address: 127.0.0.1}
-  c: {type: http, address: proxy.example.net}
-  d: {type: socks5, address: "[::1]:9050", username: $RANDOM, password: $RANDOM}
-  e: {type: http, address: 10.0.0.1, port: 3128, username: u, password: p}
-rules:
-  x.com: a, b, c, d, e
-)");
+  const LoadResult r = f.One(std::string("proxies:\n") + tunnels::testing::kSocksAndHttpProxies +
+                             "rules:\n  x.com: a, b, c, d, e\n");
   INFO(All(r));
   REQUIRE(r.ok());
   const auto& p = r.config->proxies;

@@ -65,35 +65,14 @@ std::vector<std::string> BaseConfigs() {
       ReadText(std::string(TUNNELS_SOURCE_DIR) + "/conf.d.sample/common-port-aliases.yml"));
 
   // Every main option.
+  out.push_back(EveryOptionExample() + "rules:\n  a.example: direct\n");
   out.push_back(R"(upstreamDns: ["127.0.0.1:5353", 192.0.2.53, "[2001:db8::1]:54", 2001:db8::2]
-privateAddresses: 10.99.0.0/16
-blockUndefinedDomains: true
-silentLog: DNS, SRV
-addressCleanupTime: 600
-dnsBindAddress: 127.0.0.2
-dnsPort: 5300
-overwriteResolvconf: false
-restoreResolvConf: no
-makeResolvconfImmutable: off
-resolvconfPath: /tmp/r
-resolvconfBackupPath: /tmp/r.bak
-dnsPacketSize: 4096
-upstreamDnsTimeout: 2.5
-temporaryBindPortRange: 40000-41000
-iptablesChain: my_chain
-randomCredentialsLength: 8
 rules:
   a.example: direct
 )");
 
   // Every proxy type and field, in block and flow style.
-  std::string proxies = R"(proxies:
-  a: {type: socks5, address: "alice:se:cr@t@socks.example.net:8072"}
-  b: {type: socks5, address: 127.0.0.1}
-  c: {type: http, address: proxy.example.net}
-  d: {type: socks5, address: "[::1]:9050", username: $RANDOM, password: $RANDOM}
-  e: {type: http, address: 10.0.0.1, port: 3128, username: u, password: p}
-  vps:
+  std::string proxies = std::string("proxies:\n") + kSocksAndHttpProxies + R"(  vps:
     type: ssh
     address: vps.example.net:2222
     username: bob
