@@ -1,12 +1,12 @@
 // Reads configuration documents into a validated Config: each document
 // into raw sections, then the whole checked (see loader.h).
 #include "config/loader.h"
-#include "config/options.h"
 
 #include <algorithm>
 #include <cctype>
 #include <sstream>
 
+#include "config/options.h"
 #include "config/text.h"
 
 namespace tunnels::config::internal {

@@ -117,7 +117,7 @@ struct Engine::Impl {
   // Sources whose own cap bit and was logged: once until all their
   // connections have ended, whatever other sources' connections do.
   std::set<asio::ip::address> capped_sources;
-  IdleWatch idle;        // its timeout is the current generation's
+  IdleWatch idle;  // its timeout is the current generation's
 
   Impl(asio::io_context& io_context, Options o, resolver::FakePool& p, resolver::Upstream& upstream,
        const config::Log& l)
