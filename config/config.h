@@ -159,9 +159,16 @@ struct PortSpan {
 // deliberate changes documented in the README: one member per entry of
 // main_options.def, which says what each is.
 struct Options {
-#define TUNNELS_OPTION(key, member, type, default_value, ...) type member = type default_value;
+// The default is written in parentheses in the table; it is used as a braced
+// list, because clang 14 (Debian 12, the fuzz build) has no parenthesised
+// aggregate initialisation (P0960) for Ipv4Prefix and PortSpan.
+#define TUNNELS_BRACED(...) \
+  { __VA_ARGS__ }
+#define TUNNELS_OPTION(key, member, type, default_value, ...) \
+  type member = type TUNNELS_BRACED default_value;
 #include "config/main_options.def"
 #undef TUNNELS_OPTION
+#undef TUNNELS_BRACED
 
   // Where each option that a file set came from, by its YAML key. Options
   // missing here have their default (or, for upstreamDns, came from
